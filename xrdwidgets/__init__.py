@@ -1,0 +1,21 @@
+"""xrdwidgets: X-ray diffraction computed tomography (XRD-CT) in Jupyter.
+
+The core (``data``, ``geometry``, ``io``, ``sim``, ``ops``, ``recon``) imports without
+ipywidgets, plotly or voila.
+"""
+from __future__ import annotations
+
+import logging
+
+from ._version import __version__
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = ["__version__", "demo"]
+
+
+def demo(*args, **kwargs):
+    """Deterministic multi-phase XRD-CT demo dataset; see :func:`xrdwidgets.sim.demo.demo`."""
+    from .sim.demo import demo as _demo
+
+    return _demo(*args, **kwargs)
