@@ -8,10 +8,12 @@ from __future__ import annotations
 import logging
 
 from ._version import __version__
+from . import accessor as _accessor  # noqa: F401  (registers .xrd)
+from .geometry import ScanGeometry
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = ["__version__", "demo"]
+__all__ = ["__version__", "demo", "ScanGeometry"]
 
 
 def demo(*args, **kwargs):

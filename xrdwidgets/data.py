@@ -1,0 +1,478 @@
+"""The xarray data model of xrdwidgets: constructors, validation, dims, coords and units.
+
+Two kinds of labelled arrays cross the public surface:
+
+``sinogram stack``
+    dims ``translation`` (pencil-beam position), ``angle`` (rotation, deg) and one spectral
+    dim; optional ``z`` (sample height) and ``time``. Canonical order:
+    ``(time, z, translation, angle, spectral)``.
+``volume`` (image stack)
+    dims ``y``, ``x`` and one spectral dim; optional ``z`` and ``time``. Canonical order:
+    ``(time, z, y, x, spectral)``. Image row index is ``y``, column index is ``x``.
+
+The spectral dim is one of :data:`SPECTRAL_DIMS`: ``tth`` (2θ, deg, the default), ``q`` (1/Å),
+``d`` (Å), ``energy`` (keV) or ``channel`` (an uncalibrated index, e.g. one chemical sinogram).
+
+Every dim has a 1-D, strictly monotonic, numeric coordinate carrying ``units`` and
+``long_name`` attrs. The scan geometry (:class:`~xrdwidgets.geometry.ScanGeometry`) lives in the
+array's ``attrs`` under ``geometry_*`` keys; provenance under ``provenance_*`` keys.
+
+Functions accept any dim order and return canonical order. Errors are :class:`DataError`
+(a ``ValueError``) and name the variable, what was expected and what was found.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+
+import numpy as np
+import xarray as xr
+
+from . import conversions as conv
+from ._version import __version__
+from .geometry import ScanGeometry
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "TRANSLATION", "ANGLE", "X", "Y", "Z", "TIME", "SPECTRAL_DIMS", "EXTRA_DIMS",
+    "SINOGRAM_DIMS", "IMAGE_DIMS", "UNITS", "LONG_NAMES", "DataError",
+    "sinogram_stack", "volume", "validate_sinogram_stack", "validate_volume", "validate",
+    "kind_of", "spectral_dim", "canonical", "get_geometry", "set_geometry", "convert_spectral",
+    "provenance", "as_dataarray", "nonfinite_counts",
+]
+
+TRANSLATION = "translation"
+ANGLE = "angle"
+X = "x"
+Y = "y"
+Z = "z"
+TIME = "time"
+#: Accepted names of the spectral dim (the first is the default).
+SPECTRAL_DIMS = ("tth", "q", "d", "energy", "channel")
+#: Optional leading dims, in canonical order.
+EXTRA_DIMS = (TIME, Z)
+SINOGRAM_DIMS = (TRANSLATION, ANGLE)
+IMAGE_DIMS = (Y, X)
+
+#: Units of every coordinate.
+UNITS = {
+    "tth": "deg", "q": "1/Å", "d": "Å", "energy": "keV", "channel": "1",
+    ANGLE: "deg", TRANSLATION: "mm", X: "mm", Y: "mm", Z: "mm", TIME: "s",
+}
+LONG_NAMES = {
+    "tth": "2θ", "q": "q", "d": "d-spacing", "energy": "photon energy", "channel": "channel",
+    ANGLE: "rotation angle", TRANSLATION: "translation", X: "x", Y: "y", Z: "z", TIME: "time",
+}
+#: Unit used for position coords when no physical step is known (steps / pixels).
+PIXEL_UNITS = "px"
+
+_DEFAULT_NAMES = {"sinogram": "sinogram", "volume": "volume"}
+
+
+class DataError(ValueError):
+    """Raised when data do not fit the data model; the message names what and where."""
+
+
+# ---------------------------------------------------------------------------- helpers
+def _to_numpy(data, name):
+    """numpy / torch / dask / array-like → array (dask stays lazy)."""
+    if hasattr(data, "detach") and hasattr(data, "cpu"):  # torch tensor, no torch import needed
+        data = data.detach().cpu().numpy()
+    if hasattr(data, "dask") or type(data).__module__.startswith("dask"):
+        return data
+    arr = np.asarray(data)
+    if arr.dtype == object:
+        raise DataError(f"{name}: expected a numeric array, found dtype object")
+    return arr
+
+
+def _coord(dim, values, n, var, *, units=None):
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise DataError(f"{var}: coordinate {dim!r} must be 1-D, found shape {arr.shape}")
+    if arr.shape[0] != n:
+        raise DataError(
+            f"{var}: coordinate {dim!r} has length {arr.shape[0]}, but the data axis {dim!r} has "
+            f"length {n}"
+        )
+    attrs = {"units": units or UNITS.get(dim, "1"), "long_name": LONG_NAMES.get(dim, dim)}
+    return xr.Variable((dim,), arr, attrs=attrs)
+
+
+def _resolve_dims(shape, dims, canonical_dims, var):
+    if dims is None:
+        if len(shape) != len(canonical_dims):
+            raise DataError(
+                f"{var}: got a {len(shape)}-D array of shape {shape}; without dims= it must be "
+                f"{len(canonical_dims)}-D with dims {canonical_dims}. Pass dims=(...) naming each axis."
+            )
+        return tuple(canonical_dims)
+    dims = tuple(dims)
+    if len(dims) != len(shape):
+        raise DataError(
+            f"{var}: dims {dims} name {len(dims)} axes but the array has shape {shape} "
+            f"({len(shape)} axes)"
+        )
+    return dims
+
+
+def _spectral_from_kwargs(spectral, spectral_dim, var):
+    if spectral_dim not in SPECTRAL_DIMS:
+        raise DataError(f"{var}: spectral_dim must be one of {SPECTRAL_DIMS}, found {spectral_dim!r}")
+    return spectral
+
+
+def as_dataarray(obj, kind: str | None = None) -> xr.DataArray:
+    """The main DataArray of ``obj``.
+
+    A Dataset gives its ``sinogram`` or ``volume`` variable (by ``kind``), or its only variable.
+    """
+    if isinstance(obj, xr.DataArray):
+        return obj
+    if isinstance(obj, xr.Dataset):
+        names = [_DEFAULT_NAMES[kind]] if kind else list(_DEFAULT_NAMES.values())
+        for n in names:
+            if n in obj.data_vars:
+                return obj[n]
+        if len(obj.data_vars) == 1:
+            return obj[next(iter(obj.data_vars))]
+        raise DataError(
+            f"Dataset has variables {list(obj.data_vars)}; expected one named {names} or a single "
+            "variable. Select one, e.g. ds['name']."
+        )
+    raise DataError(f"expected an xarray DataArray or Dataset, found {type(obj).__name__}")
+
+
+def spectral_dim(obj) -> str:
+    """Name of the spectral dim of ``obj`` (one of :data:`SPECTRAL_DIMS`)."""
+    da = as_dataarray(obj)
+    found = [d for d in da.dims if d in SPECTRAL_DIMS]
+    if len(found) != 1:
+        raise DataError(
+            f"{da.name or 'data'}: expected exactly one spectral dim among {SPECTRAL_DIMS}, "
+            f"found dims {tuple(da.dims)}"
+        )
+    return found[0]
+
+
+def kind_of(obj) -> str:
+    """``"sinogram"`` or ``"volume"`` from the dims of ``obj``."""
+    da = as_dataarray(obj)
+    dims = set(da.dims)
+    if set(SINOGRAM_DIMS) <= dims:
+        return "sinogram"
+    if set(IMAGE_DIMS) <= dims:
+        return "volume"
+    raise DataError(
+        f"{da.name or 'data'}: dims {tuple(da.dims)} are neither a sinogram stack "
+        f"(need {SINOGRAM_DIMS} + spectral) nor a volume (need {IMAGE_DIMS} + spectral)"
+    )
+
+
+def canonical(obj) -> xr.DataArray:
+    """``obj`` transposed to canonical dim order (no copy of the data)."""
+    da = as_dataarray(obj)
+    core = SINOGRAM_DIMS if kind_of(da) == "sinogram" else IMAGE_DIMS
+    order = [d for d in EXTRA_DIMS if d in da.dims] + list(core) + [spectral_dim(da)]
+    return da.transpose(*order) if tuple(da.dims) != tuple(order) else da
+
+
+def get_geometry(obj) -> ScanGeometry | None:
+    """The :class:`ScanGeometry` stored in ``obj.attrs`` (``None`` if absent)."""
+    return ScanGeometry.from_attrs(obj.attrs)
+
+
+def set_geometry(obj, geometry: ScanGeometry | None):
+    """A shallow copy of ``obj`` with ``geometry`` written into its attrs (old keys replaced)."""
+    out = obj.copy(deep=False)
+    out.attrs = {k: v for k, v in obj.attrs.items() if not k.startswith("geometry_")}
+    if geometry is not None:
+        if not isinstance(geometry, ScanGeometry):
+            raise DataError(f"geometry: expected a ScanGeometry, found {type(geometry).__name__}")
+        out.attrs.update(geometry.to_attrs())
+    return out
+
+
+def provenance(producer: str, parameters: dict | None = None) -> dict:
+    """``provenance_*`` attrs: software version, producer, JSON parameters, UTC time."""
+    return {
+        "provenance_software": f"xrdwidgets {__version__}",
+        "provenance_producer": str(producer),
+        "provenance_parameters": json.dumps(parameters or {}, default=str, sort_keys=True),
+        "provenance_created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# ---------------------------------------------------------------------------- constructors
+def _build(data, dims, coords_given, core, *, spectral_dim, geometry, name, units, attrs, var):
+    arr = _to_numpy(data, var)
+    if arr.ndim < 3:
+        raise DataError(
+            f"{var}: expected at least 3 axes {core + (spectral_dim,)}, found shape {tuple(arr.shape)}"
+        )
+    canon = [d for d in EXTRA_DIMS if d in (dims or ())] + list(core) + [spectral_dim]
+    dims = _resolve_dims(tuple(arr.shape), dims, canon, var)
+    sizes = dict(zip(dims, arr.shape))
+    coords = {}
+    for dim in dims:
+        values = coords_given.get(dim)
+        u = None
+        if values is None:
+            values, u = _default_coord(dim, sizes[dim], geometry)
+        coords[dim] = _coord(dim, values, sizes[dim], var, units=u)
+    da = xr.DataArray(arr, dims=dims, coords=coords, name=name)
+    da.attrs["units"] = units
+    da.attrs["long_name"] = "diffracted intensity" if units == "counts" else name
+    if geometry is not None:
+        da = set_geometry(da, geometry)
+    if attrs:
+        da.attrs.update(attrs)
+    return da
+
+
+def _default_coord(dim, n, geometry):
+    g = geometry or ScanGeometry()
+    if dim == ANGLE:
+        return g.angles(n), None
+    if dim in (TRANSLATION, X, Y):
+        pos = g.translations(n)
+        if dim == Y:
+            pos = pos  # row index increases with y
+        return pos, (None if g.translation_step_mm else PIXEL_UNITS)
+    if dim == Z:
+        return np.arange(n, dtype=float), PIXEL_UNITS
+    if dim == TIME:
+        return np.arange(n, dtype=float), "frame"
+    if dim == "channel":
+        return np.arange(n), None
+    raise DataError(
+        f"no coordinate given for the spectral dim {dim!r} and none can be assumed; pass {dim}=values"
+    )
+
+
+def sinogram_stack(data, *, dims=None, translation=None, angle=None, spectral=None,
+                   spectral_dim: str = "tth", z=None, time=None, geometry: ScanGeometry | None = None,
+                   name: str = "sinogram", units: str = "counts", attrs: dict | None = None,
+                   validate_values: bool = True) -> xr.DataArray:
+    """Wrap an array as a labelled sinogram stack.
+
+    Parameters
+    ----------
+    data : array-like (numpy, torch, dask)
+        At least 3-D. Without ``dims`` the axis order must be canonical:
+        ``(translation, angle, spectral)`` (with leading ``time``/``z`` when given).
+    dims : sequence of str, optional
+        Name of each axis of ``data`` in its order, e.g. ``("angle", "translation", "tth")``.
+    translation : array, optional
+        Pencil-beam positions (mm when the geometry's step is known; default: centred steps).
+    angle : array, optional
+        Rotation angles in degrees (default: evenly spaced over the geometry's angle range).
+    spectral : array
+        Spectral coordinate in the units of ``spectral_dim`` (required unless ``channel``).
+    spectral_dim : {"tth", "q", "d", "energy", "channel"}
+    z, time : array, optional
+        Coordinates of the optional dims.
+    geometry : ScanGeometry, optional
+    validate_values : bool
+        Check for NaN/inf (skipped for lazy dask data).
+
+    Returns
+    -------
+    xarray.DataArray
+        Canonical order ``(time, z, translation, angle, spectral)``.
+    """
+    _spectral_from_kwargs(spectral, spectral_dim, name)
+    coords = {TRANSLATION: translation, ANGLE: angle, spectral_dim: spectral, Z: z, TIME: time}
+    da = _build(data, dims, coords, SINOGRAM_DIMS, spectral_dim=spectral_dim, geometry=geometry,
+                name=name, units=units, attrs=attrs, var=name)
+    return validate_sinogram_stack(da, check_finite=validate_values)
+
+
+def volume(data, *, dims=None, y=None, x=None, spectral=None, spectral_dim: str = "tth", z=None,
+           time=None, geometry: ScanGeometry | None = None, name: str = "volume",
+           units: str = "counts", attrs: dict | None = None, validate_values: bool = True) -> xr.DataArray:
+    """Wrap an array as a labelled volume / image stack.
+
+    Parameters
+    ----------
+    data : array-like
+        At least 3-D; without ``dims`` in canonical order ``(y, x, spectral)`` (leading
+        ``time``/``z`` when given).
+    y, x : array, optional
+        Pixel-centre positions (mm with a known translation step, else pixels, centred).
+    spectral, spectral_dim, z, time, geometry, dims :
+        As in :func:`sinogram_stack`.
+
+    Returns
+    -------
+    xarray.DataArray
+        Canonical order ``(time, z, y, x, spectral)``.
+    """
+    _spectral_from_kwargs(spectral, spectral_dim, name)
+    coords = {Y: y, X: x, spectral_dim: spectral, Z: z, TIME: time}
+    da = _build(data, dims, coords, IMAGE_DIMS, spectral_dim=spectral_dim, geometry=geometry,
+                name=name, units=units, attrs=attrs, var=name)
+    return validate_volume(da, check_finite=validate_values)
+
+
+# ---------------------------------------------------------------------------- validation
+def nonfinite_counts(da: xr.DataArray) -> tuple[int, int]:
+    """``(n_nan, n_inf)`` of a DataArray (computes lazily-loaded data)."""
+    if not np.issubdtype(da.dtype, np.floating) and not np.issubdtype(da.dtype, np.complexfloating):
+        return 0, 0
+    v = da.data
+    n_nan = int(np.isnan(v).sum())
+    n_inf = int(np.isinf(v).sum())
+    return n_nan, n_inf
+
+
+def _is_lazy(da):
+    return not isinstance(da.data, np.ndarray)
+
+
+def _validate(obj, kind, *, check_finite, name):
+    da = as_dataarray(obj, kind)
+    var = name or da.name or kind
+    core = SINOGRAM_DIMS if kind == "sinogram" else IMAGE_DIMS
+    dims = tuple(da.dims)
+    if len(set(dims)) != len(dims):
+        raise DataError(f"{var}: repeated dim names {dims}")
+    missing = [d for d in core if d not in dims]
+    spec = [d for d in dims if d in SPECTRAL_DIMS]
+    unknown = [d for d in dims if d not in core and d not in SPECTRAL_DIMS and d not in EXTRA_DIMS]
+    if missing or len(spec) != 1 or unknown:
+        problems = []
+        if missing:
+            problems.append(f"missing {missing}")
+        if len(spec) != 1:
+            problems.append(f"{len(spec)} spectral dims {spec} (need exactly one of {SPECTRAL_DIMS})")
+        if unknown:
+            problems.append(f"unknown dims {unknown} (optional dims are {EXTRA_DIMS})")
+        raise DataError(
+            f"{var}: expected a {kind} with dims {core} + one spectral dim (+ optional {EXTRA_DIMS}); "
+            f"found dims {dims}: " + "; ".join(problems)
+        )
+    if not (np.issubdtype(da.dtype, np.floating) or np.issubdtype(da.dtype, np.integer)):
+        raise DataError(f"{var}: expected a real numeric dtype (float or int), found {da.dtype}")
+    for d in dims:
+        if d not in da.coords:
+            raise DataError(f"{var}: dim {d!r} has no coordinate; expected 1-D {UNITS.get(d, '')} values")
+        c = da.coords[d]
+        if c.ndim != 1 or c.dims != (d,):
+            raise DataError(f"{var}: coordinate {d!r} must be 1-D along {d!r}, found dims {c.dims}")
+        cv = np.asarray(c.values)
+        if not np.issubdtype(cv.dtype, np.number):
+            raise DataError(f"{var}: coordinate {d!r} must be numeric, found dtype {cv.dtype}")
+        if not np.all(np.isfinite(cv)):
+            raise DataError(f"{var}: coordinate {d!r} has {int(np.sum(~np.isfinite(cv)))} NaN/inf values")
+        if cv.size > 1:
+            diff = np.diff(cv)
+            if not (np.all(diff > 0) or np.all(diff < 0)):
+                bad = int(np.argmax(~(diff > 0) if diff[0] > 0 else ~(diff < 0)))
+                raise DataError(
+                    f"{var}: coordinate {d!r} must be strictly monotonic; found "
+                    f"{cv[bad]!r} then {cv[bad + 1]!r} at index {bad}"
+                )
+    if da.sizes[spec[0]] < 1 or any(da.sizes[d] < 1 for d in core):
+        raise DataError(f"{var}: empty {kind}: sizes {dict(da.sizes)}")
+    if check_finite and not (check_finite != "always" and _is_lazy(da)):
+        n_nan, n_inf = nonfinite_counts(da)
+        if n_nan or n_inf:
+            raise DataError(
+                f"{var}: expected finite values, found {n_nan} NaN and {n_inf} inf of {da.size} "
+                "(fill or mask them first, e.g. da.fillna(0))"
+            )
+    if "geometry_energy_keV" in da.attrs or any(k.startswith("geometry_") for k in da.attrs):
+        try:
+            get_geometry(da)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{var}: invalid geometry attrs: {exc}") from None
+    return canonical(da)
+
+
+def validate_sinogram_stack(obj, *, check_finite=True, name: str | None = None) -> xr.DataArray:
+    """Check ``obj`` is a valid sinogram stack; return it in canonical order.
+
+    Checks dims, one spectral dim, coordinates (present, 1-D, numeric, finite, strictly
+    monotonic, matching lengths), dtype, and (``check_finite``) NaN/inf counts. ``check_finite``
+    is skipped for lazy (dask) data unless it is ``"always"``.
+    """
+    return _validate(obj, "sinogram", check_finite=check_finite, name=name)
+
+
+def validate_volume(obj, *, check_finite=True, name: str | None = None) -> xr.DataArray:
+    """Check ``obj`` is a valid volume / image stack; return it in canonical order."""
+    return _validate(obj, "volume", check_finite=check_finite, name=name)
+
+
+def validate(obj, *, check_finite=True, name: str | None = None) -> xr.DataArray:
+    """Validate a sinogram stack or a volume, whichever its dims say."""
+    kind = kind_of(obj)
+    return _validate(obj, kind, check_finite=check_finite, name=name)
+
+
+# ---------------------------------------------------------------------------- spectral axes
+_CONVERTERS = {
+    ("tth", "q"): lambda v, lam, tth: conv.tth_to_q(v, lam),
+    ("q", "tth"): lambda v, lam, tth: conv.q_to_tth(v, lam),
+    ("tth", "d"): lambda v, lam, tth: conv.tth_to_d(v, lam),
+    ("d", "tth"): lambda v, lam, tth: conv.d_to_tth(v, lam),
+    ("q", "d"): lambda v, lam, tth: conv.q_to_d(v),
+    ("d", "q"): lambda v, lam, tth: conv.d_to_q(v),
+    ("energy", "d"): lambda v, lam, tth: conv.energy_to_d(v, tth),
+    ("energy", "q"): lambda v, lam, tth: conv.energy_to_q(v, tth),
+    ("d", "energy"): lambda v, lam, tth: conv.d_to_energy(v, tth),
+    ("q", "energy"): lambda v, lam, tth: conv.q_to_energy(v, tth),
+}
+
+
+def convert_spectral(obj, to: str, *, wavelength_A: float | None = None,
+                     energy_keV: float | None = None, tth_deg: float | None = None) -> xr.DataArray:
+    """Relabel the spectral axis in other units (the intensities are unchanged).
+
+    Parameters
+    ----------
+    to : {"tth", "q", "d", "energy"}
+    wavelength_A, energy_keV : float, optional
+        Monochromatic wavelength (Å) or energy (keV); default from the stored geometry.
+    tth_deg : float, optional
+        Fixed 2θ of an energy-dispersive detector (deg); default from the geometry.
+
+    Returns
+    -------
+    xarray.DataArray
+        Same data, spectral dim renamed to ``to`` with converted coordinate values (d decreases
+        where tth increases; it stays strictly monotonic).
+    """
+    da = as_dataarray(obj)
+    src = spectral_dim(da)
+    if to == src:
+        return da
+    key = (src, to)
+    if key not in _CONVERTERS:
+        raise DataError(f"cannot convert the spectral axis from {src!r} to {to!r}; "
+                        f"supported: {sorted(set(k for k in _CONVERTERS))}")
+    geom = get_geometry(da)
+    if energy_keV is not None:
+        wavelength_A = conv.wavelength_from_energy(energy_keV)
+    if wavelength_A is None and geom is not None:
+        wavelength_A = geom.wavelength_A
+    if tth_deg is None and geom is not None:
+        tth_deg = geom.ed_tth_deg
+    needs_lam = "tth" in key
+    needs_tth = "energy" in key
+    if needs_lam and wavelength_A is None:
+        raise DataError(f"converting {src!r} → {to!r} needs the X-ray energy or wavelength: pass "
+                        "wavelength_A= or energy_keV=, or store a ScanGeometry with energy_keV")
+    if needs_tth and tth_deg is None:
+        raise DataError(f"converting {src!r} → {to!r} needs the detector's fixed 2θ: pass tth_deg= "
+                        "or store a ScanGeometry with ed_tth_deg")
+    values = np.asarray(_CONVERTERS[key](da[src].values, wavelength_A, tth_deg), dtype=float)
+    out = da.rename({src: to})
+    out = out.assign_coords({to: xr.Variable((to,), values,
+                                             attrs={"units": UNITS[to], "long_name": LONG_NAMES[to]})})
+    if wavelength_A is not None and (geom is None or geom.energy_keV is None):
+        out = set_geometry(out, (geom or ScanGeometry()).replace(wavelength_A=wavelength_A))
+    return out
