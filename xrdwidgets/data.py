@@ -214,6 +214,15 @@ def _build(data, dims, coords_given, core, *, spectral_dim, geometry, name, unit
         )
     canon = [d for d in EXTRA_DIMS if d in (dims or ())] + list(core) + [spectral_dim]
     dims = _resolve_dims(tuple(arr.shape), dims, canon, var)
+    allowed = set(core) | {spectral_dim} | set(EXTRA_DIMS)
+    unknown = [d for d in dims if d not in allowed]
+    missing = [d for d in tuple(core) + (spectral_dim,) if d not in dims]
+    if unknown or missing:
+        raise DataError(
+            f"{var}: dims {dims} do not fit; expected {tuple(core) + (spectral_dim,)} "
+            f"(+ optional {EXTRA_DIMS}); unknown dims {unknown}, missing {missing}"
+            + (f" (set spectral_dim= to name the spectral axis)" if missing == [spectral_dim] else "")
+        )
     sizes = dict(zip(dims, arr.shape))
     coords = {}
     for dim in dims:
