@@ -1,0 +1,36 @@
+# xrdwidgets — set-up, demo and tests.  `make demo` and `make test` each set everything up first.
+#
+# TORCH picks the torch build installed before the package (the package itself needs torch>=2.3).
+# The default pins the CPU wheel this project's machines carry; elsewhere it comes from PyPI.
+# GPU users: `make demo TORCH=torch` (or any torch>=2.3 already in the venv is kept).
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+EXTRAS ?= all
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.xrdwidgets-installed
+OUT    ?= xrdwidgets-output
+
+.PHONY: setup demo test info clean help
+
+help:
+	@echo "make demo   set up (.venv) and run the demo: simulate, reconstruct, write HDF5 + PNG to $(OUT)/"
+	@echo "make test   set up (.venv) and run the test suite"
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/xrdwidgets demo --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache
