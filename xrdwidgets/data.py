@@ -382,7 +382,7 @@ def _validate(obj, kind, *, check_finite, name):
                 bad = int(np.argmax(~(diff > 0) if diff[0] > 0 else ~(diff < 0)))
                 raise DataError(
                     f"{var}: coordinate {d!r} must be strictly monotonic; found "
-                    f"{cv[bad]!r} then {cv[bad + 1]!r} at index {bad}"
+                    f"{cv[bad].item()!r} then {cv[bad + 1].item()!r} at index {bad}"
                 )
     if da.sizes[spec[0]] < 1 or any(da.sizes[d] < 1 for d in core):
         raise DataError(f"{var}: empty {kind}: sizes {dict(da.sizes)}")

@@ -13,6 +13,8 @@ Geometry convention (shared with :mod:`xrdwidgets.sim.shapes`, whose docstring h
   ``x cos θ - y sin θ = t``; sinograms have axes ``(translation, angle)``. This matches
   :func:`skimage.transform.radon` except for its rotation centre (pixel ``n // 2``); see
   :func:`~xrdwidgets.sim.shapes.skimage_radon_geometry`.
+* Code that works in pixels (translations in pixels from index ``(n - 1)/2``, integrals as sums
+  over pixels) uses ``phantom.in_pixels(n)`` (:class:`~xrdwidgets.sim.shapes.PixelPhantom`).
 * Volumes are ``(z, y, x)`` with ``n × n`` slices and cubic voxels of side ``h = 2/n``; ``z``
   centres are ``(k - (nz - 1)/2) h``, growing with the slice index. 3-D positions are given as
   ``(x, y, z)``.
@@ -28,6 +30,7 @@ from .shapes import (
     Circle,
     Ellipse,
     Phantom,
+    PixelPhantom,
     Polygon,
     Rectangle,
     Shape,
@@ -43,12 +46,12 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     # re-exported shapes
-    "Shape", "Ellipse", "Circle", "Rectangle", "Polygon", "Phantom",
+    "Shape", "Ellipse", "Circle", "Rectangle", "Polygon", "Phantom", "PixelPhantom",
     "pixel_centres", "pixel_size", "skimage_radon_geometry",
     # 2-D phantoms
     "SHEPP_LOGAN_ELLIPSES", "shepp_logan", "shepp_logan_image", "voronoi_grains", "random_blobs_phantom",
     # 3-D
-    "volume_centres", "sphere", "cylinder", "ellipsoid", "shepp_logan_3d",
+    "volume_centres", "sphere", "cylinder", "ellipsoid", "shepp_logan_3d", "SHEPP_LOGAN_3D_ELLIPSOIDS",
 ]
 
 # --------------------------------------------------------------------------- Shepp–Logan
@@ -169,7 +172,8 @@ def random_blobs_phantom(n: int, n_shapes: int, seed: int = 0, *, radius: float 
     radius : float
         Every shape lies inside the disk of this radius (image units).
     size_range : (float, float), optional
-        Range of the half-axes in image units; default ``(max(0.05, 8/n), max(0.3, …))``.
+        Range of the half-axes in image units; default ``(max(0.05, 8/n), max(0.3, …))``
+        (the lower end capped at ``radius / 2``).
     value_range : (float, float)
         Range of the (uniform random) values.
     polygon_fraction : float
@@ -184,7 +188,7 @@ def random_blobs_phantom(n: int, n_shapes: int, seed: int = 0, *, radius: float 
     n_shapes = _check_size("n_shapes", n_shapes)
     radius = _check_scalar("radius", radius, positive=True)
     if size_range is None:
-        lo = max(0.05, 8.0 / n)
+        lo = min(max(0.05, 8.0 / n), 0.5 * radius)
         size_range = (lo, max(0.3, lo))
     smin, smax = _check_vector("size_range", size_range, 2, positive=True)
     if smax < smin or smin >= radius:

@@ -68,6 +68,7 @@ __all__ = [
     "Rectangle",
     "Polygon",
     "Phantom",
+    "PixelPhantom",
     "pixel_centres",
     "pixel_size",
     "skimage_radon_geometry",
@@ -303,6 +304,10 @@ class Shape:
         self._accumulate(out, self.value, _check_supersample(supersample))
         return out
 
+    def in_pixels(self, n: int) -> "PixelPhantom":
+        """This shape seen on an ``n × n`` pixel grid, in pixel units; see :class:`PixelPhantom`."""
+        return PixelPhantom(Phantom((self,)), n)
+
     def __add__(self, other):
         return Phantom((self,)) + other
 
@@ -488,21 +493,33 @@ class Circle(Shape):
 
 
 # --------------------------------------------------------------------------- polygons
-def _segments_cross(p, q, r, s):
-    """True when the closed segments pq and rs intersect (scalar 2-D points)."""
+def _first_crossing(verts):
+    """Indices ``(i, j)`` of two non-adjacent edges of the closed polygon that touch, or ``None``."""
+    v = np.asarray(verts)
+    m = len(v)
+    px, py = v[:, 0], v[:, 1]
+    qx, qy = np.roll(px, -1), np.roll(py, -1)
 
-    def orient(a, b, c):
-        v = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
-        return 0 if v == 0 else (1 if v > 0 else -1)
+    def orient(ax, ay, bx, by, cx, cy):
+        return np.sign((bx - ax) * (cy - ay) - (by - ay) * (cx - ax))
 
-    def on_segment(a, b, c):
-        return min(a[0], b[0]) <= c[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= c[1] <= max(a[1], b[1])
+    def between(ax, ay, bx, by, cx, cy):  # c within the bounding box of segment ab
+        return ((np.minimum(ax, bx) <= cx) & (cx <= np.maximum(ax, bx))
+                & (np.minimum(ay, by) <= cy) & (cy <= np.maximum(ay, by)))
 
-    o1, o2, o3, o4 = orient(p, q, r), orient(p, q, s), orient(r, s, p), orient(r, s, q)
-    if o1 != o2 and o3 != o4:
-        return True
-    return ((o1 == 0 and on_segment(p, q, r)) or (o2 == 0 and on_segment(p, q, s))
-            or (o3 == 0 and on_segment(r, s, p)) or (o4 == 0 and on_segment(r, s, q)))
+    I = (slice(None), None)  # edge i along axis 0, edge j along axis 1
+    J = (None, slice(None))
+    ai, bi, ci, di = px[I], py[I], qx[I], qy[I]
+    aj, bj, cj, dj = px[J], py[J], qx[J], qy[J]
+    o1, o2 = orient(ai, bi, ci, di, aj, bj), orient(ai, bi, ci, di, cj, dj)
+    o3, o4 = orient(aj, bj, cj, dj, ai, bi), orient(aj, bj, cj, dj, ci, di)
+    touch = ((o1 != o2) & (o3 != o4)
+             | (o1 == 0) & between(ai, bi, ci, di, aj, bj) | (o2 == 0) & between(ai, bi, ci, di, cj, dj)
+             | (o3 == 0) & between(aj, bj, cj, dj, ai, bi) | (o4 == 0) & between(aj, bj, cj, dj, ci, di))
+    i, j = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
+    touch &= (j >= i + 2) & ~((i == 0) & (j == m - 1))
+    hits = np.argwhere(touch)
+    return None if hits.size == 0 else tuple(int(k) for k in hits[0])
 
 
 @dataclass(frozen=True)
@@ -540,14 +557,10 @@ class Polygon(Shape):
         object.__setattr__(self, "vertices", verts)
         if abs(self._signed_area()) <= 1e-15:
             raise ValueError(f"vertices must enclose a non-zero area; found area 0 for {verts!r}")
-        m = len(verts)
-        for i in range(m):
-            for j in range(i + 2, m):
-                if i == 0 and j == m - 1:
-                    continue  # adjacent through the closing edge
-                if _segments_cross(verts[i], verts[(i + 1) % m], verts[j], verts[(j + 1) % m]):
-                    raise ValueError(
-                        f"vertices must form a simple polygon; found edges {i} and {j} intersecting")
+        crossing = _first_crossing(verts)
+        if crossing is not None:
+            raise ValueError("vertices must form a simple polygon (no self-intersection); "
+                             f"found edges {crossing[0]} and {crossing[1]} intersecting")
 
     def _arrays(self):
         v = np.asarray(self.vertices)
@@ -694,6 +707,11 @@ class Phantom:
     ----------
     shapes : sequence of Shape
         The parts; a nested :class:`Phantom` is flattened.
+
+    Notes
+    -----
+    Rasters cover the image ``[-1, 1]²`` only, while line integrals see every shape whole: keep
+    shapes inside the image (inside the unit disk to compare with ``radon(..., circle=True)``).
     """
 
     shapes: tuple = ()
@@ -739,6 +757,10 @@ class Phantom:
             return self
         return NotImplemented
 
+    def in_pixels(self, n: int) -> "PixelPhantom":
+        """This phantom seen on an ``n × n`` pixel grid, in pixel units; see :class:`PixelPhantom`."""
+        return PixelPhantom(self, n)
+
     @property
     def mass(self) -> float:
         """Integral of the phantom over the plane, ``Σ value × area``."""
@@ -774,3 +796,60 @@ class Phantom:
             if shape.value != 0:
                 out += shape.value * shape._chords(s, c, si)
         return out
+
+
+@dataclass(frozen=True)
+class PixelPhantom:
+    """A :class:`Phantom` on an ``n × n`` grid, with lengths measured in pixels.
+
+    For code that works in pixels (ray tracers, projectors): translations are in pixels from the
+    image centre (index ``(n - 1) / 2``), and line integrals are ``value × chord length in
+    pixels`` (what a sum over pixels along the beam gives). Angles and directions are those of
+    the module docstring. With ``n`` translations ``t = i - (n - 1)/2`` it matches
+    ``skimage.transform.radon(raster, theta, circle=True)`` for odd ``n``.
+
+    Parameters
+    ----------
+    phantom : Phantom or Shape
+    n : int
+        Grid size; the pixel size is ``h = 2 / n`` image units.
+    """
+
+    phantom: Phantom
+    n: int
+
+    def __post_init__(self):
+        ph = self.phantom
+        object.__setattr__(self, "phantom", Phantom((ph,)) if isinstance(ph, Shape) else Phantom(ph))
+        object.__setattr__(self, "n", _check_size("n", self.n))
+
+    @property
+    def pixel_size(self) -> float:
+        """Pixel size ``2 / n`` in image units."""
+        return 2.0 / self.n
+
+    @property
+    def shape(self) -> tuple:
+        """``(n, n)``: the raster shape, axes ``(y, x)``."""
+        return (self.n, self.n)
+
+    def line_integrals(self, translations, angles_deg, *, rotation_centre=(0.0, 0.0),
+                       translation_offset=0.0) -> np.ndarray:
+        """Exact line integrals in pixel units, float64 ``(n_translation, n_angle)``.
+
+        ``translations``, ``rotation_centre`` (``(x, y)`` from the image centre) and
+        ``translation_offset`` are in pixels; otherwise as :meth:`Phantom.line_integrals`.
+        """
+        h = self.pixel_size
+        t = _check_1d("translations", translations) * h
+        c = tuple(h * v for v in _check_vector("rotation_centre", rotation_centre, 2))
+        t0 = _check_scalar("translation_offset", translation_offset) * h
+        return self.phantom.line_integrals(t, angles_deg, rotation_centre=c, translation_offset=t0) / h
+
+    def raster(self, *, supersample: int | None = None) -> np.ndarray:
+        """Area-averaged image, float64 ``(n, n)``, axes ``(y, x)``."""
+        return self.phantom.raster(self.n, supersample=supersample)
+
+    def area_fractions(self, *, supersample: int | None = None) -> np.ndarray:
+        """Pixel area fraction of every part, float64 ``(n_shapes, n, n)``."""
+        return self.phantom.area_fractions(self.n, supersample=supersample)
