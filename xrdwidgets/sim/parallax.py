@@ -223,12 +223,13 @@ def parallax_scan(phantom, tth=None, *, distance_mm: float, pixel_size_mm: float
               else np.zeros_like(maps))
     size = (np.asarray(ds["size"].transpose("phase", "y", "x").values, float) if "size" in ds
             else np.full_like(maps, size_ref))
-    varying = [bool(np.any(strain[k][maps[k] > 0] != strain[k][maps[k] > 0].flat[0]) if np.any(maps[k] > 0) else False)
-               or bool(np.any(size[k][maps[k] > 0] != size[k][maps[k] > 0].flat[0]) if np.any(maps[k] > 0) else False)
-               for k in range(n_p)]
-    # uniform values per phase (fast path)
-    eps_u = np.array([strain[k][maps[k] > 0].flat[0] if np.any(maps[k] > 0) else 0.0 for k in range(n_p)])
-    size_u = np.array([size[k][maps[k] > 0].flat[0] if np.any(maps[k] > 0) else size_ref for k in range(n_p)])
+    eps_u, size_u, varying = np.zeros(n_p), np.full(n_p, size_ref), np.zeros(n_p, bool)
+    for k in range(n_p):
+        present = maps[k] > 0
+        if present.any():
+            e, z = strain[k][present], size[k][present]
+            eps_u[k], size_u[k] = e[0], z[0]
+            varying[k] = bool(np.any(e != e[0]) or np.any(z != z[0]))
     lines = [phase_lines(n, energy_keV=energy) for n in names]
 
     ang, arange = _scan._resolve_angles(angles, n_angles, angle_range_deg)
@@ -242,7 +243,7 @@ def parallax_scan(phantom, tth=None, *, distance_mm: float, pixel_size_mm: float
                          f"(rays reach {np.abs(depth).max():.3g} mm from the axis)")
 
     # per-depth patterns of the uniform phases: (K, T) with and without parallax
-    dists = [L] + ([math.inf] if reference else [])
+    dists = [L] + ([math.inf] if reference and math.isfinite(L) else [])
     depth_patterns = {}
     for k in range(n_p):
         if varying[k]:
@@ -263,7 +264,7 @@ def parallax_scan(phantom, tth=None, *, distance_mm: float, pixel_size_mm: float
     pad = np.pad(maps, ((0, 0), (1, 1), (1, 1)))
     cshape = pad.shape[1:]
     cols = [pad.reshape(n_p, -1).T]
-    if any(varying):
+    if varying.any():
         cols += [(np.pad(maps * strain, ((0, 0), (1, 1), (1, 1)))).reshape(n_p, -1).T,
                  (np.pad(maps * size, ((0, 0), (1, 1), (1, 1)))).reshape(n_p, -1).T]
     table = np.concatenate(cols, axis=1)  # (n_pix, P or 3P)
@@ -289,8 +290,8 @@ def parallax_scan(phantom, tth=None, *, distance_mm: float, pixel_size_mm: float
             if not nz.any():
                 continue
             if not varying[k]:
-                G = np.zeros((na * n_rays, s.size))
-                np.add.at(G, (ray_of[nz], k_of[nz]), fk[nz] * wstep)
+                G = np.bincount(ray_of[nz] * s.size + k_of[nz], fk[nz] * wstep,
+                                minlength=na * n_rays * s.size).reshape(na * n_rays, s.size)
                 for dist in dists:
                     res = G @ depth_patterns[k, dist]  # (na*n_rays, T)
                     out[dist][:, a0:a1] += res.reshape(na, n_t, n_sub, -1).sum(axis=2).transpose(1, 0, 2)
