@@ -68,7 +68,7 @@ def cmd_demo(args) -> int:
     t1 = time.perf_counter()
     rec = _run_with_bar(iterate_fbp(ds["sinogram"], batch=args.batch), "FBP", args.quiet)
     t2 = time.perf_counter()
-    result = ds.assign(fbp=rec.rename("fbp"))
+    result = xr.merge([ds, rec.rename("fbp")], join="exact", combine_attrs="override")
     io.save(result, h5, overwrite=args.overwrite, producer="xrdwidgets demo",
             parameters={"seed": args.seed, "size": args.size, "method": "fbp"})
     demo_summary_png(result, png, overwrite=args.overwrite)

@@ -97,7 +97,9 @@ def demo_summary_png(ds, path, *, overwrite: bool = False) -> Path:
     ny, nx = ds.sizes["y"], ds.sizes["x"]
     iy, ix = _brightest_pixel(ds["phase_maps"].values)
     ax.plot(tth, ds["volume"].isel(y=iy, x=ix).values, "k-", lw=1.6, label="ground truth")
-    ax.plot(tth, ds["fbp"].isel(y=iy, x=ix).values, "-", color="tab:orange", lw=1, label="FBP")
+    scale = float(ds.attrs.get("scale", 1.0)) or 1.0  # counts per unit line integral (simulator)
+    ax.plot(tth, ds["fbp"].isel(y=iy, x=ix).values / scale, "-", color="tab:orange", lw=1,
+            label="FBP" + (" ÷ dose scale" if scale != 1.0 else ""))
     ax.set(title=f"local pattern at pixel (y={iy}, x={ix})", xlabel="2θ (deg)", ylabel="intensity")
     ax.legend()
     _atomic_savefig(fig, Path(path), overwrite)

@@ -121,10 +121,7 @@ def iterate_fbp(stack, *, filter: str = "ramp", batch: int = 256, n: int | None 
             step += 1
             yield Progress(iteration=step, total=total, metrics={"channels_done": e, "channels": C},
                            preview=out.reshape(-1, n, n, C)[li, :, :, s:e].sum(-1))
-    tcoord = da[_data.TRANSLATION]
-    step_len = float(abs(tcoord.values[1] - tcoord.values[0])) if n_t > 1 else 1.0
-    pos = (np.arange(n) - (n - 1) / 2.0) * step_len
-    units = tcoord.attrs.get("units", _data.PIXEL_UNITS)
+    pos, units = image_coords(da, n)
     coords = {d: da[d] for d in lead}
     coords.update({
         _data.Y: xr.Variable((_data.Y,), pos, {"units": units, "long_name": "y"}),
@@ -138,6 +135,21 @@ def iterate_fbp(stack, *, filter: str = "ramp", batch: int = 256, n: int | None 
     vol = xr.DataArray(out, dims=tuple(lead) + (_data.Y, _data.X, spec), coords=coords,
                        name="volume", attrs=attrs)
     return vol
+
+
+def image_coords(stack, n: int):
+    """Pixel-centre positions of an ``n``-pixel reconstruction of ``stack`` and their units.
+
+    One pixel per translation step; positions relative to the rotation axis, computed as
+    :meth:`ScanGeometry.translations` does so that they equal the simulator's coordinates.
+    """
+    geom = _data.get_geometry(stack)
+    tcoord = stack[_data.TRANSLATION]
+    if geom is not None and geom.translation_step_mm is not None:
+        return geom.translations(n), "mm"
+    t = tcoord.values
+    step_len = float(abs(t[1] - t[0])) if t.size > 1 else 1.0
+    return (np.arange(n) - (n - 1) / 2.0) * step_len, tcoord.attrs.get("units", _data.PIXEL_UNITS)
 
 
 def fbp(stack, **kwargs) -> xr.DataArray:

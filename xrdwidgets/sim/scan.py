@@ -612,7 +612,7 @@ def _to_dataset(res, angles, spectral, sdim, geometry, units, producer, params, 
     dv["acquisition_index"] = xr.DataArray(res["acquisition_index"], dims=ta,
                                            attrs={"units": "1", "long_name": "acquisition order of each point"})
     dv["line_index"] = xr.DataArray(res["line_index"], dims=("angle",), attrs={"units": "1", "long_name": "acquisition order of each projection"})
-    attrs = dict(sino.attrs)
+    attrs = {k: v for k, v in sino.attrs.items() if k.startswith("geometry_")}
     attrs.update({"scale": float(res["scale"]), "centre_offset": float(params.get("centre_offset", 0.0)),
                   "scan_order": str(params.get("scan_order", "raster")), "n_translations": int(n_t)})
     attrs.update(extra_attrs or {})
@@ -620,6 +620,16 @@ def _to_dataset(res, angles, spectral, sdim, geometry, units, producer, params, 
     ds = xr.Dataset(dv, coords=coords, attrs=attrs)
     ds["sinogram"].attrs.update(_data.provenance(producer, params))
     return ds
+
+
+def _params(**kw):
+    """JSON-friendly record of the scan parameters (arrays and callables summarised)."""
+    seed, decay, air, jitter = kw["seed"], kw["decay"], kw["air"], kw["jitter"]
+    kw["seed"] = int(seed) if isinstance(seed, (int, np.integer)) else None
+    kw["decay"] = decay if decay is None or isinstance(decay, str) else "custom"
+    kw["air"] = float(air) if air is not None and np.ndim(air) == 0 else (None if air is None else "pattern")
+    kw["jitter"] = float(jitter) if np.ndim(jitter) == 0 else "array"
+    return kw
 
 
 def _output_geometry(geometry, angle_range, centre_offset, translation_step):
@@ -677,13 +687,11 @@ def acquire(volume, *, angles=None, n_angles: int | None = None, angle_range_deg
         return ray_trace(vol, ang, n_translations=n_t, translation_step=translation_step,
                          shifts=offsets, sample_step=sample_step, order=order, n_subrays=n_subrays)
 
-    params = dict(n_translations=n_t, n_angles=ang.size, angle_range_deg=arange, translation_step=translation_step,
-                  scan_order=scan_order, n_subsets=n_subsets, dose=dose, seed=seed if np.ndim(seed) == 0 and not isinstance(seed, np.random.Generator) else None,
-                  decay=decay if isinstance(decay, str) or decay is None else "custom",
-                  decay_strength=decay_strength, decay_period=decay_period, decay_per_point=decay_per_point,
-                  air=air if air is None or np.ndim(air) == 0 else "pattern",
-                  jitter=jitter if np.ndim(jitter) == 0 else "array", centre_offset=centre_offset,
-                  sample_step=sample_step, order=order, n_subrays=n_subrays)
+    params = _params(n_translations=n_t, n_angles=ang.size, angle_range_deg=arange,
+                     translation_step=translation_step, scan_order=scan_order, n_subsets=n_subsets, dose=dose,
+                     seed=seed, decay=decay, decay_strength=decay_strength, decay_period=decay_period,
+                     decay_per_point=decay_per_point, air=air, jitter=jitter, centre_offset=centre_offset,
+                     sample_step=sample_step, order=order, n_subrays=n_subrays)
     res = measure(project, n_t, ang, spectral, scan_order=scan_order, n_subsets=n_subsets, dose=dose,
                   seed=seed, decay=decay, decay_strength=decay_strength, decay_period=decay_period,
                   decay_per_point=decay_per_point, air=air, jitter=jitter, centre_offset=centre_offset,
@@ -716,75 +724,96 @@ def _phase_patterns(names, tth, patterns, energy_keV, size_nm):
     return reference_patterns(names, tth, energy_keV=energy_keV, size_nm=size_nm)
 
 
-def acquire_analytic(phantoms: dict, tth, *, patterns=None, energy_keV: float | None = None,
-                     size_nm: float = 50.0, angles=None, n_angles: int | None = None,
-                     angle_range_deg=(0.0, 180.0), n_translations: int, translation_step: float = 1.0,
-                     scan_order: str = "raster", n_subsets: int = 4, dose: float | None = None, seed=0,
-                     decay=None, decay_strength: float = 0.2, decay_period: float = 0.25,
-                     decay_per_point: bool = False, air=None, jitter=0.0, centre_offset: float = 0.0,
-                     keep_truth: bool = True, geometry: ScanGeometry | None = None) -> xr.Dataset:
+def _pixel_phantoms(phantoms, n):
+    """dict of Phantom / Shape / PixelPhantom → dict of objects with pixel-unit line integrals, n."""
+    if not isinstance(phantoms, dict) or not phantoms:
+        raise ValueError(f"phantoms: expected a non-empty dict phase name -> Phantom, found {type(phantoms).__name__}")
+    out, sizes = {}, set()
+    for name, ph in phantoms.items():
+        if hasattr(ph, "in_pixels") and not hasattr(ph, "pixel_size"):
+            if n is None:
+                raise ValueError(f"phantoms[{name!r}]: a Phantom in image units needs n= (the image size in "
+                                 "pixels; translations and line integrals are in pixels)")
+            ph = ph.in_pixels(_check_int("n", n))
+        if not hasattr(ph, "line_integrals"):
+            raise ValueError(f"phantoms[{name!r}]: expected a Phantom, Shape or PixelPhantom, found "
+                             f"{type(ph).__name__}")
+        if hasattr(ph, "n"):
+            sizes.add(int(ph.n))
+        out[str(name)] = ph
+    if len(sizes) > 1:
+        raise ValueError(f"phantoms: PixelPhantoms of different sizes {sorted(sizes)}; use one grid")
+    return out, (sizes.pop() if sizes else n)
+
+
+def acquire_analytic(phantoms: dict, tth, *, n: int | None = None, patterns=None,
+                     energy_keV: float | None = None, size_nm: float = 50.0, angles=None,
+                     n_angles: int | None = None, angle_range_deg=(0.0, 180.0), n_translations: int | None = None,
+                     translation_step: float = 1.0, scan_order: str = "raster", n_subsets: int = 4,
+                     dose: float | None = None, seed=0, decay=None, decay_strength: float = 0.2,
+                     decay_period: float = 0.25, decay_per_point: bool = False, air=None, jitter=0.0,
+                     centre_offset: float = 0.0, keep_truth: bool = True,
+                     geometry: ScanGeometry | None = None) -> xr.Dataset:
     """Simulate a scan with exact line integrals of shape phantoms (one per phase).
 
-    ``sinogram[t, a, :] = Σ_phase phantom[phase].line_integrals(p_t, angle_a) · pattern[phase]``
-    followed by the measurement model of :func:`measure`.
+    ``sinogram[t, a, :] = Σ_phase chord_phase(p_t, angle_a) · pattern[phase]`` with the exact
+    line integrals of :mod:`xrdwidgets.sim.shapes` in pixel units (the phantom seen on an ``n × n``
+    grid, :meth:`Phantom.in_pixels`), then the measurement model of :func:`measure`. It matches
+    :func:`acquire` of the chemical phantom built from the phantoms' rasters up to discretisation.
 
     Parameters
     ----------
-    phantoms : dict[str, Phantom]
-        Phase name → phantom with ``line_integrals(translations, angles_deg)`` returning
-        ``(n_translations, n_angles)`` chords in the phantom's coordinate convention (pixels of
-        its raster, same geometry as :func:`ray_trace`).
+    phantoms : dict[str, Phantom | Shape | PixelPhantom]
+        Phase name → its fraction phantom (values = volume fractions).
     tth : array (n_tth,)
         2θ in degrees.
+    n : int, optional
+        Image size in pixels (needed for Phantom / Shape values; a PixelPhantom carries it).
     patterns : dict, DataArray (phase, tth) or array (n_phase, n_tth), optional
-        Pattern of each phase; default: ``powder_pattern`` of the phase names at ``energy_keV``
-        with crystallite size ``size_nm``.
-    n_translations : int
-        Number of translations; their positions are given to ``line_integrals`` in the same units
-        as :func:`ray_offsets` (steps of ``translation_step``).
-    angles, n_angles, angle_range_deg, translation_step, scan_order, ... :
-        As in :func:`acquire`.
+        Pattern of each phase; default :func:`~xrdwidgets.sim.chemical.reference_patterns` of the
+        phase names at ``energy_keV`` and ``size_nm`` (each peaking at 1, as ``chemical_phantom``).
+    n_translations : int, optional
+        Default ``n / translation_step``.
+    angles, n_angles, angle_range_deg, translation_step, scan_order, n_subsets, dose, seed, decay,
+    decay_strength, decay_period, decay_per_point, air, jitter, centre_offset, keep_truth, geometry :
+        As in :func:`acquire` / :func:`measure`.
 
     Returns
     -------
     xarray.Dataset
         As :func:`acquire`; also ``patterns`` (phase, tth).
     """
-    if not isinstance(phantoms, dict) or not phantoms:
-        raise ValueError(f"phantoms: expected a non-empty dict phase name -> Phantom, found {type(phantoms).__name__}")
-    for name, ph in phantoms.items():
-        if not hasattr(ph, "line_integrals"):
-            raise ValueError(f"phantoms[{name!r}]: expected an object with line_integrals(translations, "
-                             f"angles_deg), found {type(ph).__name__}")
+    phantoms, n = _pixel_phantoms(phantoms, n)
     names = list(phantoms)
     tth = np.asarray(tth, float).ravel()
     pats = _phase_patterns(names, tth, patterns, energy_keV, size_nm)
     if pats.shape != (len(names), tth.size):
         raise ValueError(f"patterns: expected shape {(len(names), tth.size)}, found {pats.shape}")
     ang, arange = _resolve_angles(angles, n_angles, angle_range_deg)
-    n_t = _check_int("n_translations", n_translations)
     translation_step = _check_float("translation_step", translation_step, positive=True)
+    if n_translations is None:
+        if n is None:
+            raise ValueError("n_translations: give the number of translations (or n, the image size)")
+        n_translations = max(1, int(round(n / translation_step)))
+    n_t = _check_int("n_translations", n_translations)
 
     def project(offsets):
         p = ray_offsets(n_t, translation_step=translation_step, shifts=offsets, n_angles=ang.size)
         chords = np.empty((n_t, ang.size, len(names)))
         if np.allclose(offsets, offsets[0]):
-            for k, n in enumerate(names):
-                chords[:, :, k] = phantoms[n].line_integrals(p[:, 0], ang)
+            for k, name in enumerate(names):
+                chords[:, :, k] = phantoms[name].line_integrals(p[:, 0], ang)
         else:
             for j in range(ang.size):
-                for k, n in enumerate(names):
-                    chords[:, j, k] = np.asarray(phantoms[n].line_integrals(p[:, j], ang[j:j + 1])).reshape(n_t)
+                for k, name in enumerate(names):
+                    chords[:, j, k] = phantoms[name].line_integrals(p[:, j], ang[j:j + 1])[:, 0]
         return chords @ pats
 
-    params = dict(phases=names, n_translations=n_t, n_angles=ang.size, angle_range_deg=arange,
-                  translation_step=translation_step, scan_order=scan_order, n_subsets=n_subsets, dose=dose,
-                  seed=seed if np.ndim(seed) == 0 and not isinstance(seed, np.random.Generator) else None,
-                  decay=decay if isinstance(decay, str) or decay is None else "custom",
-                  decay_strength=decay_strength, decay_period=decay_period, decay_per_point=decay_per_point,
-                  air=air if air is None or np.ndim(air) == 0 else "pattern",
-                  jitter=jitter if np.ndim(jitter) == 0 else "array", centre_offset=centre_offset,
-                  energy_keV=energy_keV, size_nm=size_nm)
+    params = _params(phases=names, n=n, n_translations=n_t, n_angles=ang.size, angle_range_deg=arange,
+                     translation_step=translation_step, scan_order=scan_order, n_subsets=n_subsets, dose=dose,
+                     seed=seed, decay=decay, decay_strength=decay_strength, decay_period=decay_period,
+                     decay_per_point=decay_per_point, air=air, jitter=jitter, centre_offset=centre_offset,
+                     energy_keV=energy_keV, size_nm=size_nm)
     res = measure(project, n_t, ang, tth, scan_order=scan_order, n_subsets=n_subsets, dose=dose, seed=seed,
                   decay=decay, decay_strength=decay_strength, decay_period=decay_period,
                   decay_per_point=decay_per_point, air=air, jitter=jitter, centre_offset=centre_offset,
