@@ -11,11 +11,14 @@ from xrdwidgets.sim.scan import (acquire, acquire_analytic, acquisition_order, a
                                  interpolation_weights, ray_trace)
 
 
-def smooth_image(n, *, sigma=(4.0, 2.5), centre=(3.0, -4.0)):
-    """Anisotropic Gaussian well inside the inscribed circle, axes (y, x)."""
+def smooth_image(n, *, sigma=(3.5, 3.0), centre=(3.0, -4.0), cut=False):
+    """Anisotropic Gaussian well inside the inscribed circle, axes (y, x) (``cut``: zero outside it)."""
     c = (n - 1) / 2
     yy, xx = np.mgrid[:n, :n].astype(float)
-    return np.exp(-0.5 * (((yy - c - centre[0]) / sigma[0]) ** 2 + ((xx - c - centre[1]) / sigma[1]) ** 2))
+    img = np.exp(-0.5 * (((yy - c - centre[0]) / sigma[0]) ** 2 + ((xx - c - centre[1]) / sigma[1]) ** 2))
+    if cut:
+        img[(yy - c) ** 2 + (xx - c) ** 2 > (n // 2) ** 2] = 0.0
+    return img
 
 
 def gaussian_line_integrals(n, angles, *, sigma, centre, n_t=None):
@@ -40,7 +43,7 @@ def tth():
 def test_ray_trace_matches_skimage_radon_odd_n():
     skt = pytest.importorskip("skimage.transform")
     n = 41
-    img = smooth_image(n)
+    img = smooth_image(n, cut=True)
     theta = np.linspace(0, 180, 24, endpoint=False)
     ref = skt.radon(img, theta, circle=True)
     out = ray_trace(img, theta)
@@ -50,23 +53,26 @@ def test_ray_trace_matches_skimage_radon_odd_n():
 
 @pytest.mark.parametrize("order", [1, 3])
 def test_ray_trace_matches_exact_line_integrals(order):
-    n, sigma, centre = 41, (4.0, 2.5), (3.0, -4.0)
+    n, sigma, centre = 41, (3.5, 3.0), (3.0, -4.0)
     theta = np.linspace(0, 360, 30, endpoint=False)
     exact = gaussian_line_integrals(n, theta, sigma=sigma, centre=centre)
     out = ray_trace(smooth_image(n, sigma=sigma, centre=centre), theta, order=order)
-    tol = 1e-2 if order == 1 else 2e-3  # bilinear smooths a little; cubic B-splines are closer
+    tol = 1e-2 if order == 1 else 1e-3  # bilinear smooths a little; cubic B-splines are closer
     assert np.abs(out - exact).max() < tol * exact.max()
 
 
-def test_ray_trace_matches_analytic_phantom():
+def test_ray_trace_of_raster_converges_to_exact_line_integrals():
     from xrdwidgets.sim.phantoms import Ellipse, Phantom
 
-    n = 33
     ph = Phantom((Ellipse(1.0, (0.2, -0.1), (0.5, 0.3), 30.0), Ellipse(0.5, (-0.4, 0.3), (0.2, 0.2), 0.0)))
     theta = np.linspace(0, 180, 20, endpoint=False)
-    exact = ph.in_pixels(n).line_integrals(np.arange(n) - (n - 1) / 2, theta)
-    out = ray_trace(ph.raster(n), theta)
-    assert np.linalg.norm(out - exact) < 0.03 * np.linalg.norm(exact)
+    errors = []
+    for n in (33, 65):
+        exact = ph.in_pixels(n).line_integrals(np.arange(n) - (n - 1) / 2, theta)
+        out = ray_trace(ph.raster(n), theta)
+        errors.append(np.linalg.norm(out - exact) / np.linalg.norm(exact))
+    # sharp edges on a pixel grid: a few % at n = 33 (skimage's radon has the same), ~1/n
+    assert errors[0] < 0.06 and errors[1] < 0.6 * errors[0]
 
 
 def test_ray_trace_vectorised_over_channels_and_subrays():
@@ -118,7 +124,7 @@ def test_centre_offset_and_jitter_shift_the_projections():
     shifts = np.array([0, 1, -1, 3, 0, -2])
     jit = ray_trace(img, theta, n_translations=31, shifts=shifts)
     for j, k in enumerate(shifts):
-        np.testing.assert_allclose(jit[:, j], np.roll(base[:, j], k), atol=1e-9)
+        np.testing.assert_allclose(jit[3:-3, j], np.roll(base[:, j], k)[3:-3], atol=1e-9)
 
 
 def test_ray_trace_bad_input():
@@ -155,9 +161,9 @@ def test_acquisition_orders():
 
 
 def test_beam_decay_models():
-    t = np.linspace(0, 1, 101)
+    t = np.linspace(0, 1, 100, endpoint=False)
     e = beam_decay(t, "exponential", strength=0.3)
-    assert e[0] == 1 and np.isclose(e[-1], 0.7) and np.all(np.diff(e) < 0)
+    assert e[0] == 1 and np.isclose(beam_decay(1.0, "exponential", strength=0.3), 0.7) and np.all(np.diff(e) < 0)
     s = beam_decay(t, "topup", strength=0.1, period=0.25)
     assert s.min() >= 0.9 - 1e-12 and s.max() <= 1
     assert np.sum(np.diff(s) > 0) == 3  # three refills within the scan

@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "back-projection, and write DIR/demo.h5 (everything, with "
                                    "provenance) and DIR/demo.png (a summary picture).")
     d.add_argument("--out", default="xrdwidgets-output", metavar="DIR", help="output folder (default: %(default)s)")
-    d.add_argument("--size", default="default", choices=["small", "default"],
-                   help="'default': 100 translations × 120 angles × 300 channels; 'small': a quick 40×48×100")
+    d.add_argument("--size", default="default", choices=["tiny", "small", "default"],
+                   help="'default': 100 translations × 120 angles × 300 channels; 'small': 40×48×100; 'tiny': 24×30×60")
     d.add_argument("--seed", type=int, default=0, help="random seed of the simulated noise (default 0)")
     d.add_argument("--batch", type=int, default=128, help="channels reconstructed at once (default 128)")
     d.add_argument("--overwrite", action="store_true", help="replace existing output files")

@@ -1450,7 +1450,7 @@ def _fmt_coord(name, c, dim_names) -> str:
         else:
             span = f"{v.flat[0]:.6g}"
     else:
-        span = f"{v.flat[0]!r} … {v.flat[-1]!r}" if v.size > 1 else f"{v.flat[0]!r}"
+        span = (f"{_plain(v.flat[0])!r} … {_plain(v.flat[-1])!r}" if v.size > 1 else f"{_plain(v.flat[0])!r}")
     return f"{head} {span}" + (f" [{units}]" if units else "")
 
 
@@ -1579,3 +1579,8 @@ def describe(obj_or_path) -> str:
         return "\n".join(_describe_path(_as_path(obj_or_path)))
     raise DataError(f"describe: expected an xarray object or a file path, found "
                     f"{type(obj_or_path).__name__}")
+
+
+def _plain(value):
+    """numpy scalar → Python scalar (for readable reprs)."""
+    return value.item() if hasattr(value, "item") else value
