@@ -59,7 +59,6 @@ def test_strain_map_moves_peaks_with_a_shared_scale(maps, tth):
     np.testing.assert_allclose(pix, raw * scale, rtol=1e-10)
     unstrained = ds["volume"].values[0, 3]
     assert tth[np.argmax(pix)] < tth[np.argmax(unstrained)]  # ε > 0 → lower 2θ
-    np.testing.assert_allclose(pix.sum(), unstrained.sum(), rtol=1e-2)  # same integrated intensity
 
 
 def test_size_map_broadens_and_keeps_area(maps, tth):

@@ -48,8 +48,6 @@ def pattern_scales(phases, tth, *, energy_keV: float, size_nm: float = 50.0, nor
     -------
     numpy.ndarray, shape (n_phase,)
     """
-    if normalise not in ("max", None):
-        raise ValueError(f"normalise: expected 'max' or None, found {normalise!r}")
     raw = _raw_reference(phases, tth, energy_keV=energy_keV, size_nm=size_nm, eta=eta,
                          instrumental_fwhm_deg=instrumental_fwhm_deg)
     return _scales(raw, phases, normalise)
@@ -65,6 +63,8 @@ def _raw_reference(phases, tth, *, energy_keV, size_nm, eta, instrumental_fwhm_d
 
 
 def _scales(raw, phases, normalise):
+    if normalise not in ("max", None):
+        raise ValueError(f"normalise: expected 'max' or None, found {normalise!r}")
     if normalise is None:
         return np.ones(len(phases))
     peak = raw.max(axis=1)
@@ -214,6 +214,8 @@ def chemical_phantom(phase_maps, tth, *, energy_keV: float, strain_maps=None, si
         ``size_nm``, ``eta``, ``instrumental_fwhm_deg``, ``normalise``).
     """
     pm = _patterns_module()
+    if normalise not in ("max", None):
+        raise ValueError(f"normalise: expected 'max' or None, found {normalise!r}")
     names, maps = _phase_maps(phase_maps)
     n_p, ny, nx = maps.shape
     tth = np.asarray(tth, float).ravel()

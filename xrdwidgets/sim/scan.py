@@ -580,7 +580,9 @@ def _resolve_angles(angles, n_angles, angle_range_deg):
         if a.size > 1 and not np.all(np.diff(a) > 0):
             raise ValueError("angles: expected strictly increasing angles (deg); the acquisition "
                              "sequence is set by scan_order, not by the angle coordinate")
-        return a, (float(a[0]), float(a[0] + 180.0 if a[-1] - a[0] < 180 else a[0] + 360.0))
+        # recorded range: 180° from the first angle, or 360° when the angles span more than 180°
+        span = 180.0 if a[-1] - a[0] < 180.0 else 360.0
+        return a, (float(a[0]), float(a[0] + span))
     if n_angles is None:
         raise ValueError("give angles= (deg) or n_angles= (with angle_range_deg=(0, 180) or (0, 360))")
     n = _check_int("n_angles", n_angles)
