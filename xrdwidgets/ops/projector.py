@@ -13,13 +13,23 @@ Geometry
 
 The operator is *pixel-driven*: each pixel's value is split linearly between the two nearest
 translation bins (forward), and the adjoint interpolates linearly (the back-projection of FBP).
-It is stored as a sparse CSR matrix with ``2·n²·n_angles`` entries and its transpose.
+
+Implementation, chosen per size and use:
+
+* **sparse** — CSR matrices (``2·n_support·n_angles`` entries, float32 values, int32 indices,
+  stored with their transpose: 16 bytes per entry), built in O(nnz) without sorting, split into
+  blocks of angles. Blocks are kept while they fit in ``memory_budget`` bytes; the others are
+  rebuilt on each application, so memory stays bounded for any size. One sparse product
+  serves a whole channel batch: this is the fast path for stacks.
+* **matrix-free adjoint** — for a few channels (``C < matrix_free_below``) with no matrix built
+  yet, the back-projection samples the sinogram with ``torch.nn.functional.grid_sample``
+  (the same hat-function weights; equal to the sparse adjoint to float32 rounding), so a single
+  FBP image needs no matrix at all.
 """
 from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -46,45 +56,53 @@ def circle_mask(n: int, *, radius: float | None = None) -> np.ndarray:
     return (yy - c) ** 2 + (xx - c) ** 2 <= r**2
 
 
-def _system_matrix(n, angles_deg, n_t, centre_offset, mask):
-    """CSR matrix ``(n_t·n_angles, n·n)`` of the pixel-driven linear projector, float32."""
+def _hat_weights(u, n_t):
+    """Bins ``(i0, i0 + 1)`` and their hat-function weights for continuous positions ``u``."""
+    i0 = np.clip(np.floor(u), 0, max(n_t - 2, 0)).astype(np.int64)
+    wa = np.maximum(0.0, 1.0 - np.abs(u - i0)).astype(np.float32)
+    wb = np.maximum(0.0, 1.0 - np.abs(u - (i0 + 1))).astype(np.float32)
+    if n_t == 1:
+        wb[:] = 0.0
+    return i0, wa, wb
+
+
+def _block_matrices(n, angles_deg, n_t, centre_offset, support):
+    """Sparse matrices of one block of angles, built in O(nnz) without sorting.
+
+    Returns ``(A, AT)`` as scipy CSR: ``A`` is ``(n_angles·n_t, n·n)`` with rows ordered
+    angle-major (row ``a·n_t + i``), ``AT`` its transpose (rows = pixels).
+    """
     c = (n - 1) / 2.0
-    rr, cc = np.nonzero(mask) if mask is not None else np.nonzero(np.ones((n, n), bool))
-    pix = (rr * n + cc).astype(np.int64)
-    xo = (cc - c).astype(np.float64)
-    yo = (rr - c).astype(np.float64)
+    rr, cc = support
+    P = rr.size
     th = np.deg2rad(np.asarray(angles_deg, np.float64))
     n_a = th.size
-    # continuous translation index for every (angle, pixel)
-    u = xo[None, :] * np.cos(th)[:, None] - yo[None, :] * np.sin(th)[:, None]
-    u += (n_t - 1) / 2.0 + centre_offset
-    i0 = np.floor(u).astype(np.int64)
-    w1 = (u - i0).astype(np.float32)
-    w0 = (1.0 - w1).astype(np.float32)
-    a_idx = np.broadcast_to(np.arange(n_a)[:, None], u.shape)
-    cols = np.broadcast_to(pix[None, :], u.shape)
-    rows_l, cols_l, vals_l = [], [], []
-    for shift, w in ((0, w0), (1, w1)):
-        i = i0 + shift
-        ok = (i >= 0) & (i < n_t) & (w > 0)
-        rows_l.append((i[ok] * n_a + a_idx[ok]))
-        cols_l.append(cols[ok])
-        vals_l.append(w[ok])
-    rows = np.concatenate(rows_l)
-    cols = np.concatenate(cols_l)
-    vals = np.concatenate(vals_l)
-    return sp.csr_matrix((vals, (rows, cols)), shape=(n_t * n_a, n * n), dtype=np.float32)
+    u = (cc - c)[:, None] * np.cos(th)[None, :] - (rr - c)[:, None] * np.sin(th)[None, :]
+    u += (n_t - 1) / 2.0 + centre_offset                                   # (P, n_a)
+    i0, wa, wb = _hat_weights(u, n_t)
+    base = np.arange(n_a, dtype=np.int64)[None, :] * n_t
+    cols = np.empty((P, n_a, 2), np.int32)
+    cols[..., 0] = base + i0
+    cols[..., 1] = base + np.minimum(i0 + 1, n_t - 1) if n_t == 1 else base + i0 + 1
+    vals = np.empty((P, n_a, 2), np.float32)
+    vals[..., 0] = wa
+    vals[..., 1] = wb
+    counts = np.zeros(n * n, np.int64)
+    counts[rr * n + cc] = 2 * n_a
+    indptr = np.concatenate(([0], np.cumsum(counts)))
+    # rows of AT must be in pixel order: support pixels are sorted by (r, c) already
+    AT = sp.csr_matrix((vals.ravel(), cols.ravel(), indptr), shape=(n * n, n_a * n_t))
+    A = AT.tocsc().T  # CSC of AT is CSR of A: O(nnz) counting sort
+    return A.tocsr(), AT
 
 
 def _to_torch_csr(m: sp.csr_matrix, device) -> torch.Tensor:
-    m = m.tocsr()
-    m.sum_duplicates()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
         return torch.sparse_csr_tensor(
-            torch.from_numpy(m.indptr.astype(np.int64)),
-            torch.from_numpy(m.indices.astype(np.int64)),
-            torch.from_numpy(m.data.astype(np.float32)),
+            torch.from_numpy(m.indptr.astype(np.int32 if m.nnz < 2**31 else np.int64)),
+            torch.from_numpy(m.indices.astype(np.int32 if m.nnz < 2**31 else np.int64)),
+            torch.from_numpy(m.data.astype(np.float32, copy=False)),
             size=m.shape,
             device=device,
             check_invariants=False,
@@ -92,21 +110,17 @@ def _to_torch_csr(m: sp.csr_matrix, device) -> torch.Tensor:
 
 
 class _Project(torch.autograd.Function):
+    """Autograd bridge: forward of ``op``, backward by its adjoint (and vice versa)."""
+
     @staticmethod
-    def forward(ctx, x, op):
-        ctx.op = op
-        return op._apply(op._A, x, op.domain_shape, op.range_shape)
+    def forward(ctx, x, op, adjoint):
+        ctx.op, ctx.adjoint = op, adjoint
+        return op._adjoint(x) if adjoint else op._forward(x)
 
     @staticmethod
     def backward(ctx, g):
         op = ctx.op
-        return op._apply(op._AT, g, op.range_shape, op.domain_shape), None
-
-
-@dataclass(frozen=True)
-class _Shapes:
-    domain: tuple
-    range: tuple
+        return (op._forward(g) if ctx.adjoint else op._adjoint(g)), None, None
 
 
 class ParallelProjector:
@@ -124,19 +138,29 @@ class ParallelProjector:
         Rotation axis position relative to the middle of the translations, in steps.
     mask : bool or array, optional
         ``True`` restricts the image to the inscribed circle; an ``(n, n)`` boolean array gives
-        the support explicitly. Pixels outside are zero in the adjoint.
+        the support explicitly. Pixels outside are zero in the adjoint and ignored by the forward.
     device : str or torch.device, optional
         Default: CUDA when present, else CPU.
+    memory_budget : int
+        Bytes the cached sparse matrices may take (default 2 GiB); beyond it, angle blocks are
+        rebuilt on the fly.
+    block_bytes : int
+        Target size of one angle block's matrices (default 256 MiB).
+    matrix_free_below : int
+        Back-projections of fewer channels than this use the matrix-free path while no matrix
+        has been built (default 8).
 
     Notes
     -----
     ``op(x)`` projects ``x`` of shape ``(n, n)`` or ``(n, n, C)`` to ``(n_t, n_angles[, C])``;
     ``op.T(y)`` back-projects. Both accept numpy arrays (returning numpy) or torch tensors
-    (returning tensors, differentiable through autograd).
+    (returning tensors, differentiable through autograd). The adjoint is the exact transpose.
     """
 
     def __init__(self, n: int, angles_deg, *, n_translations: int | None = None,
-                 centre_offset: float = 0.0, mask=False, device=None):
+                 centre_offset: float = 0.0, mask=False, device=None,
+                 memory_budget: int = 2 * 2**30, block_bytes: int = 256 * 2**20,
+                 matrix_free_below: int = 8):
         n = int(n)
         if n < 1:
             raise ValueError(f"ParallelProjector: n must be >= 1, found {n}")
@@ -162,11 +186,18 @@ class ParallelProjector:
         self.centre_offset = float(centre_offset)
         self.mask = mask_arr
         self.device = torch.device(device) if device is not None else default_device()
-        A = _system_matrix(n, angles, n_t, self.centre_offset, mask_arr)
-        self.nnz = A.nnz
-        self._A = _to_torch_csr(A, self.device)
-        self._AT = _to_torch_csr(A.T.tocsr(), self.device)
-        log.debug("ParallelProjector n=%d angles=%d translations=%d nnz=%d", n, angles.size, n_t, self.nnz)
+        self.memory_budget = int(memory_budget)
+        self.matrix_free_below = int(matrix_free_below)
+        sup = np.nonzero(mask_arr) if mask_arr is not None else np.nonzero(np.ones((n, n), bool))
+        self._support = (sup[0].astype(np.int64), sup[1].astype(np.int64))
+        self.nnz = 2 * self._support[0].size * angles.size
+        per_angle = max(1, 16 * 2 * self._support[0].size)
+        nb = max(1, min(angles.size, int(block_bytes) // per_angle))
+        self._blocks = [(a, min(angles.size, a + nb)) for a in range(0, angles.size, nb)]
+        self._cache: dict[int, tuple] = {}
+        self._grid_cache = None
+        log.debug("ParallelProjector n=%d angles=%d translations=%d nnz=%d blocks=%d",
+                  n, angles.size, n_t, self.nnz, len(self._blocks))
 
     # shapes ------------------------------------------------------------------
     @property
@@ -184,17 +215,96 @@ class ParallelProjector:
         """The adjoint (back-projection) operator."""
         return _Adjoint(self)
 
+    @property
+    def matrix_bytes(self) -> int:
+        """Bytes of all sparse matrices (forward + transpose) if every block were kept."""
+        return 16 * self.nnz
+
+    # matrices ---------------------------------------------------------------
+    def _block(self, k):
+        if k in self._cache:
+            return self._cache[k]
+        a0, a1 = self._blocks[k]
+        A, AT = _block_matrices(self.n, self.angles_deg[a0:a1], self.n_translations,
+                                self.centre_offset, self._support)
+        pair = (_to_torch_csr(A, self.device), _to_torch_csr(AT, self.device))
+        used = sum(16 * m[0].values().numel() for m in self._cache.values())
+        if used + 16 * A.nnz <= self.memory_budget:
+            self._cache[k] = pair
+        return pair
+
     # application ------------------------------------------------------------
-    def _apply(self, M, x, in_shape, out_shape):
-        squeeze = x.dim() == len(in_shape)
-        if tuple(x.shape[:2]) != tuple(in_shape):
-            raise ValueError(f"expected an array of shape {in_shape} (+ channels), found {tuple(x.shape)}")
-        C = 1 if squeeze else x.shape[2]
-        flat = x.reshape(in_shape[0] * in_shape[1], C)
-        dtype = flat.dtype
-        out = torch.sparse.mm(M, flat.to(torch.float32).contiguous())
-        out = out.to(dtype).reshape(*out_shape, C)
+    def _check(self, x, shape, what):
+        if tuple(x.shape[:2]) != tuple(shape) or x.dim() not in (2, 3):
+            raise ValueError(f"ParallelProjector {what}: expected shape {shape} or {shape} + (C,), "
+                             f"found {tuple(x.shape)}")
+
+    def _forward(self, x):
+        self._check(x, self.domain_shape, "forward")
+        squeeze = x.dim() == 2
+        dtype = x.dtype
+        flat = x.reshape(self.n * self.n, -1).to(torch.float32).contiguous()
+        parts = []
+        for k, (a0, a1) in enumerate(self._blocks):
+            A, _ = self._block(k)
+            parts.append(torch.sparse.mm(A, flat).reshape(a1 - a0, self.n_translations, -1))
+        out = torch.cat(parts, 0) if len(parts) > 1 else parts[0]
+        out = out.permute(1, 0, 2).to(dtype)                                  # (n_t, n_a, C)
         return out[..., 0] if squeeze else out
+
+    def _adjoint(self, y):
+        self._check(y, self.range_shape, "adjoint")
+        squeeze = y.dim() == 2
+        dtype = y.dtype
+        y3 = y.reshape(*self.range_shape, -1).to(torch.float32)
+        C = y3.shape[-1]
+        if not self._cache and C < self.matrix_free_below:
+            out = self._adjoint_matrix_free(y3)
+        else:
+            out = torch.zeros(self.n * self.n, C, device=self.device)
+            for k, (a0, a1) in enumerate(self._blocks):
+                _, AT = self._block(k)
+                yb = y3[:, a0:a1].permute(1, 0, 2).reshape((a1 - a0) * self.n_translations, C)
+                out += torch.sparse.mm(AT, yb.contiguous())
+            out = out.reshape(self.n, self.n, C)
+        out = out.to(dtype)
+        return out[..., 0] if squeeze else out
+
+    def _grids(self, block=32):
+        """Cached sampling grids of the matrix-free adjoint (normalised coordinates, float32)."""
+        if self._grid_cache is None:
+            c = (self.n - 1) / 2.0
+            n_t, n_a = self.n_translations, self.angles_deg.size
+            rr, cc = self._support
+            # [x, y, 1] @ coefficients gives grid_sample's normalised x = (2u + 1)/n_t - 1 directly
+            xy1 = torch.as_tensor(np.stack([cc - c, rr - c, np.ones(rr.size)], 1), dtype=torch.float32,
+                                  device=self.device)
+            th = np.deg2rad(self.angles_deg)
+            coef = np.stack([2 * np.cos(th) / n_t, -2 * np.sin(th) / n_t,
+                             np.full(n_a, (2 * ((n_t - 1) / 2.0 + self.centre_offset) + 1) / n_t - 1)])
+            coef = torch.as_tensor(coef, dtype=torch.float32, device=self.device)
+            gy_all = torch.as_tensor((2 * np.arange(n_a) + 1.0) / n_a - 1.0, dtype=torch.float32,
+                                     device=self.device)
+            grids = []
+            for a0 in range(0, n_a, block):
+                a1 = min(n_a, a0 + block)
+                gx = xy1 @ coef[:, a0:a1]                                      # (P, nb)
+                grids.append(torch.stack([gx, gy_all[a0:a1].expand_as(gx)], -1)[None])
+            self._grid_cache = grids
+        return self._grid_cache
+
+    def _adjoint_matrix_free(self, y3):
+        inp = y3.permute(2, 1, 0)[None].contiguous()                          # (1, C, n_a, n_t)
+        acc = None
+        for g in self._grids():
+            o = torch.nn.functional.grid_sample(inp, g, mode="bilinear", padding_mode="zeros",
+                                                align_corners=False)[0].sum(-1)  # (C, P)
+            acc = o if acc is None else acc + o
+        C = y3.shape[-1]
+        out = torch.zeros(C, self.n * self.n, device=self.device)
+        idx = torch.as_tensor(self._support[0] * self.n + self._support[1], device=self.device)
+        out[:, idx] = acc
+        return out.T.reshape(self.n, self.n, C)
 
     def _call(self, fn_tensor, x):
         if isinstance(x, torch.Tensor):
@@ -204,25 +314,16 @@ class ParallelProjector:
 
     def __call__(self, x):
         """Forward projection of ``x`` (``(n, n)`` or ``(n, n, C)``)."""
-        return self._call(lambda t: _Project.apply(t, self), x)
+        return self._call(lambda t: _Project.apply(t, self, False), x)
 
     def adjoint(self, y):
         """Back-projection of ``y`` (``(n_t, n_angles)`` or ``(n_t, n_angles, C)``)."""
-        return self._call(lambda t: _Project.apply(t, _Transposed(self)), y)
+        return self._call(lambda t: _Project.apply(t, self, True), y)
 
     def __repr__(self):
         return (f"ParallelProjector(n={self.n}, angles={self.angles_deg.size}, "
                 f"n_translations={self.n_translations}, centre_offset={self.centre_offset}, "
                 f"device='{self.device}')")
-
-
-class _Transposed:
-    """View of a projector with the roles of forward and adjoint swapped (for autograd)."""
-
-    def __init__(self, op):
-        self._A, self._AT = op._AT, op._A
-        self.domain_shape, self.range_shape = op.range_shape, op.domain_shape
-        self._apply = op._apply
 
 
 class _Adjoint:
