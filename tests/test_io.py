@@ -128,8 +128,9 @@ def test_chunking_and_compression(tmp_path):
         assert dset.chunks == (6, 5, 4) and dset.compression == "gzip"
     xr.testing.assert_identical(io.load(path), da)
     # auto: whole sinograms per chunk, a block of channels of ~4 MiB
-    assert io._auto_chunks((256, 180, 1000), ("translation", "angle", "tth"), 4) == (256, 180, 22)
-    assert io._auto_chunks((4000, 4000, 10), ("y", "x", "tth"), 4)[2] == 1
+    auto_chunks = io._common._auto_chunks
+    assert auto_chunks((256, 180, 1000), ("translation", "angle", "tth"), 4) == (256, 180, 22)
+    assert auto_chunks((4000, 4000, 10), ("y", "x", "tth"), 4)[2] == 1
     small = io.save(da, tmp_path / "small.h5")
     with h5py.File(small, "r") as f:
         assert f["variables/sinogram"].chunks is None  # small arrays stay contiguous
@@ -152,7 +153,7 @@ def test_failed_write_leaves_original_and_no_temp_file(tmp_path, monkeypatch):
     path = tmp_path / "keep.h5"
     io.save(_sinogram(), path)
     before = path.read_bytes()
-    real = io._write_variable
+    real = io.hdf5._write_variable
     calls = []
 
     def failing(*args, **kwargs):
@@ -161,7 +162,7 @@ def test_failed_write_leaves_original_and_no_temp_file(tmp_path, monkeypatch):
             raise RuntimeError("disk full (simulated)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(io, "_write_variable", failing)
+    monkeypatch.setattr(io.hdf5, "_write_variable", failing)
     with pytest.raises(RuntimeError, match="simulated"):
         io.save(_dataset(), path, overwrite=True)
     calls.clear()
@@ -456,11 +457,11 @@ def test_describe_object_and_files(tmp_path):
 
 
 def test_value_stats_chunkwise(monkeypatch):
-    monkeypatch.setattr(io, "_STATS_BLOCK_BYTES", 64)
+    monkeypatch.setattr(io._common, "_STATS_BLOCK_BYTES", 64)
     arr = np.arange(100.0).reshape(20, 5)
     arr[3, 1] = np.inf
-    s = io._value_stats(arr)
-    s_lazy = io._value_stats(dsa.from_array(arr, chunks=(4, 5)))
+    s = io._common._value_stats(arr)
+    s_lazy = io._common._value_stats(dsa.from_array(arr, chunks=(4, 5)))
     for stats in (s, s_lazy):
         assert stats["min"] == 0 and stats["max"] == 99 and stats["inf"] == 1 and stats["nan"] == 0
         assert stats["mean"] == pytest.approx((np.arange(100.0).sum() - 16) / 99)  # 16 is the inf
