@@ -35,6 +35,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from . import _cpu_kernels as _kern
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ParallelProjector", "default_device", "circle_mask"]
@@ -293,7 +295,30 @@ class ParallelProjector:
             self._grid_cache = grids
         return self._grid_cache
 
+    def _row_ranges(self):
+        """Per image row, ``[start, stop)`` of the support's columns; ``None`` if a row has gaps."""
+        rr, cc = self._support
+        first = np.full(self.n, self.n, np.int64)
+        last = np.full(self.n, -1, np.int64)
+        np.minimum.at(first, rr, cc)
+        np.maximum.at(last, rr, cc)
+        counts = np.bincount(rr, minlength=self.n)
+        if not np.all((counts == 0) | (counts == last - first + 1)):
+            return None
+        return np.where(counts > 0, first, 0), np.where(counts > 0, last + 1, 0)
+
     def _adjoint_matrix_free(self, y3):
+        if self.device.type == "cpu" and _kern.HAVE_NUMBA:
+            ranges = self._row_ranges()
+            if ranges is not None:
+                y_np = y3.detach().numpy()
+                chans = [_kern.backproject_rows(np.ascontiguousarray(y_np[:, :, k].T), self.angles_deg,
+                                                self.n, self.centre_offset, *ranges)
+                         for k in range(y_np.shape[-1])]
+                return torch.from_numpy(np.stack(chans, -1))
+        return self._adjoint_grid_sample(y3)
+
+    def _adjoint_grid_sample(self, y3):
         inp = y3.permute(2, 1, 0)[None].contiguous()                          # (1, C, n_a, n_t)
         acc = None
         for g in self._grids():
