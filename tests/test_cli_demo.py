@@ -2,7 +2,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 import xrdwidgets
 from xrdwidgets import cli, data, io

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-from scipy.special import erf
 
 from xrdwidgets.conversions import d_to_tth, wavelength_from_energy
 from xrdwidgets.sim import patterns

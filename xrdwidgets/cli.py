@@ -1,4 +1,4 @@
-"""Command line: ``xrdwidgets demo | info | reconstruct``.
+"""Command line: ``xrdwidgets demo | info | reconstruct | app``.
 
 Run ``xrdwidgets --help`` or ``xrdwidgets COMMAND --help``.
 """
@@ -20,6 +20,7 @@ examples:
                                         dims, coordinates, geometry and value ranges of a file
   xrdwidgets reconstruct scan.h5 --method fbp --out recon.h5
                                         reconstruct a sinogram stack (own HDF5, nDTomo or SD2I file)
+  xrdwidgets app --data-dir ~/beamtime   serve the dashboard app (Voila) at http://127.0.0.1:8866/
 """
 
 
@@ -72,7 +73,6 @@ def cmd_demo(args) -> int:
     io.save(result, h5, overwrite=args.overwrite, producer="xrdwidgets demo",
             parameters={"seed": args.seed, "size": args.size, "method": "fbp"})
     demo_summary_png(result, png, overwrite=args.overwrite)
-    t3 = time.perf_counter()
     s = ds["sinogram"].sizes
     print(f"simulated {s['translation']} translations × {s['angle']} angles × {s['tth']} channels "
           f"in {t1 - t0:.1f} s; FBP in {t2 - t1:.1f} s ({s['tth'] / (t2 - t1):.0f} channels/s)")
@@ -108,6 +108,26 @@ def cmd_reconstruct(args) -> int:
             parameters={"source": str(src), "filter": args.filter})
     print(f"wrote {out}")
     return 0
+
+
+def cmd_app(args) -> int:
+    from . import appserver
+
+    if args.tree:
+        target = appserver.dashboards_dir()
+    elif args.notebook:
+        target = Path(args.notebook)
+    else:
+        target = appserver.app_notebook()
+
+    def ready(server, waited):
+        print(f"serving {server.target} at {server.url} (ready in {waited:.1f} s); Ctrl-C stops it",
+              flush=True)
+
+    return appserver.serve(target, port=args.port, data_dir=args.data_dir, preheat=args.preheat,
+                           pool_size=args.pool_size, cull_idle_timeout=args.cull_idle,
+                           max_upload_mb=args.max_upload_mb, open_browser=not args.no_browser,
+                           on_ready=ready)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +175,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_reconstruct)
+
+    a = sub.add_parser("app", help="serve the dashboard app with Voila on 127.0.0.1",
+                       description="Serve the xrdwidgets dashboard (dashboards/app.ipynb) with Voila "
+                                   "on 127.0.0.1 (this machine only, no token): sources stripped, no "
+                                   "tracebacks sent to the browser, idle kernels shut down. Visitors "
+                                   "may read files only inside --data-dir.")
+    a.add_argument("--port", type=int, default=8866, help="port (default %(default)s; 0: any free port)")
+    a.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="folder whose HDF5/.npy/zarr files visitors may open (default: none)")
+    a.add_argument("--preheat", action="store_true",
+                   help="keep kernels that have already run the notebook, so a visit renders at once")
+    a.add_argument("--pool-size", type=int, default=1, help="pre-heated kernels per notebook (default 1)")
+    a.add_argument("--cull-idle", type=int, default=600, metavar="SECONDS",
+                   help="shut down kernels idle this long with no page open (default %(default)s)")
+    a.add_argument("--max-upload-mb", type=float, default=200, help="largest upload (default %(default)s MB)")
+    a.add_argument("--tree", action="store_true", help="serve every dashboard in dashboards/ (a listing)")
+    a.add_argument("--notebook", default=None, help="serve this notebook instead of the app")
+    a.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    a.set_defaults(func=cmd_app)
     return p
 
 

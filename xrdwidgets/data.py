@@ -221,7 +221,7 @@ def _build(data, dims, coords_given, core, *, spectral_dim, geometry, name, unit
         raise DataError(
             f"{var}: dims {dims} do not fit; expected {tuple(core) + (spectral_dim,)} "
             f"(+ optional {EXTRA_DIMS}); unknown dims {unknown}, missing {missing}"
-            + (f" (set spectral_dim= to name the spectral axis)" if missing == [spectral_dim] else "")
+            + (" (set spectral_dim= to name the spectral axis)" if missing == [spectral_dim] else "")
         )
     sizes = dict(zip(dims, arr.shape))
     coords = {}

@@ -94,7 +94,6 @@ def demo_summary_png(ds, path, *, overwrite: bool = False) -> Path:
     ax.set(title="ground truth phase maps (" + ", ".join(names) + " as R, G, B)")
     ax.axis("off")
     ax = axes[1, 2]
-    ny, nx = ds.sizes["y"], ds.sizes["x"]
     iy, ix = _brightest_pixel(ds["phase_maps"].values)
     ax.plot(tth, ds["volume"].isel(y=iy, x=ix).values, "k-", lw=1.6, label="ground truth")
     scale = float(ds.attrs.get("scale", 1.0)) or 1.0  # counts per unit line integral (simulator)

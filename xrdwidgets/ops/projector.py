@@ -198,6 +198,7 @@ class ParallelProjector:
         self._blocks = [(a, min(angles.size, a + nb)) for a in range(0, angles.size, nb)]
         self._cache: dict[int, tuple] = {}
         self._grid_cache = None
+        self._warned = False
         log.debug("ParallelProjector n=%d angles=%d translations=%d nnz=%d blocks=%d",
                   n, angles.size, n_t, self.nnz, len(self._blocks))
 
@@ -233,6 +234,12 @@ class ParallelProjector:
         used = sum(16 * m[0].values().numel() for m in self._cache.values())
         if used + 16 * A.nnz <= self.memory_budget:
             self._cache[k] = pair
+        elif not self._warned:
+            self._warned = True
+            log.warning("ParallelProjector: the matrices need %.2f GiB, over memory_budget %.2f GiB; "
+                        "angle blocks are rebuilt on every application (slow in iterative loops: "
+                        "raise memory_budget if memory allows)", self.matrix_bytes / 2**30,
+                        self.memory_budget / 2**30)
         return pair
 
     # application ------------------------------------------------------------

@@ -1,5 +1,14 @@
-"""Reconstruction algorithms: generators of :class:`Progress` events over the shared operators."""
-from .base import Progress, run_to_end
-from .fbp import fbp, fbp_array
+"""Reconstruction algorithms: generators of :class:`Progress` events over the shared operators.
 
-__all__ = ["Progress", "run_to_end", "fbp", "fbp_array"]
+``reconstruct(stack, method=...)`` runs any of them to the end; ``iterate(stack, method=...)``
+gives the generator (for progress bars, widgets, jobs and dask workers).
+"""
+from .base import Progress, run_to_end
+from .cgls import cgls, iterate_cgls
+from .fbp import fbp, fbp_array, iterate_fbp
+from .iterative import METHODS, iterate, reconstruct
+from .sirt import iterate_sirt, sirt
+from .tv import iterate_tv, tv
+
+__all__ = ["Progress", "run_to_end", "METHODS", "iterate", "reconstruct", "fbp", "fbp_array",
+           "iterate_fbp", "sirt", "iterate_sirt", "cgls", "iterate_cgls", "tv", "iterate_tv"]

@@ -14,7 +14,7 @@ import torch
 import xarray as xr
 
 from .. import data as _data
-from ..ops.filters import filter_sinogram
+from ..ops.filters import fbp_filter, filter_sinogram
 from ..ops.projector import ParallelProjector
 from .base import Progress, run_to_end
 
@@ -70,6 +70,8 @@ def iterate_fbp(stack, *, filter: str = "ramp", batch: int = 256, n: int | None 
                 circle: bool = True, centre_offset: float | None = None, device=None):
     """FBP of a sinogram stack as a generator of :class:`Progress`, one event per channel batch.
 
+    The arguments are checked when this is called (not at the first ``next()``).
+
     Parameters
     ----------
     stack : xarray.DataArray or Dataset
@@ -80,6 +82,8 @@ def iterate_fbp(stack, *, filter: str = "ramp", batch: int = 256, n: int | None 
         Channels per batch (bounds the working memory).
     n : int, optional
         Image size (default: number of translations).
+    circle : bool
+        Zero outside the inscribed circle.
     centre_offset : float, optional
         Rotation-axis offset in steps (default: the stored geometry's, else 0).
     device : optional
@@ -87,54 +91,24 @@ def iterate_fbp(stack, *, filter: str = "ramp", batch: int = 256, n: int | None 
 
     Returns
     -------
-    xarray.DataArray
-        Volume ``(y, x, spectral)`` (leading ``time``/``z`` kept), float32, coords in the units of
-        the translation coordinate, geometry and provenance in attrs.
+    generator
+        Yields one ``Progress`` per batch; returns the volume ``(y, x, spectral)`` (leading
+        ``time``/``z`` kept), float32, coords in the units of the translation coordinate,
+        geometry and provenance in attrs.
     """
-    da = _data.validate_sinogram_stack(stack, check_finite=True)
-    spec = _data.spectral_dim(da)
-    geom = _data.get_geometry(da)
-    if centre_offset is None:
-        centre_offset = geom.centre_offset if geom is not None else 0.0
-    if int(batch) < 1:
-        raise ValueError(f"iterate_fbp: batch must be >= 1, found {batch}")
-    n_t, n_a = da.sizes[_data.TRANSLATION], da.sizes[_data.ANGLE]
-    n = int(n or n_t)
-    angles = da[_data.ANGLE].values.astype(float)
-    op = ParallelProjector(n, angles, n_translations=n_t, centre_offset=centre_offset, mask=circle,
-                           device=device)
-    lead = [d for d in da.dims if d in _data.EXTRA_DIMS]
-    lead_shape = [da.sizes[d] for d in lead]
-    C = da.sizes[spec]
-    out = np.zeros(lead_shape + [n, n, C], np.float32)
-    # flatten leading dims; loop over (leading index, channel batch)
-    flat = da.data.reshape(-1, n_t, n_a, C) if lead else da.data[None]
-    starts = list(range(0, C, int(batch)))
-    total = len(starts) * flat.shape[0]
-    step = 0
-    for li in range(flat.shape[0]):
-        for s in starts:
-            e = min(C, s + int(batch))
-            sino = torch.as_tensor(np.asarray(flat[li, :, :, s:e], np.float32), device=op.device)
-            img = fbp_array(sino, angles, filter=filter, projector=op)
-            out.reshape(-1, n, n, C)[li, :, :, s:e] = img.cpu().numpy()
-            step += 1
-            yield Progress(iteration=step, total=total, metrics={"channels_done": e, "channels": C},
-                           preview=out.reshape(-1, n, n, C)[li, :, :, s:e].sum(-1))
-    pos, units = image_coords(da, n)
-    coords = {d: da[d] for d in lead}
-    coords.update({
-        _data.Y: xr.Variable((_data.Y,), pos, {"units": units, "long_name": "y"}),
-        _data.X: xr.Variable((_data.X,), pos.copy(), {"units": units, "long_name": "x"}),
-        spec: da[spec],
-    })
-    attrs = {k: v for k, v in da.attrs.items() if not k.startswith("provenance_")}
-    attrs.update(_data.provenance("xrdwidgets.recon.fbp", {
-        "filter": filter, "n": n, "circle": circle, "centre_offset": centre_offset,
-        "n_angles": n_a, "source": da.attrs.get("provenance_producer", "")}))
-    vol = xr.DataArray(out, dims=tuple(lead) + (_data.Y, _data.X, spec), coords=coords,
-                       name="volume", attrs=attrs)
-    return vol
+    from . import driver as _drv
+
+    fbp_filter(1, filter)  # unknown filter names fail now
+    plan = _drv.prepare_stack(stack, caller="iterate_fbp", producer="xrdwidgets.recon.fbp",
+                              parameters={"filter": filter}, batch=batch, n=n, circle=circle,
+                              centre_offset=centre_offset, device=device)
+
+    def solve(sino, op, channels):
+        img = fbp_array(sino, op.angles_deg, filter=filter, projector=op)
+        yield Progress(iteration=1, total=1, preview=img.sum(-1).cpu().numpy())
+        return img
+
+    return _drv.run_stack(plan, solve)
 
 
 def image_coords(stack, n: int):

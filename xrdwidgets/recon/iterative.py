@@ -1,0 +1,95 @@
+"""Iterative reconstruction (SIRT, CGLS, TV) and one entry point for every method.
+
+The algorithms live in :mod:`~xrdwidgets.recon.sirt`, :mod:`~xrdwidgets.recon.cgls` and
+:mod:`~xrdwidgets.recon.tv`, each written once as a bare-array generator over a channel batch
+(``iterate_<method>_array(sino, op, n_iter, ...)``) and wrapped for sinogram stacks by the shared
+driver :mod:`~xrdwidgets.recon.driver` (``iterate_<method>(stack, ...)`` / ``<method>(stack, ...)``).
+
+:func:`reconstruct` / :func:`iterate` dispatch by name to these and to FBP::
+
+    vol = reconstruct(stack, method="tv", n_iter=300, nonneg=True)
+    for ev in iterate(stack, method="sirt", n_iter=50):   # a progress bar, a widget, a dask task
+        ...
+
+Every method takes the common keywords ``batch``, ``n``, ``circle``, ``centre_offset`` and
+``device``; the others are the method's own (see its ``iterate_*`` function).
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+
+from .base import run_to_end
+from .cgls import cgls, cgls_array, iterate_cgls, iterate_cgls_array
+from .fbp import fbp, fbp_array, iterate_fbp
+from .sirt import iterate_sirt, iterate_sirt_array, sirt, sirt_array
+from .tv import LAM_REL, iterate_tv, iterate_tv_array, tv, tv_array
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "METHODS", "iterate", "reconstruct",
+    "iterate_sirt_array", "sirt_array", "iterate_sirt", "sirt",
+    "iterate_cgls_array", "cgls_array", "iterate_cgls", "cgls",
+    "iterate_tv_array", "tv_array", "iterate_tv", "tv", "LAM_REL",
+    "fbp", "fbp_array", "iterate_fbp",
+]
+
+#: Stack-level generators by method name.
+METHODS = {
+    "fbp": iterate_fbp,
+    "sirt": iterate_sirt,
+    "cgls": iterate_cgls,
+    "tv": iterate_tv,
+}
+
+
+def iterate(stack, method: str = "fbp", **kwargs):
+    """The :class:`~xrdwidgets.recon.base.Progress` generator of ``method`` on ``stack``.
+
+    Parameters
+    ----------
+    stack : xarray.DataArray or Dataset
+        Sinogram stack ``(translation, angle, spectral)`` (any dim order).
+    method : {"fbp", "sirt", "cgls", "tv"}
+        Reconstruction method (case-insensitive).
+    **kwargs
+        Passed to ``iterate_<method>``; an unknown keyword raises a ``ValueError`` that lists the
+        accepted ones.
+
+    Returns
+    -------
+    generator
+        Yields ``Progress``; returns the volume DataArray ``(y, x, spectral)``.
+    """
+    key = str(method).lower()
+    if key not in METHODS:
+        raise ValueError(f"reconstruct: method must be one of {tuple(METHODS)}, found {method!r}")
+    fn = METHODS[key]
+    accepted = [p for p, v in inspect.signature(fn).parameters.items() if v.kind == v.KEYWORD_ONLY]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"reconstruct: method {key!r} does not take {unknown}; it accepts {accepted}")
+    return fn(stack, **kwargs)
+
+
+def reconstruct(stack, method: str = "fbp", *, callback=None, **kwargs):
+    """Reconstruct a sinogram stack with ``method``, run to the end.
+
+    Parameters
+    ----------
+    stack : xarray.DataArray or Dataset
+        Sinogram stack (any dim order).
+    method : {"fbp", "sirt", "cgls", "tv"}
+    callback : callable, optional
+        Called with every :class:`~xrdwidgets.recon.base.Progress` event.
+    **kwargs
+        The method's keywords (see :func:`iterate`).
+
+    Returns
+    -------
+    xarray.DataArray
+        Volume ``(y, x, spectral)`` (leading ``time``/``z`` kept) with coords, geometry and
+        provenance.
+    """
+    return run_to_end(iterate(stack, method, **kwargs), callback)
