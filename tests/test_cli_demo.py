@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import xrdwidgets
 from xrdwidgets import cli, data, io
@@ -77,3 +78,19 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 def test_cli_help_runs():
     r = subprocess.run([sys.executable, "-m", "xrdwidgets.cli", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "demo" in r.stdout and "reconstruct" in r.stdout
+
+
+@pytest.mark.parametrize("method,extra", [("sirt", ["--n-iter", "5", "--nonneg"]),
+                                          ("tv", ["--n-iter", "5", "--lam-rel", "0.1"])])
+def test_cli_reconstruct_iterative(tmp_path, method, extra):
+    ds = xrdwidgets.demo(size="tiny")
+    f = tmp_path / "scan.h5"
+    io.save(ds[["sinogram"]], f)
+    assert cli.main(["reconstruct", str(f), "--method", method, "-q", *extra]) == 0
+    out = tmp_path / f"scan_{method}.h5"
+    rec = io.load(out)
+    assert rec.dims == ("y", "x", "tth")
+    if "--nonneg" in extra:
+        assert float(rec.min()) >= 0
+    prov = io.read_provenance(out)
+    assert prov["parameters"]["n_iter"] == 5

@@ -88,9 +88,22 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _method_kwargs(args) -> dict:
+    """The keyword arguments of ``--method`` given on the command line."""
+    import inspect
+
+    from .recon.iterative import METHODS
+
+    fn = METHODS[args.method]
+    accepted = {p for p, v in inspect.signature(fn).parameters.items() if v.kind == v.KEYWORD_ONLY}
+    given = {"filter": args.filter, "n_iter": args.n_iter, "nonneg": args.nonneg or None,
+             "lam_rel": args.lam_rel, "batch": args.batch, "device": args.device}
+    return {k: v for k, v in given.items() if v is not None and k in accepted}
+
+
 def cmd_reconstruct(args) -> int:
     from . import io
-    from .recon.fbp import iterate_fbp
+    from .recon.iterative import iterate
 
     src = Path(args.file)
     out = Path(args.out) if args.out else src.with_name(src.stem + f"_{args.method}.h5")
@@ -100,12 +113,10 @@ def cmd_reconstruct(args) -> int:
     obj = io.load(src)
     if args.variable:
         obj = obj[args.variable]
-    if args.method != "fbp":
-        print(f"error: method {args.method!r} is not available; choose from: fbp", file=sys.stderr)
-        return 2
-    rec = _run_with_bar(iterate_fbp(obj, filter=args.filter, batch=args.batch), "FBP", args.quiet)
+    kwargs = _method_kwargs(args)
+    rec = _run_with_bar(iterate(obj, args.method, **kwargs), args.method.upper(), args.quiet)
     io.save(rec, out, overwrite=args.overwrite, producer=f"xrdwidgets reconstruct --method {args.method}",
-            parameters={"source": str(src), "filter": args.filter})
+            parameters={"source": str(src), **kwargs})
     print(f"wrote {out}")
     return 0
 
@@ -113,21 +124,21 @@ def cmd_reconstruct(args) -> int:
 def cmd_app(args) -> int:
     from . import appserver
 
-    if args.tree:
-        target = appserver.dashboards_dir()
-    elif args.notebook:
+    if args.notebook:
         target = Path(args.notebook)
+    elif args.tree:
+        target = appserver.dashboards_dir()
     else:
         target = appserver.app_notebook()
 
     def ready(server, waited):
-        print(f"serving {server.target} at {server.url} (ready in {waited:.1f} s); Ctrl-C stops it",
-              flush=True)
+        print(f"xrdwidgets app: serving {server.target} at {server.url} (ready in {waited:.1f} s); "
+              "Ctrl-C stops it")
 
-    return appserver.serve(target, port=args.port, data_dir=args.data_dir, preheat=args.preheat,
-                           pool_size=args.pool_size, cull_idle_timeout=args.cull_idle,
-                           max_upload_mb=args.max_upload_mb, open_browser=not args.no_browser,
-                           on_ready=ready)
+    return appserver.serve(target, open_browser=not args.no_browser, on_ready=ready, port=args.port,
+                           data_dir=args.data_dir, max_upload_mb=args.max_upload_mb,
+                           preheat=args.preheat, pool_size=args.pool_size,
+                           cull_idle_timeout=args.cull_idle)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,10 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Reconstruct every channel of a sinogram stack and write the "
                                    "volume (y, x, spectral) to an HDF5 file.")
     r.add_argument("file", help="input file with a sinogram stack")
-    r.add_argument("--method", default="fbp", help="reconstruction method (default: fbp)")
-    r.add_argument("--filter", default="ramp", help="FBP filter: ramp, shepp-logan, cosine, hamming, hann")
+    r.add_argument("--method", default="fbp", choices=["fbp", "sirt", "cgls", "tv"],
+                   help="fbp: filtered back-projection (fast); sirt, cgls: iterative least squares; "
+                        "tv: total-variation regularised (best at few angles / noisy data)")
+    r.add_argument("--filter", default=None, help="FBP filter: ramp, shepp-logan, cosine, hamming, hann")
+    r.add_argument("--n-iter", dest="n_iter", type=int, default=None, help="iterations (sirt, cgls, tv)")
+    r.add_argument("--nonneg", action="store_true", help="non-negative images (sirt, cgls, tv)")
+    r.add_argument("--lam-rel", dest="lam_rel", type=float, default=None,
+                   help="tv: weight relative to the image range (default 0.06; raise for noisy data)")
+    r.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if present)")
     r.add_argument("--variable", default=None, help="variable to use when the file holds several")
-    r.add_argument("--batch", type=int, default=128, help="channels reconstructed at once")
+    r.add_argument("--batch", type=int, default=None, help="channels reconstructed at once (bounds memory)")
     r.add_argument("--out", default=None, help="output file (default: INPUT_METHOD.h5 next to the input)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
