@@ -111,3 +111,23 @@ def test_memory_budget_blocks_give_same_result():
     np.testing.assert_allclose(blocked(x), whole(x), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(blocked.T(y), whole.T(y), rtol=1e-6, atol=1e-6)
     assert not blocked._cache  # nothing kept beyond the budget
+
+
+def test_matrix_free_numba_operator_matches_sparse():
+    kern = pytest.importorskip("xrdwidgets.ops._cpu_kernels")
+    if not kern.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(4)
+    th = np.sort(rng.uniform(0, 360, 19))
+    sparse = ParallelProjector(18, th, n_translations=21, centre_offset=0.8, mask=True, device="cpu",
+                               matrix_free_below=0)
+    free = ParallelProjector(18, th, n_translations=21, centre_offset=0.8, mask=True, device="cpu",
+                             memory_budget=0)
+    x = rng.random((18, 18, 4)).astype(np.float32) * sparse.mask[..., None]
+    y = rng.random((21, 19, 4)).astype(np.float32)
+    np.testing.assert_allclose(free(x), sparse(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(free.T(y), sparse.T(y), rtol=1e-5, atol=1e-5)
+    assert not free._cache  # no matrix was built
+    lhs = float(np.sum(free(x).astype(np.float64) * y))
+    rhs = float(np.sum(x.astype(np.float64) * free.T(y)))
+    assert lhs == pytest.approx(rhs, rel=1e-5)

@@ -1,9 +1,14 @@
-"""Optional numba kernel for the CPU back-projection of a few channels.
+"""Optional numba kernels: the projector and its adjoint without a stored matrix (CPU).
 
 Used by :class:`~xrdwidgets.ops.projector.ParallelProjector` when numba is installed (the
-``fast`` extra) and the data are on the CPU; otherwise torch's ``grid_sample`` does the same
-sampling. The kernel computes exactly the projector's adjoint (hat-function interpolation along
-the translation axis), pixel row by pixel row in parallel.
+``fast`` extra) and the data are on the CPU, for single images (no matrix to build) and for
+sizes whose sparse matrix does not fit the memory budget. Both kernels use exactly the
+projector's hat-function weights; the forward scatters pixel values into the two nearest
+translation bins (parallel over angles, so no two threads write the same bin) and the adjoint
+gathers them back (parallel over image rows). Channels are the innermost, contiguous axis.
+
+Layouts: sinograms ``(n_angles, n_translations + 3, C)`` with one zero bin on the left and two on
+the right (no bounds checks in the loops); images ``(n, n, C)``.
 """
 from __future__ import annotations
 
@@ -20,13 +25,13 @@ try:  # pragma: no cover - availability depends on the environment
 except ImportError:  # pragma: no cover
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "backproject_rows"]
+__all__ = ["HAVE_NUMBA", "backproject", "project"]
 
 if HAVE_NUMBA:
 
     @njit(parallel=True, fastmath=True, cache=True)
     def _bp(sp, cos_t, sin_t, n, shift, col_start, col_stop, out):  # pragma: no cover - jitted
-        n_a, m = sp.shape
+        n_a, m, C = sp.shape
         n_t = m - 3
         c = (n - 1) / 2.0
         for r in prange(n):
@@ -41,18 +46,50 @@ if HAVE_NUMBA:
                     u = min(max(u0 + col * ca, 0.0), n_t + 1.0)
                     i0 = int(u)
                     w = u - i0
-                    out[r, col] += row[i0] + w * (row[i0 + 1] - row[i0])
+                    v0 = row[i0]
+                    v1 = row[i0 + 1]
+                    o = out[r, col]
+                    for k in range(C):
+                        o[k] += v0[k] + w * (v1[k] - v0[k])
         return out
 
+    @njit(parallel=True, fastmath=True, cache=True)
+    def _fp(img, cos_t, sin_t, shift, col_start, col_stop, sp):  # pragma: no cover - jitted
+        n, _, C = img.shape
+        n_a, m, _ = sp.shape
+        n_t = m - 3
+        c = (n - 1) / 2.0
+        for a in prange(n_a):
+            ca = cos_t[a]
+            sa = sin_t[a]
+            row = sp[a]
+            for r in range(n):
+                u0 = shift - (r - c) * sa - c * ca + 1.0
+                for col in range(col_start[r], col_stop[r]):
+                    u = min(max(u0 + col * ca, 0.0), n_t + 1.0)
+                    i0 = int(u)
+                    w = u - i0
+                    x = img[r, col]
+                    b0 = row[i0]
+                    b1 = row[i0 + 1]
+                    for k in range(C):
+                        b0[k] += (1.0 - w) * x[k]
+                        b1[k] += w * x[k]
+        return sp
 
-def backproject_rows(sino_at: np.ndarray, angles_deg, n: int, centre_offset: float,
-                     col_start: np.ndarray, col_stop: np.ndarray) -> np.ndarray:
-    """Adjoint of the pixel-driven projector for one sinogram.
+
+def _trig(angles_deg):
+    th = np.deg2rad(np.asarray(angles_deg, np.float64))
+    return np.cos(th).astype(np.float32), np.sin(th).astype(np.float32)
+
+
+def backproject(sino, angles_deg, n: int, centre_offset: float, col_start, col_stop) -> np.ndarray:
+    """Adjoint of the pixel-driven projector.
 
     Parameters
     ----------
-    sino_at : numpy.ndarray
-        ``(n_angles, n_translations)`` float32 (angle-major).
+    sino : numpy.ndarray
+        ``(n_translations, n_angles, C)`` float32.
     angles_deg : array
         Angles in degrees.
     n : int
@@ -60,19 +97,45 @@ def backproject_rows(sino_at: np.ndarray, angles_deg, n: int, centre_offset: flo
     centre_offset : float
         Rotation axis offset from the middle of the translations, in steps.
     col_start, col_stop : numpy.ndarray
-        Per image row, the range of columns in the support (others stay zero).
+        Per image row, the columns ``[start, stop)`` of the support (others stay zero).
 
     Returns
     -------
     numpy.ndarray
-        ``(n, n)`` float32 back-projection.
+        ``(n, n, C)`` float32.
     """
-    n_a, n_t = sino_at.shape
-    sp = np.zeros((n_a, n_t + 3), np.float32)  # one zero bin left, two right: no bounds checks
-    sp[:, 1:n_t + 1] = sino_at
-    th = np.deg2rad(np.asarray(angles_deg, np.float64))
-    out = np.zeros((n, n), np.float32)
-    shift = (n_t - 1) / 2.0 + float(centre_offset)
-    _bp(sp, np.cos(th).astype(np.float32), np.sin(th).astype(np.float32), int(n), shift,
-        col_start.astype(np.int64), col_stop.astype(np.int64), out)
+    n_t, n_a, C = sino.shape
+    sp = np.zeros((n_a, n_t + 3, C), np.float32)
+    sp[:, 1:n_t + 1] = np.transpose(sino, (1, 0, 2))
+    out = np.zeros((n, n, C), np.float32)
+    cos_t, sin_t = _trig(angles_deg)
+    _bp(sp, cos_t, sin_t, int(n), (n_t - 1) / 2.0 + float(centre_offset),
+        np.asarray(col_start, np.int64), np.asarray(col_stop, np.int64), out)
     return out
+
+
+def project(img, angles_deg, n_t: int, centre_offset: float, col_start, col_stop) -> np.ndarray:
+    """Forward pixel-driven projection (exact transpose of :func:`backproject`).
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        ``(n, n, C)`` float32; only the support given by ``col_start``/``col_stop`` is read.
+    angles_deg : array
+        Angles in degrees.
+    n_t : int
+        Number of translations.
+    centre_offset : float
+        Rotation axis offset in steps.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_t, n_angles, C)`` float32.
+    """
+    n, _, C = img.shape
+    cos_t, sin_t = _trig(angles_deg)
+    sp = np.zeros((cos_t.size, n_t + 3, C), np.float32)
+    _fp(np.ascontiguousarray(img, np.float32), cos_t, sin_t, (n_t - 1) / 2.0 + float(centre_offset),
+        np.asarray(col_start, np.int64), np.asarray(col_stop, np.int64), sp)
+    return np.ascontiguousarray(np.transpose(sp[:, 1:n_t + 1], (1, 0, 2)))

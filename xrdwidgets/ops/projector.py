@@ -199,6 +199,7 @@ class ParallelProjector:
         self._cache: dict[int, tuple] = {}
         self._grid_cache = None
         self._warned = False
+        self._ranges = self._row_ranges()
         log.debug("ParallelProjector n=%d angles=%d translations=%d nnz=%d blocks=%d",
                   n, angles.size, n_t, self.nnz, len(self._blocks))
 
@@ -252,6 +253,11 @@ class ParallelProjector:
         self._check(x, self.domain_shape, "forward")
         squeeze = x.dim() == 2
         dtype = x.dtype
+        if not self._fits() and self._use_numba():
+            x3 = x.reshape(self.n, self.n, -1).detach().to(torch.float32).numpy()
+            out = torch.from_numpy(_kern.project(x3, self.angles_deg, self.n_translations,
+                                                 self.centre_offset, *self._ranges)).to(dtype)
+            return out[..., 0] if squeeze else out
         flat = x.reshape(self.n * self.n, -1).to(torch.float32).contiguous()
         parts = []
         for k, (a0, a1) in enumerate(self._blocks):
@@ -267,7 +273,7 @@ class ParallelProjector:
         dtype = y.dtype
         y3 = y.reshape(*self.range_shape, -1).to(torch.float32)
         C = y3.shape[-1]
-        if not self._cache and C < self.matrix_free_below:
+        if (not self._cache and C < self.matrix_free_below) or (not self._fits() and self._use_numba()):
             out = self._adjoint_matrix_free(y3)
         else:
             out = torch.zeros(self.n * self.n, C, device=self.device)
@@ -314,15 +320,16 @@ class ParallelProjector:
             return None
         return np.where(counts > 0, first, 0), np.where(counts > 0, last + 1, 0)
 
+    def _use_numba(self) -> bool:
+        return self.device.type == "cpu" and _kern.HAVE_NUMBA and self._ranges is not None
+
+    def _fits(self) -> bool:
+        return self.matrix_bytes <= self.memory_budget
+
     def _adjoint_matrix_free(self, y3):
-        if self.device.type == "cpu" and _kern.HAVE_NUMBA:
-            ranges = self._row_ranges()
-            if ranges is not None:
-                y_np = y3.detach().numpy()
-                chans = [_kern.backproject_rows(np.ascontiguousarray(y_np[:, :, k].T), self.angles_deg,
-                                                self.n, self.centre_offset, *ranges)
-                         for k in range(y_np.shape[-1])]
-                return torch.from_numpy(np.stack(chans, -1))
+        if self._use_numba():
+            return torch.from_numpy(_kern.backproject(np.ascontiguousarray(y3.detach().numpy()), self.angles_deg,
+                                                      self.n, self.centre_offset, *self._ranges))
         return self._adjoint_grid_sample(y3)
 
     def _adjoint_grid_sample(self, y3):
