@@ -11,11 +11,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.xrdwidgets-installed
 OUT    ?= xrdwidgets-output
 
-.PHONY: setup demo test info clean help
+.PHONY: setup demo test test-browser info clean help
 
 help:
 	@echo "make demo   set up (.venv) and run the demo: simulate, reconstruct, write HDF5 + PNG to $(OUT)/"
 	@echo "make test   set up (.venv) and run the test suite"
+	@echo "make test-browser  only the browser tests (Voila + headless /usr/bin/chromium; skip without it)"
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +32,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Browser tests drive Debian's /usr/bin/chromium through the playwright Python package (in the
+# `test` extra); no browser is ever downloaded (never `playwright install`). .ci/run installs
+# chromium with apt-get when it is missing; without it these tests skip.
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest -q -s tests/browser
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -1,0 +1,66 @@
+"""The main app (``dashboards/app.ipynb``, ``App.demo()``) in a real browser.
+
+Measures the time to interactive: from the page request to the App's tabs being visible (kernel
+start, imports, the demo simulation and its FBP, widget rendering).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from browser_helpers import JOB_TIMEOUT_MS, RENDER_TIMEOUT_MS, REPO, open_dashboard, upload
+
+APP_TABS = ("Data", "Corrections", "Reconstruct", "Explore")
+
+pytestmark = pytest.mark.skipif(not (REPO / "xrdwidgets" / "widgets" / "app.py").is_file(),
+                                reason="xrdwidgets/widgets/app.py is not written yet")
+
+
+@pytest.fixture(scope="module")
+def app_page(browser_context, voila_server):
+    pg = browser_context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    tti = open_dashboard(pg, voila_server, "app.ipynb", ready_selector=".xrdwidgets-app")
+    pg.app_tti = tti
+    pg.js_errors = errors
+    yield pg
+    pg.close()
+
+
+def test_app_renders_with_its_tabs(app_page, artifacts):
+    tti = app_page.app_tti
+    print(f"\napp: time to interactive (page request -> App visible) {tti:.1f} s")
+    for name in APP_TABS:
+        assert app_page.get_by_role("tab", name=name, exact=True).is_visible(), name
+    html = app_page.content()
+    assert "App.demo" not in html and "Traceback" not in html
+    app_page.screenshot(path=str(artifacts / "app_initial.png"), full_page=True)
+    (artifacts / "app_tti.txt").write_text(f"{tti:.2f} s (page request -> App visible)\n")
+
+
+def test_bad_upload_in_the_app_gives_a_visible_error(app_page, artifacts):
+    app_page.get_by_role("tab", name="Data", exact=True).click()
+    app_page.get_by_role("tab", name="Upload", exact=True).click()
+    upload(app_page, ".xrdwidgets-app .xrdw-upload", "broken.h5", b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
+    app_page.wait_for_function(
+        "() => { const e = document.querySelector('.xrdwidgets-app .xrdw-data-panel .xrdw-error');"
+        " return e && e.textContent.includes('broken.h5'); }", timeout=JOB_TIMEOUT_MS)
+    text = app_page.inner_text(".xrdwidgets-app .xrdw-data-panel .xrdw-status")
+    assert "Traceback" not in text and "/tmp" not in text
+    app_page.screenshot(path=str(artifacts / "app_bad_upload.png"), full_page=True)
+
+
+def test_app_keeps_working_after_the_error(app_page, artifacts):
+    # the other tabs still respond and the demo data is still loaded
+    app_page.get_by_role("tab", name="Explore", exact=True).click()
+    app_page.locator(".xrdwidgets-app .js-plotly-plot:visible").first.wait_for(timeout=RENDER_TIMEOUT_MS)
+    app_page.get_by_role("tab", name="Data", exact=True).click()
+    app_page.get_by_role("tab", name="Simulate", exact=True).click()
+    app_page.locator(".xrdwidgets-app .xrdw-simulate").click()
+    app_page.wait_for_function(
+        "() => { const e = document.querySelector('.xrdwidgets-app .xrdw-data-panel .xrdw-ok');"
+        " return e && e.textContent.includes('simulation'); }", timeout=JOB_TIMEOUT_MS)
+    app_page.screenshot(path=str(artifacts / "app_after_error.png"), full_page=True)
+    assert not app_page.js_errors, app_page.js_errors

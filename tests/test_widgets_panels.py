@@ -1,0 +1,97 @@
+"""Headless tests of the reconstruction and corrections panels: set values, click, assert."""
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("plotly")
+
+import xrdwidgets
+from xrdwidgets import jobs
+from xrdwidgets.widgets.corrections_panel import CorrectionsPanel
+from xrdwidgets.widgets.recon_panel import METHOD_PARAMS, ReconPanel
+from xrdwidgets.widgets.state import AppState
+
+
+def _wait(cond, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def state():
+    ds = xrdwidgets.demo(size="tiny")
+    st = AppState()
+    st.set_data(ds["sinogram"], truth=ds, name="tiny")
+    return st
+
+
+def test_recon_panel_runs_fbp_and_publishes_result(state):
+    panel = ReconPanel(state, queue=jobs.JobQueue("t1"))
+    assert panel.channels.value == (0, 60)
+    panel.channels.value = (10, 30)
+    panel.start_button.click()
+    job = panel.job
+    assert job is not None
+    job.wait(timeout=60)
+    assert _wait(lambda: "fbp #1" in state.results)
+    vol = state.results["fbp #1"]
+    assert vol.dims == ("y", "x", "tth") and vol.sizes["tth"] == 20
+    np.testing.assert_allclose(vol.tth.values, state.stack.tth.values[10:30])
+    assert _wait(lambda: panel.progress.value == 1.0)
+    assert "done" in panel.status.value and panel.cancel_button.disabled
+
+
+def test_recon_panel_streams_loss_and_preview_then_cancel(state):
+    panel = ReconPanel(state, queue=jobs.JobQueue("t2"))
+    panel.method.value = "tv"
+    assert set(panel.param_widgets) == {p.name for p in METHOD_PARAMS["tv"]}
+    panel.param_widgets["n_iter"].value = 100000
+    panel.batch.value = 60
+    job = panel.start()
+    assert _wait(lambda: len(panel.loss_trace.y) >= 3)
+    assert _wait(lambda: np.asarray(panel.preview_trace.z).shape[0] > 1)
+    assert "ETA" in panel.status.value
+    t = time.time()
+    panel.cancel_button.click()
+    job.wait(timeout=10)
+    assert time.time() - t < 5
+    assert job.state is jobs.State.CANCELLED
+    assert _wait(lambda: "cancelled" in panel.status.value)
+    assert "tv #1" not in state.results
+
+
+def test_recon_panel_reports_bad_parameters_visibly(state):
+    panel = ReconPanel(state, queue=jobs.JobQueue("t3"))
+    panel.channels.value = (5, 5)
+    assert panel.start() is None
+    assert "at least one channel" in panel.error.value
+
+
+def test_corrections_panel_recovers_centre_and_applies(state):
+    from xrdwidgets.sim.scan import acquire
+
+    truth = state.truth
+    scan = acquire(truth["volume"], n_angles=40, n_translations=24, centre_offset=1.5, dose=None)
+    raw = scan["sinogram"]
+    raw = raw.xrd.with_geometry(raw.xrd.geometry.replace(centre_offset=0.0))
+    state.set_data(raw, truth=truth)
+    panel = CorrectionsPanel(state, queue=jobs.JobQueue("t4"))
+    panel.air.value = False
+    panel.decay.value = False
+    panel.jitter.value = False
+    panel.run_button.click()
+    panel.job.wait(timeout=60)
+    assert _wait(lambda: not panel.use_button.disabled)
+    centre = [r for r in panel.reports if type(r).__name__ == "CentreResult"][0]
+    assert abs(centre.offset_steps - 1.5) < 0.3
+    assert "Centre" in panel.report_html.value or "centre" in panel.report_html.value
+    panel.use_button.click()
+    assert state.stack is panel.result and state.stack is not state.raw
+    panel.reset_button.click()
+    assert state.stack is state.raw

@@ -1,0 +1,200 @@
+"""Shared helpers of the linked image–spectrum widgets: figure styling, payloads, byte meter.
+
+The maths (windows, decimation, colour limits, export) lives in :mod:`xrdwidgets.views`; this
+module only turns its results into plotly figures and measures what is sent to the browser.
+
+Figure sizing
+-------------
+plotly ``FigureWidget`` views that are created while hidden (a non-selected ``Tab``, a closed
+``Accordion``) or inside a flex ``HBox`` measure a zero or wrong container size when they
+autosize. Every figure here therefore has an explicit ``width``/``height`` in its plotly layout
+and ``autosize=False``, and is wrapped in a :class:`ipywidgets.Box` of the same fixed pixel
+size (``flex: 0 0 auto``) so that the container cannot squeeze or stretch it.
+
+Heatmap payload
+---------------
+plotly serialises a 2-D numpy ``z`` as a JSON list of lists (~19 characters per float32). We
+send ``z`` as a plotly.js typed-array spec ``{"dtype": "f4", "bdata": <base64>, "shape":
+"rows, cols"}`` instead: 5.3 bytes per pixel, decoded natively by plotly.js (≥ 2.28).
+1-D arrays (patterns) go as binary float32 buffers (4 bytes per value).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from contextlib import contextmanager
+from copy import deepcopy
+
+import ipywidgets as w
+import numpy as np
+import plotly.graph_objects as go
+
+log = logging.getLogger(__name__)
+
+__all__ = ["z_payload", "decode_z", "image_figure", "pattern_figure", "fixed_box", "mirror_state",
+           "updating", "MessageMeter",
+           "IMAGE_SIZE", "PATTERN_SIZE", "OVERLAY_COLOURS"]
+
+#: Default (width, height) in pixels of the image and pattern figures.
+IMAGE_SIZE = (470, 430)
+PATTERN_SIZE = (600, 430)
+#: Line colours: main pattern first, then overlays.
+OVERLAY_COLOURS = ("#1f3b73", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf")
+_FONT = dict(family="Helvetica, Arial, sans-serif", size=12)
+
+
+def z_payload(image: np.ndarray) -> dict:
+    """A 2-D image as a plotly.js typed-array spec (float32, row-major, base64)."""
+    a = np.ascontiguousarray(image, dtype=np.float32)
+    if a.ndim != 2:
+        raise ValueError(f"z_payload: expected a 2-D image, found shape {a.shape}")
+    return {"dtype": "f4", "bdata": base64.b64encode(a.tobytes()).decode("ascii"),
+            "shape": f"{a.shape[0]}, {a.shape[1]}"}
+
+
+def decode_z(z) -> np.ndarray:
+    """Inverse of :func:`z_payload` (also accepts plain nested lists / arrays)."""
+    if isinstance(z, dict) and "bdata" in z:
+        shape = tuple(int(s) for s in str(z["shape"]).split(","))
+        dtype = {"f4": np.float32, "f8": np.float64}[z["dtype"]]
+        return np.frombuffer(base64.b64decode(z["bdata"]), dtype=dtype).reshape(shape)
+    return np.asarray(z, dtype=float)
+
+
+def _axis(title: str, **kw) -> dict:
+    return dict(title=dict(text=title, standoff=6), showline=True, mirror=True, linecolor="#444",
+                ticks="outside", zeroline=False, showgrid=False, **kw)
+
+
+def image_figure(*, width: int, height: int, cmap: str, equal_aspect: bool) -> go.FigureWidget:
+    """Empty image figure: one heatmap trace; ``layout.shapes[0]`` marks the selected pixel.
+
+    Rows run downwards (row 0 at the top, as in ``imshow``); with ``equal_aspect`` one unit
+    on x has the same length as one unit on y. The marker is a shape of fixed pixel size
+    anchored at a data point (move it by setting ``shapes[0].xanchor/yanchor``): plotly.js
+    redraws only the shape, not the heatmap, so a pixel update never re-renders the image.
+    """
+    heat = go.Heatmap(z=z_payload(np.zeros((1, 1))), colorscale=cmap, zsmooth=False,
+                      colorbar=dict(thickness=12, len=0.9, title=dict(side="right")),
+                      hoverongaps=False, name="image")
+    marker = dict(type="circle", xref="x", yref="y", xsizemode="pixel", ysizemode="pixel",
+                  xanchor=0, yanchor=0, x0=-7, x1=7, y0=-7, y1=7, visible=False,
+                  line=dict(color="#ffffff", width=2), layer="above")
+    yaxis = _axis("", autorange="reversed", constrain="domain")
+    xaxis = _axis("", constrain="domain")
+    if equal_aspect:
+        yaxis.update(scaleanchor="x", scaleratio=1)
+    layout = go.Layout(width=width, height=height, autosize=False, font=_FONT,
+                       margin=dict(l=64, r=10, t=36, b=52), xaxis=xaxis, yaxis=yaxis,
+                       title=dict(text="", x=0.02, font=dict(size=13)), hovermode="closest",
+                       plot_bgcolor="white", dragmode="zoom", uirevision="keep",
+                       shapes=[marker])
+    return go.FigureWidget(data=[heat], layout=layout)
+
+
+def pattern_figure(*, width: int, height: int) -> go.FigureWidget:
+    """Empty pattern figure (traces are added by the view); box-select picks a window.
+
+    ``layout.shapes[0]`` shades the channel window (move it by setting ``x0``/``x1``).
+    """
+    window = dict(type="rect", xref="x", yref="paper", x0=0, x1=0, y0=0, y1=1, visible=False,
+                  fillcolor="rgba(255,165,0,0.22)", line=dict(width=0), layer="below")
+    layout = go.Layout(width=width, height=height, autosize=False, font=_FONT,
+                       margin=dict(l=70, r=10, t=36, b=52), xaxis=_axis(""), yaxis=_axis(""),
+                       title=dict(text="", x=0.02, font=dict(size=13)), hovermode="x",
+                       plot_bgcolor="white", dragmode="select", selectdirection="h",
+                       legend=dict(x=1, xanchor="right", y=1, bgcolor="rgba(255,255,255,0.6)"),
+                       uirevision="keep", shapes=[window])
+    return go.FigureWidget(layout=layout)
+
+
+def mirror_state(fig: go.FigureWidget) -> None:
+    """Make the figure's *initial-state* traits equal to its current content, silently.
+
+    plotly's ``FigureWidget`` syncs ``_widget_data``/``_widget_layout`` only once, at
+    construction; later changes travel as one-off restyle/relayout messages. A front end that
+    connects later (Voila renders after the notebook ran, a reloaded JupyterLab page) gets
+    the stale construction state: empty traces. Writing the current content into those traits
+    without a change notification costs no message but gives late front ends the right
+    figure. Call it after every update.
+    """
+    fig._trait_values["_widget_data"] = deepcopy(fig._data)
+    fig._trait_values["_widget_layout"] = deepcopy(fig._layout_obj._props)
+
+
+@contextmanager
+def updating(fig: go.FigureWidget):
+    """``fig.batch_update()`` (one message for all changes) followed by :func:`mirror_state`."""
+    with fig.batch_update():
+        yield fig
+    mirror_state(fig)
+
+
+def fixed_box(child, width: int, height: int) -> w.Box:
+    """``child`` in a Box of fixed pixel size that flex containers neither shrink nor grow."""
+    return w.Box([child], layout=w.Layout(width=f"{width}px", height=f"{height}px",
+                                          min_width=f"{width}px", flex="0 0 auto",
+                                          overflow="hidden"))
+
+
+class MessageMeter:
+    """Counts the bytes that widgets send to the browser (JSON text + binary buffers).
+
+    Wraps each widget's ``_send`` (the single exit of ipywidgets' ``send_state``/``send``), so
+    it sees exactly what goes on the wire: the JSON of the message and its binary buffers (the
+    float32 arrays plotly extracts). Works headless (the messages then go to a dummy comm).
+
+    Examples
+    --------
+    >>> meter = MessageMeter(explorer.image_fig, explorer.pattern_fig)   # doctest: +SKIP
+    >>> with meter.measure() as m:                                         # doctest: +SKIP
+    ...     explorer.select_pixel(3, 4)
+    >>> m.bytes, m.messages                                                # doctest: +SKIP
+    """
+
+    class _Count:
+        def __init__(self):
+            self.bytes = 0
+            self.json_bytes = 0
+            self.buffer_bytes = 0
+            self.messages = 0
+
+    def __init__(self, *widgets):
+        self._widgets = widgets
+        self._current: MessageMeter._Count | None = None
+        self._orig = []
+
+    def _wrap(self, widget):
+        had_own = "_send" in widget.__dict__
+        orig = widget._send
+
+        def _send(msg, buffers=None):
+            c = self._current
+            if c is not None:
+                nj = len(json.dumps(msg, separators=(",", ":"), default=str))
+                nb = sum(memoryview(b).nbytes for b in (buffers or ()))
+                c.json_bytes += nj
+                c.buffer_bytes += nb
+                c.bytes += nj + nb
+                c.messages += 1
+            return orig(msg, buffers)
+
+        widget._send = _send
+        return orig if had_own else None
+
+    @contextmanager
+    def measure(self):
+        """Context in which every sent message is counted; yields the running count."""
+        count = MessageMeter._Count()
+        origs = [self._wrap(wd) for wd in self._widgets]
+        self._current = count
+        try:
+            yield count
+        finally:
+            self._current = None
+            for wd, orig in zip(self._widgets, origs):
+                if orig is None:
+                    del wd._send            # back to the class method
+                else:
+                    wd._send = orig

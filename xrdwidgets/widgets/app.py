@@ -1,0 +1,136 @@
+"""The App: one dashboard with a tab per step of the XRD-CT workflow.
+
+Data (load / upload / simulate) → Corrections → Reconstruct → Explore. Every tab is a thin panel
+over one shared :class:`~xrdwidgets.widgets.state.AppState`; the App only wires them together.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import ipywidgets as w
+
+from .corrections_panel import CorrectionsPanel
+from .recon_panel import ReconPanel
+from .state import AppState
+
+log = logging.getLogger(__name__)
+
+__all__ = ["App"]
+
+TABS = ("Data", "Corrections", "Reconstruct", "Explore")
+
+
+class App:
+    """All-in-one XRD-CT dashboard.
+
+    Parameters
+    ----------
+    state : AppState, optional
+        Shared model (a new one by default).
+    data_dir : path-like, optional
+        Folder visitors may load files from (default: ``$XRDWIDGETS_DATA_DIR``, else none).
+    workdir : path-like, optional
+        Folder for job checkpoints/results (default: none, results stay in memory).
+    """
+
+    def __init__(self, state: AppState | None = None, *, data_dir=None, workdir=None,
+                 initial_tab: str = "Data"):
+        self.state = state or AppState()
+        if data_dir is None:
+            data_dir = os.environ.get("XRDWIDGETS_DATA_DIR") or None
+        self._data_dir = data_dir
+        self._workdir = workdir
+        # panels are built when their tab is first opened: every plotly figure carries plotly.js
+        # (~5 MB) to the browser, so the first page only pays for the tab it shows
+        self.panels: dict = {}
+        self._boxes = [w.VBox() for _ in TABS]
+        self.status = w.HTML()
+        self.tabs = w.Tab(children=self._boxes)
+        for i, t in enumerate(TABS):
+            self.tabs.set_title(i, t)
+        self.tabs.observe(self._on_tab, "selected_index")
+        self.state.observe(self._on_status, "status")
+        self.state.observe(self._on_result, "results")
+        self._on_status()
+        self.select(initial_tab)
+        title = w.HTML("<h3 style='margin:4px 0'>xrdwidgets — XRD-CT reconstruction and exploration</h3>")
+        self.widget = w.VBox([title, self.tabs, self.status])
+        self.widget.add_class("xrdwidgets-app")
+
+    def _build(self, name: str):
+        if name in self.panels:
+            return self.panels[name]
+        if name == "Data":
+            from .data_panel import DataPanel
+
+            panel = DataPanel(self.state, data_dir=self._data_dir)
+        elif name == "Corrections":
+            panel = CorrectionsPanel(self.state)
+        elif name == "Reconstruct":
+            panel = ReconPanel(self.state, workdir=self._workdir)
+        else:
+            from .explorer import Explorer
+
+            panel = Explorer(None, state=self.state)
+        self.panels[name] = panel
+        self._boxes[TABS.index(name)].children = (panel.widget,)
+        return panel
+
+    def panel(self, name: str):
+        """The panel of tab ``name`` (built now if it was not yet)."""
+        if name not in TABS:
+            raise ValueError(f"App.panel: tab must be one of {TABS}, found {name!r}")
+        return self._build(name)
+
+    def select(self, name: str):
+        """Show tab ``name`` (building its panel)."""
+        self.tabs.selected_index = TABS.index(name)
+        self._build(name)
+
+    def _on_tab(self, change):
+        if change["new"] is not None:
+            self._build(TABS[change["new"]])
+
+    @classmethod
+    def demo(cls, size: str = "small", *, reconstruct: bool = True, **kwargs) -> "App":
+        """An App on the embedded demo data (with its FBP already in the Explore tab)."""
+        from .. import demo
+        from ..recon.fbp import fbp
+
+        ds = demo(size=size)
+        state = AppState()
+        state.set_data(ds["sinogram"], truth=ds, name=f"demo ({size})")
+        if reconstruct:
+            state.add_result("FBP", fbp(ds["sinogram"]))
+        kwargs.setdefault("initial_tab", "Explore" if reconstruct else "Data")
+        return cls(state, **kwargs)
+
+    @property
+    def data(self):
+        return self.panel("Data")
+
+    @property
+    def corrections(self):
+        return self.panel("Corrections")
+
+    @property
+    def recon(self):
+        return self.panel("Reconstruct")
+
+    @property
+    def explorer(self):
+        return self.panel("Explore")
+
+    def _on_status(self, *_):
+        self.status.value = f"<small>{self.state.status}</small>"
+
+    def _on_result(self, change):
+        # a new result appears: show it in the Explore tab (the explorer follows the state)
+        if change is not None and len(change.get("new", {})) > len(change.get("old", {})):
+            self.select("Explore")
+
+    def _ipython_display_(self):  # pragma: no cover - notebook display
+        from IPython.display import display
+
+        display(self.widget)

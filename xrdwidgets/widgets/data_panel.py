@@ -1,0 +1,559 @@
+"""The data panel: load a sinogram stack from the data folder, an upload, or a simulation.
+
+Three tabs feed one :class:`~xrdwidgets.widgets.state.AppState`:
+
+* **Folder** — the HDF5 / ``.npy`` / zarr files under the configured data folder (paths are
+  confined to it by :mod:`xrdwidgets.safety`); an SD2I file lists its sinograms to choose from,
+  a ``.npy`` file asks for its axis order.
+* **Upload** — an :class:`ipywidgets.FileUpload` (size-limited); the bytes are checked
+  (extension, real format signature) and written to a private temporary file, which the ordinary
+  readers of :mod:`xrdwidgets.io` load.
+* **Simulate** — a Voronoi-grain phantom of the chosen phases scanned with Poisson noise, with
+  thick-sample parallax on request (:func:`iterate_simulation`).
+
+Every load or simulation runs as a background job (:func:`xrdwidgets.jobs.run`); callbacks only
+start jobs, and the job thread only sets traits (the state, the status line, the progress bar).
+Bad files give a one-line error in the panel (never a traceback), and the panel stays usable.
+"""
+from __future__ import annotations
+
+import html
+import itertools
+import logging
+import shutil
+import threading
+from pathlib import Path
+
+import ipywidgets as w
+import numpy as np
+
+from .. import data as _data
+from .. import io, jobs, safety
+from ..recon.base import Progress
+from .state import AppState
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DataPanel", "iterate_simulation", "NPY_AXIS_ORDERS"]
+
+#: Axis orders offered for ``.npy`` files (the spectral axis is read as ``channel``).
+NPY_AXIS_ORDERS = tuple(itertools.permutations(("translation", "angle", "channel")))
+#: Defaults of the simulation tab.
+SIM_DEFAULT_PHASES = ("Ni", "CeO2", "TiO2")
+#: 2θ range (deg) and energy (keV) of simulated scans (the demo's: lines of every phase fall in it).
+SIM_TTH_RANGE = (2.5, 9.5)
+SIM_ENERGY_KEV = 60.0
+#: Translation step (mm) of simulated scans: a 48-pixel sample is 2.4 mm across.
+SIM_STEP_MM = 0.05
+
+#: Errors whose message is meant for the user (bad files, bad choices); any other exception is a
+#: bug: the visitor sees its type and the traceback goes to the server log.
+_EXPECTED_ERRORS = (OSError, ValueError)
+
+
+# ============================================================================ simulation
+def iterate_simulation(phases, *, size: int = 48, n_angles: int | None = None, n_channels: int = 200,
+                       dose: float | None = 1e4, parallax_mm: float | None = None, n_grains: int = 12,
+                       seed: int = 0):
+    """Simulate a scan of a multi-phase grain phantom, as a generator of progress events.
+
+    The sample is a disk of ``n_grains`` Voronoi grains (:func:`~xrdwidgets.sim.phantoms.voronoi_grains`),
+    each made of one of ``phases`` (assigned at random, every phase at least once), with the
+    phases' powder patterns (:func:`~xrdwidgets.sim.chemical.chemical_phantom`) at 60 keV over
+    2θ 2.5–9.5°, pixel = translation step = 50 µm. It is scanned over 0–180° by ray tracing
+    (:func:`~xrdwidgets.sim.scan.acquire`) or, with ``parallax_mm``, by the thick-sample parallax
+    model (:func:`~xrdwidgets.sim.parallax.parallax_scan`) followed by the same Poisson noise model
+    (:func:`~xrdwidgets.sim.scan.measure`).
+
+    Parameters
+    ----------
+    phases : sequence of str
+        Phase names from :func:`xrdwidgets.sim.structures.list_phases` (at least one).
+    size : int
+        Image size = number of translations.
+    n_angles : int, optional
+        Default ``round(1.2 * size)``.
+    n_channels : int
+        Number of 2θ channels.
+    dose : float or None
+        Expected counts at the brightest point (Poisson noise); ``None``: noise-free.
+    parallax_mm : float or None
+        Rotation axis to detector distance (mm) for the parallax model; ``None``: no parallax.
+    n_grains : int
+    seed : int
+        Seeds the grains, their phases and the noise.
+
+    Yields
+    ------
+    Progress
+        After the phantom (1 of 2) and the scan (2 of 2).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``sinogram`` (translation, angle, tth) and the truth: ``clean``, ``volume``,
+        ``phase_maps``, ``patterns``, …
+    """
+    from ..geometry import ScanGeometry
+    from ..sim.chemical import chemical_phantom
+    from ..sim.phantoms import voronoi_grains
+    from ..sim.structures import get_phase
+
+    names = [get_phase(p).name for p in phases]
+    if not names:
+        raise ValueError("choose at least one phase to simulate")
+    if len(set(names)) != len(names):
+        raise ValueError(f"phases: each phase once, found {names}")
+    n = int(size)
+    if not 8 <= n <= 512:
+        raise ValueError(f"size: expected 8 to 512 pixels, found {size!r}")
+    na = int(n_angles) if n_angles is not None else max(2, round(1.2 * n))
+    n_grains = max(int(n_grains), len(names))
+    rng = np.random.default_rng(seed)
+    labels = voronoi_grains(n, n_grains, seed=seed)
+    owner = rng.permutation(np.arange(n_grains) % len(names))  # every phase owns >= 1 grain
+    maps = {p: ((labels > 0) & (owner[np.maximum(labels, 1) - 1] == k)).astype(float)
+            for k, p in enumerate(names)}
+    tth = np.linspace(*SIM_TTH_RANGE, int(n_channels))
+    geom = ScanGeometry(energy_keV=SIM_ENERGY_KEV, distance_mm=parallax_mm or 900.0,
+                        translation_step_mm=SIM_STEP_MM, pixel_size_mm=0.172)
+    truth = chemical_phantom(maps, tth, energy_keV=SIM_ENERGY_KEV, geometry=geom, size_nm=40.0,
+                             instrumental_fwhm_deg=0.03)
+    yield Progress(1, 2, metrics={"step": "phantom"})
+    scan = _scan(truth, n, na, dose, parallax_mm, seed)
+    yield Progress(2, 2, metrics={"step": "scan"})
+    ds = scan.merge(truth.drop_vars([v for v in truth.data_vars if v in scan.data_vars]),
+                    combine_attrs="override")
+    ds = ds.drop_vars([v for v in ("ideal",) if v in ds.data_vars])
+    ds.attrs.update(scan["sinogram"].attrs)
+    ds.attrs["title"] = (f"simulated {', '.join(names)} grains, {n} px, "
+                         + (f"dose {dose:g}" if dose else "noise-free")
+                         + (f", parallax L = {parallax_mm:g} mm" if parallax_mm else ""))
+    return ds
+
+
+def _scan(truth, n, na, dose, parallax_mm, seed):
+    from ..sim.parallax import parallax_scan
+    from ..sim.scan import acquire, measure
+
+    if not parallax_mm:
+        return acquire(truth, n_angles=na, n_translations=n, dose=dose, seed=seed)
+    ps = parallax_scan(truth, distance_mm=float(parallax_mm), n_angles=na, n_translations=n,
+                       reference=False)
+    clean = ps["sinogram"]
+    res = measure(lambda offsets: clean.values, n, clean["angle"].values, clean["tth"].values,
+                  dose=dose, seed=seed, keep_truth=False)
+    out = ps.copy()
+    out["clean"] = clean * res["scale"]
+    out["sinogram"] = clean.copy(data=res["sinogram"])
+    if dose:
+        out["sinogram"].attrs["units"] = out["clean"].attrs["units"] = "counts"
+    return out
+
+
+# ============================================================================ loading
+def _probe(path: Path):
+    """``("sd2i", [names])``, ``("npy", None)`` or ``(None, None)`` for another kind.
+
+    Raises :class:`~xrdwidgets.io.XRDFileError` (naming the file) for an HDF5 file that cannot
+    be opened.
+    """
+    if path.suffix.lower() == ".npy":
+        return "npy", None
+    if path.is_dir():
+        return None, None
+    # the one definition of the layouts io.load dispatches on, and its error messages
+    from ..io._reading import _layout, _open_h5
+
+    with _open_h5(path) as f:
+        layout = _layout(f)
+    if layout == "sd2i":
+        return "sd2i", list(io.list_sd2i(path))
+    return None, None
+
+
+def _read_stack(path: Path, *, sinogram: str | None, npy_dims):
+    """``(stack, truth)`` from a file: a sinogram stack and, for simulated files, the truth."""
+    if path.suffix.lower() == ".npy":
+        obj = io.load_npy(path, npy_dims, kind="sinogram", mmap_mode=None)
+    elif sinogram:
+        obj = io.load_sd2i(path, sinogram)
+    else:
+        obj = io.load(path)
+    truth = None
+    if hasattr(obj, "data_vars"):
+        truth = obj if {"volume", "phase_maps"} & set(obj.data_vars) else None
+        obj = _data.as_dataarray(obj, "sinogram") if "sinogram" in obj.data_vars else _data.as_dataarray(obj)
+    if _data.kind_of(obj) != "sinogram":
+        raise _data.DataError(f"holds a {obj.name or 'volume'} with dims {tuple(obj.dims)}; the data "
+                              "panel loads sinogram stacks (dims translation, angle and a spectral dim)")
+    return obj, truth
+
+
+# ============================================================================ the panel
+class DataPanel:
+    """Load data into an :class:`AppState`: from the data folder, an upload, or a simulation.
+
+    Parameters
+    ----------
+    state : AppState
+        Receives the data (:meth:`AppState.set_data`).
+    data_dir : str or path-like, optional
+        The data folder visitors may read (default: the ``XRDWIDGETS_DATA_DIR`` environment
+        variable; none: the Folder tab says how to configure one).
+    max_upload_mb : float, optional
+        Largest accepted upload (MB); default the ``XRDWIDGETS_MAX_UPLOAD_MB`` environment
+        variable, else 200. A served app must allow larger websocket messages (``xrdwidgets
+        app --max-upload-mb`` sets both; see :func:`xrdwidgets.appserver.websocket_limit`).
+
+    Attributes
+    ----------
+    widget : ipywidgets.Widget
+        The panel.
+    status : ipywidgets.HTML
+        One-line message: what happened, or the error (CSS class ``xrdw-error`` on errors).
+    progress : ipywidgets.FloatProgress
+        0–1 while a job runs.
+    job : xrdwidgets.jobs.Job or None
+        The latest load / simulation job.
+    """
+
+    def __init__(self, state: AppState, *, data_dir=None, max_upload_mb: float | None = None):
+        self.state = state
+        self.max_upload_bytes = int(safety.max_upload_mb(max_upload_mb) * 2**20)
+        self.job: jobs.Job | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self._hide: dict = {}
+        self._upload_path: Path | None = None
+        self._upload_name = ""
+        try:
+            self.root = safety.data_root(data_dir)
+        except OSError as exc:
+            log.warning("data panel: %s", exc)
+            self.root = None
+            self._root_error = "the configured data folder does not exist"  # no server path shown
+        else:
+            self._root_error = ""
+
+        self.status = w.HTML("", layout=w.Layout(min_height="1.6em"))
+        self.status.add_class("xrdw-status")
+        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0,
+                                        layout=w.Layout(width="12em", display="none"))
+        self.tabs = w.Tab(children=[self._build_folder(), self._build_upload(), self._build_simulate()],
+                          titles=("Folder", "Upload", "Simulate"))
+        self.tabs.observe(self._on_tab, "selected_index")
+        self.widget = w.VBox([self.tabs, w.HBox([self.progress, self.status])])
+        self.widget.add_class("xrdw-data-panel")
+        self.refresh()
+
+    # ------------------------------------------------------------------ layout
+    def _build_folder(self):
+        self.files = w.Select(options=[], rows=8, layout=w.Layout(width="32em"),
+                              description="File", style={"description_width": "5em"})
+        self.sinogram = w.Dropdown(options=[], description="Sinogram", style={"description_width": "5em"},
+                                   layout=w.Layout(display="none", width="32em"))
+        self.npy_order = w.Dropdown(options=[(" × ".join(o), o) for o in NPY_AXIS_ORDERS],
+                                    description="Axes", style={"description_width": "5em"},
+                                    layout=w.Layout(display="none", width="32em"))
+        self.load_button = w.Button(description="Load", icon="folder-open", button_style="primary",
+                                    disabled=True)
+        self.refresh_button = w.Button(description="Refresh", icon="refresh")
+        self.folder_note = w.HTML()
+        self.files.add_class("xrdw-files")
+        self.load_button.add_class("xrdw-load")
+        self.files.observe(self._on_file, "value")
+        self.load_button.on_click(lambda _: self.load_selected())
+        self.refresh_button.on_click(lambda _: self.refresh())
+        return w.VBox([self.folder_note, self.files, self.sinogram, self.npy_order,
+                       w.HBox([self.load_button, self.refresh_button])])
+
+    def _build_upload(self):
+        mb = self.max_upload_bytes / 2**20
+        self.upload = self._new_uploader()
+        self.upload_npy_order = w.Dropdown(options=[(" × ".join(o), o) for o in NPY_AXIS_ORDERS],
+                                           description="npy axes", style={"description_width": "5em"},
+                                           layout=w.Layout(width="32em"))
+        self.upload_sinogram = w.Dropdown(options=[], description="Sinogram",
+                                          style={"description_width": "5em"},
+                                          layout=w.Layout(display="none", width="32em"))
+        self.upload_load_button = w.Button(description="Load upload", icon="upload", disabled=True)
+        self.upload_load_button.add_class("xrdw-load-upload")
+        self.upload_load_button.on_click(lambda _: self.load_upload())
+        note = w.HTML(f"<small>HDF5 (own layout, nDTomo, SD2I) or <code>.npy</code> (choose its axis "
+                      f"order first), up to {mb:.0f} MB. Larger files: put them in the data folder.</small>")
+        self._upload_box = w.VBox([note, self.upload, self.upload_npy_order, self.upload_sinogram,
+                                   self.upload_load_button])
+        return self._upload_box
+
+    def _new_uploader(self) -> w.FileUpload:
+        mb = self.max_upload_bytes / 2**20
+        up = w.FileUpload(accept=",".join(sorted(safety.UPLOAD_SUFFIXES)), multiple=False,
+                          description=f"Upload (≤ {mb:.0f} MB)", layout=w.Layout(width="16em"))
+        up.add_class("xrdw-upload")
+        up.observe(self._on_upload, "value")
+        return up
+
+    def renew_uploader(self):
+        """Replace the upload button by a fresh one.
+
+        Done after every upload (so its bytes leave the widget state) and whenever the visitor
+        leaves the Upload tab (not on entering it: a click right after would reach the old
+        button). A file larger than the server's websocket limit never reaches the kernel and
+        leaves the browser's upload widget waiting for an answer that never comes, so that
+        widget would refuse every later file; going to another tab and back repairs it.
+        """
+        old, self.upload = self.upload, self._new_uploader()
+        self.upload.disabled = self.busy
+        self._upload_box.children = tuple(self.upload if c is old else c for c in self._upload_box.children)
+        old.unobserve(self._on_upload, "value")
+        old.close()
+
+    def _on_tab(self, change):
+        if change["old"] == 1:
+            self.renew_uploader()
+
+    def _build_simulate(self):
+        from ..sim.structures import list_phases
+
+        st = {"description_width": "8em"}
+        self.sim_phases = w.SelectMultiple(options=list_phases(), value=SIM_DEFAULT_PHASES, rows=12,
+                                           description="Phases", style=st)
+        self.sim_size = w.IntSlider(value=48, min=16, max=128, step=8, description="Size (px)", style=st)
+        self.sim_channels = w.IntSlider(value=200, min=50, max=500, step=50, description="2θ channels",
+                                        style=st)
+        self.sim_dose = w.FloatLogSlider(value=1e4, base=10, min=2, max=6, step=0.25,
+                                         description="Dose (counts)", style=st, readout_format=".3g")
+        self.sim_noise_free = w.Checkbox(value=False, description="noise-free", indent=False)
+        self.sim_parallax = w.Checkbox(value=False, description="parallax", indent=False)
+        self.sim_distance = w.FloatSlider(value=100.0, min=20.0, max=1000.0, step=10.0,
+                                          description="Detector (mm)", style=st, disabled=True)
+        self.sim_seed = w.BoundedIntText(value=0, min=0, max=2**31 - 1, description="Seed", style=st,
+                                         layout=w.Layout(width="16em"))
+        self.simulate_button = w.Button(description="Simulate", icon="flask", button_style="primary")
+        self.simulate_button.add_class("xrdw-simulate")
+        self.sim_noise_free.observe(lambda ch: setattr(self.sim_dose, "disabled", ch["new"]), "value")
+        self.sim_parallax.observe(lambda ch: setattr(self.sim_distance, "disabled", not ch["new"]), "value")
+        self.simulate_button.on_click(lambda _: self.simulate())
+        note = w.HTML(f"<small>Voronoi grains of the chosen phases at {SIM_ENERGY_KEV:g} keV, "
+                      f"2θ {SIM_TTH_RANGE[0]}–{SIM_TTH_RANGE[1]}°, {SIM_STEP_MM * 1000:g} µm steps, "
+                      "0–180°.</small>")
+        return w.VBox([note, self.sim_phases, self.sim_size, self.sim_channels,
+                       w.HBox([self.sim_dose, self.sim_noise_free]),
+                       w.HBox([self.sim_distance, self.sim_parallax]), self.sim_seed, self.simulate_button])
+
+    # ------------------------------------------------------------------ messages
+    def _show(self, text: str, kind: str = "info"):
+        color = {"error": "#b00020", "ok": "#1b5e20", "info": "inherit"}[kind]
+        role = ' role="alert"' if kind == "error" else ""
+        self.status.value = (f'<span class="xrdw-msg xrdw-{kind}"{role} style="color:{color}">'
+                             f"{html.escape(text)}</span>")
+
+    def _user_text(self, exc: BaseException) -> str:
+        """The message of ``exc`` with server paths replaced by what the visitor knows."""
+        text = str(exc) if isinstance(exc, _EXPECTED_ERRORS) else jobs.describe_error(exc)
+        if not isinstance(exc, _EXPECTED_ERRORS):
+            text = f"unexpected error ({text}); details are in the server log"
+        for secret, shown in sorted(self._hide.items(), key=lambda kv: -len(kv[0])):
+            text = text.replace(secret, shown)
+        return text.splitlines()[0] if text else type(exc).__name__
+
+    # ------------------------------------------------------------------ jobs
+    @property
+    def busy(self) -> bool:
+        """True while a load or simulation job runs."""
+        return not self._idle.is_set()
+
+    def _start(self, label: str, source, hide: dict | None = None):
+        if self.busy:
+            self._show("busy: wait for the current load to finish", "error")
+            return None
+        self._idle.clear()
+        self._hide = {k: v for k, v in (hide or {}).items() if k}
+        self._set_buttons(disabled=True)
+        self.progress.value = 0.0
+        self.progress.layout.display = ""
+        self._show(f"{label} …")
+        self.job = jobs.run(source, name=f"data: {label}")
+        self.job.subscribe(self._on_event)
+        return self.job
+
+    def _set_buttons(self, *, disabled: bool):
+        self.simulate_button.disabled = disabled
+        self.load_button.disabled = disabled or self.files.value is None
+        self.upload_load_button.disabled = disabled or self._upload_path is None
+        self.upload.disabled = disabled
+
+    def _on_event(self, ev):
+        p = ev.progress
+        if p is not None and getattr(p, "total", None):
+            self.progress.value = min(1.0, p.iteration / p.total)
+        if not ev.state.finished:
+            return
+        self.progress.layout.display = "none"
+        job = ev.job
+        if ev.state == jobs.State.DONE:
+            self._show(str(job.result or job.message), "ok")
+        elif ev.state == jobs.State.FAILED:
+            if not isinstance(job.error, _EXPECTED_ERRORS):
+                log.error("data panel: %s failed", job.name, exc_info=job.error)
+            self._show(self._user_text(job.error), "error")
+        else:
+            self._show(job.message, "info")
+        self._set_buttons(disabled=False)
+        self._idle.set()
+
+    def wait(self, timeout: float | None = 60.0) -> bool:
+        """Block until the current job has finished and the panel shows its outcome (tests)."""
+        return self._idle.wait(timeout)
+
+    def _publish(self, stack, truth, name: str) -> str:
+        self.state.set_data(stack, truth=truth, name=name)
+        sizes = " × ".join(f"{v} {k}" for k, v in self.state.stack.sizes.items())
+        return f"loaded {name}: {sizes}"
+
+    # ------------------------------------------------------------------ folder
+    def refresh(self):
+        """Re-list the data folder."""
+        if self.root is None:
+            self.files.options = []
+            why = self._root_error or "no data folder is configured"
+            self.folder_note.value = (f"<small>{why}; start the app with <code>xrdwidgets app "
+                                      "--data-dir DIR</code> or pass <code>data_dir=</code>.</small>")
+            self.refresh_button.disabled = True
+            return
+        names = safety.list_data_files(self.root)
+        self.files.options = names
+        self.folder_note.value = (f"<small>{len(names)} data file(s) in the data folder.</small>" if names
+                                  else "<small>No HDF5, .npy or zarr files in the data folder.</small>")
+
+    def _on_file(self, change):
+        self.sinogram.layout.display = self.npy_order.layout.display = "none"
+        self.load_button.disabled = change["new"] is None or self.busy
+        if change["new"] is None:
+            return
+        try:
+            kind, names = _probe(safety.confine(change["new"], self.root, must_exist=True))
+        except Exception as exc:  # noqa: BLE001 - shown to the visitor, logged
+            log.info("data panel: probing %r failed: %s", change["new"], exc)
+            self._hide = {str(self.root) + "/": "", str(self.root): "data folder"}
+            self._show(self._user_text(exc), "error")
+            return
+        if kind == "sd2i":
+            self.sinogram.options = names
+            self.sinogram.value = names[0]
+            self.sinogram.layout.display = ""
+        elif kind == "npy":
+            self.npy_order.layout.display = ""
+
+    def load_selected(self):
+        """Load the file selected in the Folder tab (as a job); returns the job."""
+        rel = self.files.value
+        if rel is None:
+            self._show("choose a file first", "error")
+            return None
+        hide = {str(self.root) + "/": "", str(self.root): "data folder"}
+        try:
+            path = safety.confine(rel, self.root, must_exist=True)
+        except (OSError, ValueError) as exc:
+            self._hide = hide
+            self._show(self._user_text(exc), "error")
+            return None
+        sino = self.sinogram.value if self.sinogram.layout.display != "none" else None
+        dims = self.npy_order.value
+
+        def work():
+            stack, truth = _read_stack(path, sinogram=sino, npy_dims=dims)
+            yield Progress(1, 1)
+            return self._publish(stack, truth, rel + (f" [{sino}]" if sino else ""))
+
+        return self._start(f"loading {rel}", work, hide)
+
+    # ------------------------------------------------------------------ upload
+    def _on_upload(self, change):
+        files = change["new"]
+        if not files:
+            return
+        entry = files[0]
+        name, content = str(entry.get("name", "upload")), entry.get("content", b"")
+        self.renew_uploader()       # drops the bytes from the widget state at once
+        self.handle_upload(name, content)
+
+    def handle_upload(self, name: str, content):
+        """Check, store and (when unambiguous) load an uploaded file, as a job; returns the job."""
+        if self.busy:
+            self._show("busy: wait for the current load to finish, then upload again", "error")
+            return None
+        try:  # cheap checks at once, so a wrong file is refused before anything is written
+            safety.check_upload(name, content, max_bytes=self.max_upload_bytes)
+        except safety.UploadError as exc:
+            self._show(str(exc), "error")
+            return None
+        self._discard_upload()
+        shown = safety.safe_filename(name)
+        dims = self.upload_npy_order.value
+
+        def work():
+            path = safety.write_upload(name, content, max_bytes=self.max_upload_bytes)
+            self._upload_path, self._upload_name = path, shown
+            self._hide[str(path)] = shown
+            self._hide[str(path.parent)] = "upload"
+            kind, names = _probe(path)
+            yield Progress(1, 2)
+            if kind == "sd2i" and len(names) > 1:
+                self.upload_sinogram.options = names
+                self.upload_sinogram.value = names[0]
+                self.upload_sinogram.layout.display = ""
+                return f"{shown} holds {len(names)} sinograms: choose one and press 'Load upload'"
+            self.upload_sinogram.options = names or []
+            self.upload_sinogram.layout.display = "none"
+            stack, truth = _read_stack(path, sinogram=names[0] if names else None, npy_dims=dims)
+            yield Progress(2, 2)
+            return self._publish(stack, truth, shown)
+
+        return self._start(f"reading {shown}", work)
+
+    def load_upload(self):
+        """(Re-)load the last uploaded file with the chosen sinogram / axis order; returns the job."""
+        path, shown = self._upload_path, self._upload_name
+        if path is None:
+            self._show("upload a file first", "error")
+            return None
+        sino = self.upload_sinogram.value if self.upload_sinogram.layout.display != "none" else None
+        dims = self.upload_npy_order.value
+
+        def work():
+            stack, truth = _read_stack(path, sinogram=sino, npy_dims=dims)
+            yield Progress(1, 1)
+            return self._publish(stack, truth, shown + (f" [{sino}]" if sino else ""))
+
+        return self._start(f"reading {shown}", work, {str(path): shown, str(path.parent): "upload"})
+
+    def _discard_upload(self):
+        if self._upload_path is not None:
+            shutil.rmtree(self._upload_path.parent, ignore_errors=True)
+        self._upload_path, self._upload_name = None, ""
+        self.upload_load_button.disabled = True
+
+    def close(self):
+        """Delete the temporary upload and close the widgets."""
+        self._discard_upload()
+        self.widget.close()
+
+    # ------------------------------------------------------------------ simulate
+    def simulate(self):
+        """Simulate with the Simulate tab's settings (as a job); returns the job."""
+        phases = list(self.sim_phases.value)
+        if not phases:
+            self._show("choose at least one phase", "error")
+            return None
+        kw = dict(size=self.sim_size.value, n_channels=self.sim_channels.value,
+                  dose=None if self.sim_noise_free.value else float(self.sim_dose.value),
+                  parallax_mm=float(self.sim_distance.value) if self.sim_parallax.value else None,
+                  seed=int(self.sim_seed.value))
+
+        def work():
+            ds = yield from iterate_simulation(phases, **kw)
+            return self._publish(ds["sinogram"], ds, "simulation")
+
+        return self._start(f"simulating {', '.join(phases)}", work)

@@ -1,0 +1,277 @@
+"""Reconstruction panel: choose a method and parameters, run it as a background job, watch it.
+
+The panel only builds a parameter dict, calls :func:`xrdwidgets.recon.iterative.iterate` inside a
+:mod:`xrdwidgets.jobs` job, and shows the job's events: a live loss curve, a live preview of
+the current slice, a progress bar with ETA and the job's log. Events arrive in the job's
+dispatcher thread, which only sets widget traits.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import ipywidgets as w
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .. import data as _data
+from .. import jobs as _jobs
+from ..recon.iterative import iterate
+from . import _figure as _fig
+from .state import AppState
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ReconPanel", "METHOD_PARAMS", "Param"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One method parameter: how to ask for it and what it means."""
+
+    name: str
+    kind: str            # "int", "float", "bool", "choice"
+    default: object
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple = ()
+    units: str = ""
+
+
+_ITER = Param("n_iter", "int", 50, "number of iterations", 1, 100000)
+_NONNEG = Param("nonneg", "bool", True, "keep the image non-negative")
+#: Parameters shown for each method (the rest keep their library defaults).
+METHOD_PARAMS = {
+    "fbp": (Param("filter", "choice", "ramp", "FBP filter (window of the ramp)",
+                  choices=("ramp", "shepp-logan", "cosine", "hamming", "hann")),),
+    "sirt": (_ITER, _NONNEG,
+             Param("relaxation", "float", 1.0, "relaxation factor ω (0 < ω < 2)", 0.01, 1.99)),
+    "cgls": (Param("n_iter", "int", 20, "number of iterations (CGLS converges fast; stop early "
+                   "on noisy data)", 1, 10000), _NONNEG),
+    "tv": (Param("n_iter", "int", 200, "number of iterations", 1, 100000), _NONNEG,
+           Param("lam_rel", "float", 0.02, "TV weight relative to the image range (larger → "
+                 "smoother); λ = lam_rel × robust range of the FBP image", 0.0, 10.0)),
+}
+_METHOD_LABELS = {"fbp": "FBP (filtered back-projection)", "sirt": "SIRT", "cgls": "CGLS",
+                  "tv": "TV (total variation, PDHG)"}
+
+
+def _param_widget(p: Param):
+    style = {"description_width": "110px"}
+    label = p.name + (f" ({p.units})" if p.units else "")
+    if p.kind == "int":
+        wd = w.BoundedIntText(value=p.default, min=p.minimum, max=p.maximum, description=label, style=style)
+    elif p.kind == "float":
+        wd = w.BoundedFloatText(value=p.default, min=p.minimum, max=p.maximum, step=0.01,
+                                description=label, style=style)
+    elif p.kind == "bool":
+        wd = w.Checkbox(value=p.default, description=label, indent=False)
+    else:
+        wd = w.Dropdown(options=list(p.choices), value=p.default, description=label, style=style)
+    wd.tooltip = p.help
+    return wd
+
+
+def _devices():
+    try:
+        import torch
+
+        return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    except ImportError:  # pragma: no cover
+        return ["cpu"]
+
+
+class ReconPanel:
+    """Start / cancel reconstructions of ``state.stack`` and stream their progress.
+
+    Parameters
+    ----------
+    state : AppState
+        The shared model; finished results go to ``state.add_result``.
+    queue : JobQueue or bool
+        Where jobs run (default: the process-wide queue, one job after another).
+    workdir : path-like, optional
+        Folder for job files (checkpoints, results); one sub-folder per job.
+    """
+
+    def __init__(self, state: AppState, *, queue=True, workdir=None):
+        self.state = state
+        self.queue = queue
+        self.workdir = workdir
+        self.job: _jobs.Job | None = None
+        self.jobs: list[_jobs.Job] = []
+        self.method = w.Dropdown(options=[(v, k) for k, v in _METHOD_LABELS.items()], value="fbp",
+                                 description="method", style={"description_width": "110px"})
+        self.params_box = w.VBox()
+        self.param_widgets: dict = {}
+        self.channels = w.IntRangeSlider(description="channels", min=0, max=1, value=(0, 1),
+                                         continuous_update=False, style={"description_width": "110px"},
+                                         layout=w.Layout(width="95%"))
+        self.channel_label = w.HTML()
+        self.batch = w.BoundedIntText(value=64, min=1, max=100000, description="channel batch",
+                                      style={"description_width": "110px"})
+        self.batch.tooltip = "channels reconstructed at once (bounds memory; smaller if the GPU runs out)"
+        self.device = w.Dropdown(options=_devices(), value=_devices()[-1], description="device",
+                                 style={"description_width": "110px"})
+        self.start_button = w.Button(description="Start", button_style="success", icon="play")
+        self.cancel_button = w.Button(description="Cancel", button_style="danger", icon="stop",
+                                      disabled=True)
+        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="",
+                                        layout=w.Layout(width="60%"))
+        self.status = w.HTML("<i>no job yet</i>")
+        self.error = w.HTML()
+        self.log = w.Textarea(value="", disabled=True, layout=w.Layout(width="98%", height="90px"))
+        self.job_list = w.Select(options=[], rows=4, description="jobs",
+                                 layout=w.Layout(width="98%"))
+        # one figure (plotly.js travels once per FigureWidget): loss curve | preview image
+        base = make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42], horizontal_spacing=0.08,
+                             subplot_titles=("loss / residual", "preview"))
+        base.add_trace(go.Scatter(x=[], y=[], mode="lines", name="loss"), row=1, col=1)
+        base.add_trace(go.Heatmap(z=[[0.0]], colorscale="Viridis", showscale=False), row=1, col=2)
+        base.update_layout(height=300, width=640, autosize=False, showlegend=False,
+                           margin=dict(l=50, r=10, t=30, b=40))
+        base.update_xaxes(title_text="iteration", row=1, col=1)
+        base.update_yaxes(type="log", row=1, col=1)
+        base.update_xaxes(visible=False, row=1, col=2)
+        base.update_yaxes(visible=False, autorange="reversed", scaleanchor="x2", row=1, col=2)
+        self.fig = _fig.figure(base)
+        self.loss_trace, self.preview_trace = self.fig.data
+        self.method.observe(self._on_method, "value")
+        self.channels.observe(self._on_channels, "value")
+        self.start_button.on_click(lambda _: self.start())
+        self.cancel_button.on_click(lambda _: self.cancel())
+        state.observe(self._on_stack, "stack")
+        self._on_method()
+        self._on_stack()
+        controls = w.VBox([self.method, self.params_box, self.channels, self.channel_label,
+                           self.batch, self.device, w.HBox([self.start_button, self.cancel_button]),
+                           self.progress, self.status, self.error, self.job_list],
+                          layout=w.Layout(width="430px"))
+        self.widget = w.VBox([w.HBox([controls, self.fig]),
+                              w.HTML("<b>log</b>"), self.log])
+
+    def _ipython_display_(self):  # pragma: no cover - notebook display
+        from IPython.display import display
+
+        display(self.widget)
+
+    # ------------------------------------------------------------------ parameters
+    def _on_method(self, *_):
+        specs = METHOD_PARAMS[self.method.value]
+        self.param_widgets = {p.name: _param_widget(p) for p in specs}
+        self.params_box.children = tuple(self.param_widgets.values())
+
+    def _on_stack(self, *_):
+        stack = self.state.stack
+        self.start_button.disabled = stack is None
+        if stack is None:
+            return
+        spec = _data.spectral_dim(stack)
+        n = stack.sizes[spec]
+        self.channels.max = max(n, 1)
+        self.channels.min = 0
+        self.channels.value = (0, n)
+        self._on_channels()
+
+    def _on_channels(self, *_):
+        stack = self.state.stack
+        if stack is None:
+            return
+        spec = _data.spectral_dim(stack)
+        lo, hi = self.channels.value
+        c = stack[spec]
+        if hi > lo:
+            u = c.attrs.get("units", "")
+            self.channel_label.value = (f"<small>{hi - lo} channels, {spec} {float(c[lo]):.4g}–"
+                                        f"{float(c[hi - 1]):.4g} {u}</small>")
+
+    def parameters(self) -> dict:
+        """The keyword arguments the current form gives to the method."""
+        kw = {name: wd.value for name, wd in self.param_widgets.items()}
+        kw["batch"] = int(self.batch.value)
+        kw["device"] = self.device.value
+        return kw
+
+    # ------------------------------------------------------------------ jobs
+    def start(self) -> _jobs.Job | None:
+        """Start (queue) a reconstruction of the selected channels; returns its job."""
+        stack = self.state.stack
+        self.error.value = ""
+        if stack is None:
+            self.error.value = "<span style='color:#b00'>no data loaded</span>"
+            return None
+        method = self.method.value
+        params = self.parameters()
+        lo, hi = self.channels.value
+        if hi <= lo:
+            self.error.value = "<span style='color:#b00'>choose at least one channel</span>"
+            return None
+        spec = _data.spectral_dim(stack)
+        sub = stack.isel({spec: slice(lo, hi)})
+        name = f"{method} #{len(self.jobs) + 1}"
+        try:  # validate the parameters now, not in the worker: a visible error, not a dead job
+            iterate(sub.isel({spec: slice(0, 1)}), method, **params).close()
+        except (ValueError, TypeError) as exc:
+            self.error.value = f"<span style='color:#b00'>{exc}</span>"
+            return None
+        workdir = None
+        if self.workdir is not None:
+            from pathlib import Path
+
+            workdir = Path(self.workdir) / f"job-{len(self.jobs) + 1}-{method}"
+        job = _jobs.run(lambda: iterate(sub, method, **params), name=name, queue=self.queue,
+                        workdir=workdir, params={"method": method, "channels": [lo, hi], **params})
+        self.job = job
+        self.jobs.append(job)
+        with _fig.updating(self.fig):
+            self.loss_trace.x = []
+            self.loss_trace.y = []
+        self.progress.value = 0.0
+        self.cancel_button.disabled = False
+        self._refresh_list()
+        job.subscribe(self._on_event)
+        return job
+
+    def cancel(self):
+        """Cancel the current job (it stops within one iteration)."""
+        if self.job is not None:
+            self.job.cancel()
+
+    def _refresh_list(self):
+        self.job_list.options = [f"{j.name}: {j.state.value}" + (f" — {j.message}" if j.message else "")
+                                 for j in self.jobs]
+
+    def _on_event(self, ev: _jobs.JobEvent):
+        """Runs in the job's dispatcher thread: sets traits only."""
+        job, p = ev.job, ev.progress
+        if p is not None:
+            if p.total:
+                self.progress.value = min(1.0, p.iteration / p.total)
+            hist = job.history
+            if hist:
+                its, losses = zip(*hist[-2000:])
+                with _fig.updating(self.fig):
+                    self.loss_trace.x = list(range(1, len(its) + 1))
+                    self.loss_trace.y = [float(v) for v in losses]
+            if p.preview is not None:
+                from ..views import decimate
+
+                img = decimate(np.asarray(p.preview, np.float32), 256)
+                with _fig.updating(self.fig):
+                    self.preview_trace.z = img
+        eta = job.eta()
+        it = "" if p is None else f" {p.iteration}/{p.total or '?'}"
+        loss = "" if p is None or p.loss is None else f", loss {p.loss:.4g}"
+        self.status.value = (f"<b>{job.name}</b> {ev.state.value}{it}{loss}, {job.elapsed:.1f} s"
+                             + ("" if eta is None or ev.state.finished else f", ETA {eta:.0f} s"))
+        self.log.value = "\n".join(job.log_lines[-50:])
+        if ev.state.finished:
+            self.cancel_button.disabled = True
+            if ev.state is _jobs.State.DONE:
+                self.progress.value = 1.0
+                self.state.add_result(job.name, job.result)
+            elif ev.state is _jobs.State.FAILED:
+                self.error.value = f"<span style='color:#b00'>{job.message}</span>"
+        self._refresh_list()
