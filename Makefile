@@ -10,11 +10,13 @@ EXTRAS ?= all
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.xrdwidgets-installed
 OUT    ?= xrdwidgets-output
+PORT   ?= 8866
 
-.PHONY: setup demo test test-browser info clean help
+.PHONY: setup demo demo-files test test-browser info clean help
 
 help:
-	@echo "make demo   set up (.venv) and run the demo: simulate, reconstruct, write HDF5 + PNG to $(OUT)/"
+	@echo "make demo   set up (.venv), write the demo results to $(OUT)/ and serve the dashboard on 127.0.0.1:$(PORT)"
+	@echo "make demo-files  only the demo results (simulate, reconstruct, HDF5 + PNG)"
 	@echo "make test   set up (.venv) and run the test suite"
 	@echo "make test-browser  only the browser tests (Voila + headless /usr/bin/chromium; skip without it)"
 
@@ -27,8 +29,12 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/xrdwidgets demo --out $(OUT)
+# the main command: write the demo results (HDF5 + PNG), then serve the dashboard with Voila
+demo: demo-files
+	$(BIN)/xrdwidgets app --port $(PORT)
+
+demo-files: $(STAMP)
+	$(BIN)/xrdwidgets demo --out $(OUT) --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
