@@ -1,5 +1,4 @@
 """Execute the tutorial notebooks end to end at small size (XRDWIDGETS_NB_SIZE=tiny)."""
-import os
 from pathlib import Path
 
 import pytest

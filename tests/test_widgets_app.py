@@ -9,20 +9,16 @@ pytest.importorskip("plotly")
 import plotly.graph_objects as go
 
 from xrdwidgets import jobs
-from xrdwidgets.widgets import _figure
+from xrdwidgets.widgets import _views
 from xrdwidgets.widgets.app import TABS, App
 
 
-def test_figure_state_follows_updates_until_rendered():
-    fig = _figure.figure(go.Scatter(x=[0, 1], y=[1, 1]))
-    with _figure.updating(fig):
+def test_figure_state_follows_updates():
+    fig = go.FigureWidget(go.Scatter(x=[0, 1], y=[1, 1]))
+    with _views.updating(fig):
         fig.data[0].y = [5, 6]
-    assert list(fig._widget_data[0]["y"]) == [5, 6]  # a later view sees the update
-    fig._view_count = 1                               # a view exists: only deltas are sent
-    with _figure.updating(fig):
-        fig.data[0].y = [7, 8]
-    assert list(fig._widget_data[0]["y"]) == [5, 6]
-    assert list(fig.data[0].y) == [7, 8]
+    assert list(fig._widget_data[0]["y"]) == [5, 6]  # a view created later sees the update
+    assert list(fig.get_state()["_widget_data"][0]["y"]) == [5, 6]
 
 
 def test_app_builds_tabs_lazily():

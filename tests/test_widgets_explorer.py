@@ -6,17 +6,17 @@ import xarray as xr
 pytest.importorskip("ipywidgets")
 pytest.importorskip("plotly")
 
-import ipywidgets as w  # noqa: E402
-from plotly.callbacks import BoxSelector, Points  # noqa: E402
+import ipywidgets as w
+from plotly.callbacks import BoxSelector, Points
 
-import xrdwidgets  # noqa: E402
-from xrdwidgets import data, io, views  # noqa: E402
-from xrdwidgets.data import DataError  # noqa: E402
-from xrdwidgets.recon.fbp import fbp  # noqa: E402
-from xrdwidgets.widgets import AppState  # noqa: E402
-from xrdwidgets.widgets._views import MessageMeter, decode_z  # noqa: E402
-from xrdwidgets.widgets.explorer import Explorer  # noqa: E402
-from xrdwidgets.widgets.sinogram_view import SinogramView  # noqa: E402
+import xrdwidgets
+from xrdwidgets import data, io, views
+from xrdwidgets.data import DataError
+from xrdwidgets.recon.fbp import fbp
+from xrdwidgets.widgets import AppState
+from xrdwidgets.widgets._views import MessageMeter, decode_z
+from xrdwidgets.widgets.explorer import Explorer
+from xrdwidgets.widgets.sinogram_view import SinogramView
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,8 @@ def test_window_on_large_image_is_decimated():
     expected = views.decimate(big.values.sum(-1), 512)
     np.testing.assert_allclose(z, expected, rtol=1e-5)
     assert len(e.image_fig.data[0].x) == 300
-    assert m.bytes < 300 * 300 * 4 * 4 / 3 + 20_000   # float32 base64 + a little JSON
+    assert m.buffer_bytes == 300 * 300 * 4           # float32 rows, binary
+    assert m.bytes < 300 * 300 * 4 + 300 * 120 + 10_000   # + JSON per row and the rest
     assert e.image.shape == (600, 600)                 # full resolution kept for export
     e.close()
 
@@ -150,6 +151,8 @@ def test_pattern_click_hover_and_box_select(ex, vol):
     box = BoxSelector(xrange=[float(vol.tth[5]), float(vol.tth[9])], yrange=[0, 1])
     main._dispatch_on_selection(_points([], []), box)
     assert ex.window == (5, 10)
+    main._dispatch_on_hover(_points([float(vol.tth[40])], [0.0]), None)
+    assert ex.window == (5, 10)                        # hover never replaces a window
     # a bad selection does not raise into the kernel: it is reported in the status line
     main._dispatch_on_selection(_points([], []), BoxSelector(xrange=[50.0, 60.0], yrange=[0, 1]))
     assert ex.window == (5, 10) and "outside" in ex.w_status.value

@@ -1,6 +1,7 @@
 """Static summary pictures (PNG) with matplotlib, for the CLI and the README.
 
-Only this module imports matplotlib (Agg backend); the algorithms never do.
+This module and the export helpers of :mod:`xrdwidgets.views` import matplotlib (lazily); the
+algorithms never do.
 """
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ start, imports, the demo simulation and its FBP, widget rendering).
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

@@ -14,9 +14,16 @@ size (``flex: 0 0 auto``) so that the container cannot squeeze or stretch it.
 Heatmap payload
 ---------------
 plotly serialises a 2-D numpy ``z`` as a JSON list of lists (~19 characters per float32). We
-send ``z`` as a plotly.js typed-array spec ``{"dtype": "f4", "bdata": <base64>, "shape":
-"rows, cols"}`` instead: 5.3 bytes per pixel, decoded natively by plotly.js (≥ 2.28).
-1-D arrays (patterns) go as binary float32 buffers (4 bytes per value).
+send ``z`` as a list of float32 *rows* instead: each row travels as a binary buffer (4 bytes
+per pixel + ~90 bytes of JSON per row: 1.09 MB for 512×512) and arrives in the browser as a
+``Float32Array``, which plotly.js accepts as a heatmap row. The update bypasses plotly.py's
+validators (``plotly_update``), which would turn the rows back into JSON lists.
+
+A tempting alternative breaks the widget and is avoided on purpose: a plotly.js typed-array
+spec (``{"dtype": "f4", "bdata": ..., "shape": ...}``) renders, but the widget's JS then finds
+its copy of ``z`` different from plotly's decoded one and sends the whole image back to the
+kernel after every update — each row serialised with the *whole* image buffer (measured: 67 MB
+per update for 256×256, over 512 MB for 512×512, which crashes the browser connection).
 """
 from __future__ import annotations
 
@@ -32,38 +39,47 @@ import plotly.graph_objects as go
 
 log = logging.getLogger(__name__)
 
-__all__ = ["z_payload", "decode_z", "image_figure", "pattern_figure", "fixed_box", "mirror_state",
-           "updating", "MessageMeter",
-           "IMAGE_SIZE", "PATTERN_SIZE", "OVERLAY_COLOURS"]
+__all__ = [
+    "IMAGE_SIZE",
+    "OVERLAY_COLOURS",
+    "PATTERN_SIZE",
+    "MessageMeter",
+    "decode_z",
+    "fixed_box",
+    "image_figure",
+    "mirror_state",
+    "pattern_figure",
+    "updating",
+    "z_rows",
+]
 
 #: Default (width, height) in pixels of the image and pattern figures.
 IMAGE_SIZE = (470, 430)
 PATTERN_SIZE = (600, 430)
 #: Line colours: main pattern first, then overlays.
 OVERLAY_COLOURS = ("#1f3b73", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf")
-_FONT = dict(family="Helvetica, Arial, sans-serif", size=12)
+_FONT = {"family": "Helvetica, Arial, sans-serif", "size": 12}
 
 
-def z_payload(image: np.ndarray) -> dict:
-    """A 2-D image as a plotly.js typed-array spec (float32, row-major, base64)."""
+def z_rows(image: np.ndarray) -> list:
+    """A 2-D image as a list of float32 row arrays (each sent as one binary buffer)."""
     a = np.ascontiguousarray(image, dtype=np.float32)
     if a.ndim != 2:
-        raise ValueError(f"z_payload: expected a 2-D image, found shape {a.shape}")
-    return {"dtype": "f4", "bdata": base64.b64encode(a.tobytes()).decode("ascii"),
-            "shape": f"{a.shape[0]}, {a.shape[1]}"}
+        raise ValueError(f"z_rows: expected a 2-D image, found shape {a.shape}")
+    return list(a)
 
 
 def decode_z(z) -> np.ndarray:
-    """Inverse of :func:`z_payload` (also accepts plain nested lists / arrays)."""
+    """The heatmap's ``z`` (rows, nested lists or a typed-array spec) as a 2-D array."""
     if isinstance(z, dict) and "bdata" in z:
         shape = tuple(int(s) for s in str(z["shape"]).split(","))
         dtype = {"f4": np.float32, "f8": np.float64}[z["dtype"]]
         return np.frombuffer(base64.b64decode(z["bdata"]), dtype=dtype).reshape(shape)
-    return np.asarray(z, dtype=float)
+    return np.asarray([np.asarray(r) for r in z])
 
 
 def _axis(title: str, **kw) -> dict:
-    return dict(title=dict(text=title, standoff=6), showline=True, mirror=True, linecolor="#444",
+    return dict(title={"text": title, "standoff": 6}, showline=True, mirror=True, linecolor="#444",
                 ticks="outside", zeroline=False, showgrid=False, **kw)
 
 
@@ -75,19 +91,19 @@ def image_figure(*, width: int, height: int, cmap: str, equal_aspect: bool) -> g
     anchored at a data point (move it by setting ``shapes[0].xanchor/yanchor``): plotly.js
     redraws only the shape, not the heatmap, so a pixel update never re-renders the image.
     """
-    heat = go.Heatmap(z=z_payload(np.zeros((1, 1))), colorscale=cmap, zsmooth=False,
-                      colorbar=dict(thickness=12, len=0.9, title=dict(side="right")),
+    heat = go.Heatmap(z=[[0.0]], colorscale=cmap, zsmooth=False,
+                      colorbar={"thickness": 12, "len": 0.9, "title": {"side": "right"}},
                       hoverongaps=False, name="image")
-    marker = dict(type="circle", xref="x", yref="y", xsizemode="pixel", ysizemode="pixel",
-                  xanchor=0, yanchor=0, x0=-7, x1=7, y0=-7, y1=7, visible=False,
-                  line=dict(color="#ffffff", width=2), layer="above")
+    marker = {"type": "circle", "xref": "x", "yref": "y", "xsizemode": "pixel", "ysizemode": "pixel",
+                  "xanchor": 0, "yanchor": 0, "x0": -7, "x1": 7, "y0": -7, "y1": 7, "visible": False,
+                  "line": {"color": "#ffffff", "width": 2}, "layer": "above"}
     yaxis = _axis("", autorange="reversed", constrain="domain")
     xaxis = _axis("", constrain="domain")
     if equal_aspect:
         yaxis.update(scaleanchor="x", scaleratio=1)
     layout = go.Layout(width=width, height=height, autosize=False, font=_FONT,
-                       margin=dict(l=64, r=10, t=36, b=52), xaxis=xaxis, yaxis=yaxis,
-                       title=dict(text="", x=0.02, font=dict(size=13)), hovermode="closest",
+                       margin={"l": 64, "r": 10, "t": 36, "b": 52}, xaxis=xaxis, yaxis=yaxis,
+                       title={"text": "", "x": 0.02, "font": {"size": 13}}, hovermode="closest",
                        plot_bgcolor="white", dragmode="zoom", uirevision="keep",
                        shapes=[marker])
     return go.FigureWidget(data=[heat], layout=layout)
@@ -98,13 +114,13 @@ def pattern_figure(*, width: int, height: int) -> go.FigureWidget:
 
     ``layout.shapes[0]`` shades the channel window (move it by setting ``x0``/``x1``).
     """
-    window = dict(type="rect", xref="x", yref="paper", x0=0, x1=0, y0=0, y1=1, visible=False,
-                  fillcolor="rgba(255,165,0,0.22)", line=dict(width=0), layer="below")
+    window = {"type": "rect", "xref": "x", "yref": "paper", "x0": 0, "x1": 0, "y0": 0, "y1": 1, "visible": False,
+                  "fillcolor": "rgba(255,165,0,0.22)", "line": {"width": 0}, "layer": "below"}
     layout = go.Layout(width=width, height=height, autosize=False, font=_FONT,
-                       margin=dict(l=70, r=10, t=36, b=52), xaxis=_axis(""), yaxis=_axis(""),
-                       title=dict(text="", x=0.02, font=dict(size=13)), hovermode="x",
+                       margin={"l": 70, "r": 10, "t": 36, "b": 52}, xaxis=_axis(""), yaxis=_axis(""),
+                       title={"text": "", "x": 0.02, "font": {"size": 13}}, hovermode="x",
                        plot_bgcolor="white", dragmode="select", selectdirection="h",
-                       legend=dict(x=1, xanchor="right", y=1, bgcolor="rgba(255,255,255,0.6)"),
+                       legend={"x": 1, "xanchor": "right", "y": 1, "bgcolor": "rgba(255,255,255,0.6)"},
                        uirevision="keep", shapes=[window])
     return go.FigureWidget(layout=layout)
 

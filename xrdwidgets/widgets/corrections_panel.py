@@ -18,7 +18,7 @@ from .. import corrections as _corr
 from .. import data as _data
 from .. import jobs as _jobs
 from ..recon.base import Progress
-from . import _figure as _fig
+from . import _views as _fig
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def _before_after_figure():
         base.update_xaxes(title_text="translation", row=1, col=col)
         base.update_yaxes(title_text="angle", autorange="reversed", row=1, col=col)
     base.update_layout(height=320, width=640, autosize=False, margin=dict(l=50, r=10, t=30, b=40))
-    return _fig.figure(base)
+    return go.FigureWidget(base)
 
 
 class CorrectionsPanel:

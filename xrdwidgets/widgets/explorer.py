@@ -7,9 +7,18 @@ box-select on the pattern or the range slider picks a window.
 
 The widget is a thin view: images, windows and patterns come from :mod:`xrdwidgets.views`.
 It sends the browser only what it shows — per pixel update one float32 pattern per visible
-trace plus the pixel marker (``batch_update``: one message per figure), per window update one
-image decimated to at most ``max_image_size`` pixels per axis (float32, base64 typed array).
-``benchmarks/bench_explorer.py`` measures both.
+trace (binary) plus the pixel marker (``batch_update``: one message per figure, 17 kB for two
+2000-channel patterns), per window update one image block-averaged to at most
+``max_image_size`` pixels per axis (float32 rows, binary: 1.09 MB for 512×512). Window sums
+use :func:`xrdwidgets.views.sum_channels` (BLAS on the contiguous volume, no index, no extra
+memory). ``benchmarks/bench_explorer.py`` measures server time, bytes and browser latency.
+
+Interaction: hover (or click) on the image picks the pixel; click on the pattern picks a
+channel, hover on it browses channels while a single channel is shown (never replacing a
+multi-channel window; on by default only for images ≤ 256×256 after decimation, since each
+hover then re-sends the image); box-select on the pattern (drag) or the range slider picks a
+window. The figures have fixed pixel sizes, so they render inside ``Tab``, ``Accordion`` and
+``HBox`` (see :mod:`xrdwidgets.widgets._views`).
 
 The same class serves sinogram stacks (:class:`~xrdwidgets.widgets.sinogram_view.SinogramView`):
 everything is written in terms of the two image dims ``row``/``col`` of the canonical order.
@@ -29,8 +38,17 @@ import xarray as xr
 from .. import data as _data
 from .. import views as _v
 from ..data import DataError
-from ._views import (IMAGE_SIZE, OVERLAY_COLOURS, PATTERN_SIZE, fixed_box, image_figure,
-                     pattern_figure, updating, z_payload)
+from ._views import (
+    IMAGE_SIZE,
+    OVERLAY_COLOURS,
+    PATTERN_SIZE,
+    fixed_box,
+    image_figure,
+    mirror_state,
+    pattern_figure,
+    updating,
+    z_rows,
+)
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -44,7 +62,7 @@ def _guarded(method):
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - a callback must never raise into the kernel
+        except Exception as exc:
             log.warning("%s: %s", method.__name__, exc, exc_info=not isinstance(exc, (DataError, OSError)))
             self._say(f"⚠ {exc}")
     return wrapper
@@ -182,7 +200,7 @@ class Explorer(tl.HasTraits):
         heat.on_click(self._on_image_click)
         heat.on_hover(self._on_image_hover)
 
-        small = dict(layout=w.Layout(width="auto"), indent=False)
+        small = {"layout": w.Layout(width="auto"), "indent": False}
         self.w_window = w.IntRangeSlider(value=(0, 0), min=0, max=1, description="window",
                                          continuous_update=False, readout=False,
                                          layout=w.Layout(width=f"{iw + pw - 40}px"))
@@ -385,7 +403,7 @@ class Explorer(tl.HasTraits):
 
     # ------------------------------------------------------------------ figures
     def _setup_figures(self):
-        row, col, spec = self._da.dims
+        row, col, _spec = self._da.dims
         n = self._arr.shape[2]
         with updating(self.image_fig):
             self.image_fig.layout.xaxis.title.text = _v.axis_label(self._da[col])
@@ -412,13 +430,13 @@ class Explorer(tl.HasTraits):
         traces = []
         for i, (nm, da) in enumerate(zip(names, arrays)):
             c = da[da.dims[2]]
-            traces.append(dict(type="scatter", mode="lines", name=nm,
-                               x=np.asarray(c.values, dtype=float),
-                               y=np.zeros(c.size, dtype=np.float32),
-                               line=dict(width=1.8 if i == 0 else 1.3,
-                                         color=OVERLAY_COLOURS[i % len(OVERLAY_COLOURS)]),
-                               hovertemplate=f"{nm}: %{{y:.4g}}<extra></extra>",
-                               visible=True))
+            traces.append({"type": "scatter", "mode": "lines", "name": nm,
+                               "x": np.asarray(c.values, dtype=float),
+                               "y": np.zeros(c.size, dtype=np.float32),
+                               "line": {"width": 1.8 if i == 0 else 1.3,
+                                         "color": OVERLAY_COLOURS[i % len(OVERLAY_COLOURS)]},
+                               "hovertemplate": f"{nm}: %{{y:.4g}}<extra></extra>",
+                               "visible": True})
         prev = set(self.w_overlays.options)
         keep = [n for n in self.w_overlays.value if n in self._compare]
         new = [n for n in self._compare if n not in prev]
@@ -508,7 +526,7 @@ class Explorer(tl.HasTraits):
             return
         t0 = time.perf_counter()
         r, c = self.pixel
-        row, col, spec = self._da.dims
+        row, col, _spec = self._da.dims
         visible = set(self.overlays)
         yr = float(self._da[row].values[r])
         xc = float(self._da[col].values[c])
@@ -561,17 +579,18 @@ class Explorer(tl.HasTraits):
         text = self._window_text()
         title = f"{self._name}: {text}" + (f" · binned {fr}×{fc}" if (fr, fc) != (1, 1) else "")
         rl, cl = _v.axis_label(self._da[row]), _v.axis_label(self._da[col])
-        heat = self.image_fig.data[0]
-        with updating(self.image_fig):
-            heat.z = z_payload(shown.values)
-            if self._coords_changed(shown):
-                heat.x = np.asarray(shown[col].values, dtype=float)
-                heat.y = np.asarray(shown[row].values, dtype=float)
-                heat.hovertemplate = (f"{cl}: %{{x:.4g}}<br>{rl}: %{{y:.4g}}<br>"
-                                      f"value: %{{z:.4g}}<extra></extra>")
-            heat.zmin, heat.zmax = self._limits
-            heat.colorbar.title.text = _v.axis_label(shown)
-            self.image_fig.layout.title.text = title
+        # one Plotly.update message; z as binary float32 rows (see _views: "Heatmap payload")
+        restyle = {"z": [z_rows(shown.values)], "zmin": self._limits[0], "zmax": self._limits[1],
+                   "colorbar.title.text": _v.axis_label(shown)}
+        if self._coords_changed(shown):
+            restyle.update({
+                "x": [np.asarray(shown[col].values, dtype=float)],
+                "y": [np.asarray(shown[row].values, dtype=float)],
+                "hovertemplate": f"{cl}: %{{x:.4g}}<br>{rl}: %{{y:.4g}}<br>value: %{{z:.4g}}<extra></extra>",
+            })
+        self.image_fig.plotly_update(restyle_data=restyle, relayout_data={"title.text": title},
+                                     trace_indexes=[0])
+        mirror_state(self.image_fig)
         self._show_window_on_pattern()
         self.timings["image"] = time.perf_counter() - t0
 
@@ -633,7 +652,8 @@ class Explorer(tl.HasTraits):
 
     @_guarded
     def _on_pattern_hover(self, trace, points, state=None):
-        if self.w_hover_map.value:
+        # hover browses single channels; it never replaces a selected multi-channel window
+        if self.w_hover_map.value and self.channel is not None:
             self._on_pattern_click(trace, points, state)
 
     @_guarded
@@ -645,12 +665,14 @@ class Explorer(tl.HasTraits):
             lo, hi = min(points.xs), max(points.xs)
         else:
             return
+        # The shaded rectangle shows the window; remove plotly's selection box in the browser
+        # so that the next drag draws a new window instead of moving the old box. The box
+        # lives only in the browser (plotly.py does not know it), hence the direct message,
+        # sent before the (larger) image so that it arrives before the user's next drag.
+        send = getattr(self.pattern_fig, "_send_relayout_msg", None)
+        if send is not None:
+            send({"selections": []})
         self.select_window(lo, hi, by="value")
-        # the shaded window shows the selection; drop plotly's selection box so the next
-        # drag draws a new window instead of moving the old box
-        if self.pattern_fig.layout.selections:
-            with updating(self.pattern_fig):
-                self.pattern_fig.layout.selections = ()
 
     @_guarded
     def _on_window_slider(self, change):
@@ -697,7 +719,8 @@ class Explorer(tl.HasTraits):
         compare = {k: v for k, v in results.items() if k != name}
         truth = state.truth
         if isinstance(truth, xr.Dataset) and "volume" in truth.data_vars:
-            compare.setdefault("truth", truth["volume"])
+            scale = float(truth.attrs.get("scale", 1.0) or 1.0)  # simulator: counts per volume unit
+            compare.setdefault("truth", truth["volume"] * scale if scale != 1.0 else truth["volume"])
         return name, results[name], compare
 
     # ------------------------------------------------------------------ export

@@ -18,7 +18,7 @@ from plotly.subplots import make_subplots
 from .. import data as _data
 from .. import jobs as _jobs
 from ..recon.iterative import iterate
-from . import _figure as _fig
+from . import _views as _fig
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class ReconPanel:
         base.update_yaxes(type="log", row=1, col=1)
         base.update_xaxes(visible=False, row=1, col=2)
         base.update_yaxes(visible=False, autorange="reversed", scaleanchor="x2", row=1, col=2)
-        self.fig = _fig.figure(base)
+        self.fig = go.FigureWidget(base)
         self.loss_trace, self.preview_trace = self.fig.data
         self.method.observe(self._on_method, "value")
         self.channels.observe(self._on_channels, "value")
