@@ -19,13 +19,7 @@ from xrdwidgets.widgets.data_panel import DataPanel, iterate_simulation
 from xrdwidgets.widgets.state import AppState
 
 
-def _wait(cond, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
+from conftest import wait_until as _wait  # noqa: E402
 
 
 @pytest.fixture

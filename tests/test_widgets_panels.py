@@ -14,13 +14,7 @@ from xrdwidgets.widgets.recon_panel import METHOD_PARAMS, ReconPanel
 from xrdwidgets.widgets.state import AppState
 
 
-def _wait(cond, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
+from conftest import wait_until as _wait  # noqa: E402
 
 
 @pytest.fixture

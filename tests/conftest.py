@@ -1,0 +1,20 @@
+"""Shared helpers of the test suite."""
+import time
+
+import pytest
+
+
+def wait_until(cond, timeout: float = 30.0) -> bool:
+    """Poll ``cond()`` every 20 ms until it is true (True) or ``timeout`` seconds pass (False)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def wait():
+    """The :func:`wait_until` helper, as a fixture for tests of background work."""
+    return wait_until
