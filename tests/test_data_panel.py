@@ -19,7 +19,6 @@ from xrdwidgets.widgets.data_panel import DataPanel, iterate_simulation
 from xrdwidgets.widgets.state import AppState
 
 
-from conftest import wait_until as _wait  # noqa: E402
 
 
 @pytest.fixture
