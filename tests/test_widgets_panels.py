@@ -14,7 +14,7 @@ from xrdwidgets.widgets.recon_panel import METHOD_PARAMS, ReconPanel
 from xrdwidgets.widgets.state import AppState
 
 
-from conftest import wait_until as _wait  # noqa: E402
+from waiting import wait_until as _wait  # noqa: E402
 
 
 @pytest.fixture

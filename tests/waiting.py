@@ -1,7 +1,5 @@
-"""Shared helpers of the test suite."""
+"""Polling helper for tests of background work (jobs, widgets)."""
 import time
-
-import pytest
 
 
 def wait_until(cond, timeout: float = 30.0) -> bool:
@@ -12,9 +10,3 @@ def wait_until(cond, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.02)
     return False
-
-
-@pytest.fixture
-def wait():
-    """The :func:`wait_until` helper, as a fixture for tests of background work."""
-    return wait_until
