@@ -13,7 +13,7 @@ def slow(n=50, dt=0.01, fail_at=None, exc=None, checkpoint_every=None):
     for i in range(1, n + 1):
         time.sleep(dt)
         if fail_at == i:
-            raise (exc or ValueError("bad value at iteration %d" % i))
+            raise (exc or ValueError(f"bad value at iteration {i}"))
         metrics = {}
         if checkpoint_every and i % checkpoint_every == 0:
             metrics["checkpoint"] = {"iteration": i, "x": np.arange(3) * i}

@@ -60,6 +60,26 @@ def test_recon_panel_streams_loss_and_preview_then_cancel(state):
     assert "tv #1" not in state.results
 
 
+def test_recon_panel_jobs_on_disk_never_reuse_an_earlier_folder(state, tmp_path):
+    # a folder left by an earlier session (e.g. before a kernel restart) is kept as it is
+    old = tmp_path / "job-1-fbp"
+    old.mkdir()
+    (old / "result.h5").write_bytes(b"earlier result")
+    panel = ReconPanel(state, queue=jobs.JobQueue("t4"), workdir=tmp_path)
+    panel.channels.value = (0, 4)
+    job = panel.start()
+    job.wait(timeout=60)
+    assert job.state is jobs.State.DONE, job.message
+    assert job.workdir == tmp_path / "job-2-fbp"
+    assert (tmp_path / "job-2-fbp" / "result.h5").is_file()
+    assert (old / "result.h5").read_bytes() == b"earlier result"
+    # the job is resumable: its source takes checkpoint= and the finished result is reused
+    again = jobs.resume(job.workdir, job._source)
+    again.wait(timeout=60)
+    assert again.state is jobs.State.DONE
+    np.testing.assert_array_equal(again.result.values, job.result.values)
+
+
 def test_recon_panel_reports_bad_parameters_visibly(state):
     panel = ReconPanel(state, queue=jobs.JobQueue("t3"))
     panel.channels.value = (5, 5)

@@ -73,6 +73,8 @@ DEFAULT_PORT = 8866
 CULL_IDLE_TIMEOUT_S = 600
 CULL_INTERVAL_S = 60
 _WS_MARGIN_BYTES = 16 * 2**20
+#: With pre-heated kernels: seconds before a used kernel is replaced (after its page is drawn).
+PREHEAT_FILL_DELAY_S = 8.0
 
 
 def websocket_limit(max_upload_mb: float) -> int:
@@ -126,7 +128,7 @@ def free_port() -> int:
 
 
 def voila_command(target, *, port: int, preheat: bool = False, pool_size: int = 1,
-                  cull_idle_timeout: int = CULL_IDLE_TIMEOUT_S, cull_interval: int = CULL_INTERVAL_S,
+                  fill_delay: float = PREHEAT_FILL_DELAY_S, cull_idle_timeout: int = CULL_IDLE_TIMEOUT_S, cull_interval: int = CULL_INTERVAL_S,
                   open_browser: bool = False, python: str | None = None) -> list[str]:
     """The Voila command line serving ``target`` (a notebook or a folder of notebooks).
 
@@ -139,6 +141,10 @@ def voila_command(target, *, port: int, preheat: bool = False, pool_size: int = 
         Port on 127.0.0.1 (no retries on other ports: a busy port is an error).
     preheat : bool
         Keep ``pool_size`` kernels per notebook that have already run it.
+    fill_delay : float
+        Seconds before a used pre-heated kernel is replaced. The replacement runs the whole
+        notebook (imports, demo data); started at once (Voila's default, 1 s) it competes for the
+        CPU with the page that is rendering, so it waits until that page is drawn.
     cull_idle_timeout, cull_interval : int
         Seconds; see the module docstring.
     open_browser : bool
@@ -162,7 +168,8 @@ def voila_command(target, *, port: int, preheat: bool = False, pool_size: int = 
     if not open_browser:
         cmd.append("--no-browser")
     if preheat:
-        cmd += ["--preheat_kernel=True", f"--pool_size={int(pool_size)}"]
+        cmd += ["--preheat_kernel=True", f"--pool_size={int(pool_size)}",
+                f"--VoilaKernelManager.fill_delay={float(fill_delay)}"]
     return cmd
 
 

@@ -14,10 +14,34 @@ events, so it takes effect within one iteration. A failed job keeps the exceptio
 message (a GPU out-of-memory error says so and suggests a smaller channel batch or the CPU).
 
 With ``workdir=`` a job writes, as it runs, ``job.json`` (state, timings, last metrics, the
-error), ``log.txt``, and ``result.h5`` when done; checkpoints an algorithm yields (a
-``Progress`` whose ``metrics["checkpoint"]`` is a dict) are written to ``checkpoint.pt``
-atomically, so a cancelled, crashed or restarted kernel leaves a resumable state on disk
-(:func:`load_checkpoint`).
+error, the last checkpoint), ``log.txt``, and ``result.h5`` when done; checkpoints an algorithm
+yields (a ``Progress`` whose ``metrics["checkpoint"]`` is a dict) are written to
+``checkpoint.pt`` atomically, so a cancelled, crashed or restarted kernel leaves a resumable
+state on disk (:func:`load_checkpoint`).
+
+Resume protocol
+    A *resumable* algorithm is a callable (generator function, ``functools.partial``) that
+    accepts a keyword ``checkpoint=`` (a dict, or ``None`` for a fresh start) and yields
+    checkpoint dicts in ``metrics["checkpoint"]``. ``Job(source, workdir=..., resume=True)`` (or
+    :func:`resume`) calls ``source(checkpoint=load_checkpoint(workdir))`` in the worker when the
+    workdir holds a checkpoint, ``source()`` otherwise; a workdir that already holds
+    ``result.h5`` gives that result back without running anything. The job records what it
+    resumed from in ``job.json`` (``resumed_from``) and ``log.txt``. A new job never takes over
+    a workdir that holds a result or a checkpoint unless ``resume=True`` or ``overwrite=True``.
+
+    Checkpoint dicts hold tensors, numpy arrays (numeric/bool) and plain Python values (str,
+    numbers, bool, None, bytes, dict, list, tuple, set): they are stored so that
+    :func:`load_checkpoint` reads them with ``torch.load(weights_only=True)`` (no pickled
+    code runs when a checkpoint is read); other objects make the write fail with a TypeError.
+
+    The key ``"chunks"`` is reserved for *incremental* results: a dict ``{name: array}`` of the
+    parts finished since the last checkpoint (names of letters, digits, ``_ - .``). Each part is
+    written once to ``chunks/<name>.npy`` and ``checkpoint.pt`` lists all parts written so far;
+    :func:`load_checkpoint` gives ``"chunks"`` back as ``{name: read-only memory-mapped array}``
+    of *all* of them (:func:`merge_checkpoint` does the same accumulation in memory). A
+    stack reconstruction checkpoints its finished channel batches this way
+    (:mod:`xrdwidgets.recon.driver`), so a volume is written once, not once per batch. When the
+    result is stored, the chunk files are removed (``result.h5`` holds it all).
 
 Subscribers run in a dispatcher thread, never in the worker; they must only set widget
 traits (no ``display()``/``print`` into Output widgets from threads).
@@ -25,23 +49,61 @@ traits (no ``display()``/``print`` into Output widgets from threads).
 from __future__ import annotations
 
 import enum
+import inspect
 import itertools
 import json
 import logging
 import os
+import pickle
 import queue as _queue
+import re
+import shutil
 import tempfile
 import threading
 import time
 import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["State", "Job", "JobQueue", "run", "default_queue", "list_jobs", "load_checkpoint",
-           "describe_error", "JobEvent"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CHUNKS_DIR",
+    "RESULT_FILE",
+    "CheckpointError",
+    "Job",
+    "JobEvent",
+    "JobQueue",
+    "State",
+    "default_queue",
+    "describe_error",
+    "job_info",
+    "list_jobs",
+    "load_checkpoint",
+    "merge_checkpoint",
+    "resume",
+    "run",
+]
+
+#: File names inside a job's workdir.
+CHECKPOINT_FILE = "checkpoint.pt"
+RESULT_FILE = "result.h5"
+CHUNKS_DIR = "chunks"
+JOB_FILE = "job.json"
+_FORMAT = "xrdwidgets.checkpoint"
+_FORMAT_VERSION = 1
+_NDARRAY = "__xrdwidgets_ndarray__"
+_CHUNK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read (damaged, missing parts, unsafe content)."""
 
 
 class State(str, enum.Enum):
@@ -62,7 +124,7 @@ class State(str, enum.Enum):
 class JobEvent:
     """What subscribers receive: the job's state and its latest progress (may be ``None``)."""
 
-    job: "Job"
+    job: Job
     state: State
     progress: Any = None
 
@@ -90,14 +152,204 @@ def _atomic_write_text(path: Path, text: str):
             os.remove(tmp)
 
 
-def load_checkpoint(workdir) -> dict | None:
-    """The last checkpoint a job wrote in ``workdir`` (``None`` if there is none)."""
-    path = Path(workdir) / "checkpoint.pt"
-    if not path.exists():
-        return None
+# ---------------------------------------------------------------------------- checkpoint files
+_SAFE_LEAVES = (type(None), bool, int, float, complex, str, bytes)
+
+
+def _encode(obj, where: str):
+    """``obj`` with numpy arrays as tagged tensors, so that ``weights_only`` loading reads it."""
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in "biufc":
+            raise TypeError(f"{where}: a numpy array of dtype {obj.dtype} cannot be stored in a checkpoint "
+                            "(numeric or bool arrays only)")
+        arr = np.ascontiguousarray(obj, dtype=obj.dtype.newbyteorder("="))
+        return {_NDARRAY: torch.from_numpy(arr)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (_SAFE_LEAVES, torch.Tensor, torch.dtype, torch.device, torch.Size)):
+        return obj
+    if isinstance(obj, dict):
+        out = {k: _encode(v, f"{where}[{k!r}]") for k, v in obj.items()}
+        if isinstance(obj, OrderedDict):  # torch state dicts: keep the class and _metadata
+            out = OrderedDict(out)
+            if hasattr(obj, "_metadata"):
+                out._metadata = obj._metadata
+        return out
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = [_encode(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        if isinstance(obj, list):
+            return items
+        if isinstance(obj, (set, frozenset)):
+            return type(obj)(items)
+        return tuple(items)  # named tuples are stored as plain tuples
+    raise TypeError(f"{where}: a {type(obj).__module__}.{type(obj).__qualname__} cannot be stored in a "
+                    "checkpoint; use tensors, numpy arrays, numbers, str, bool, None, dict, list or tuple")
+
+
+def _decode(obj):
+    if isinstance(obj, dict):
+        if len(obj) == 1 and _NDARRAY in obj:
+            return obj[_NDARRAY].numpy()
+        out = {k: _decode(v) for k, v in obj.items()}
+        if isinstance(obj, OrderedDict):
+            out = OrderedDict(out)
+            if hasattr(obj, "_metadata"):
+                out._metadata = obj._metadata
+        return out
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    if isinstance(obj, (tuple, set, frozenset)):
+        return type(obj)(_decode(v) for v in obj)
+    return obj
+
+
+def _atomic_torch_save(obj, path: Path):
+    import torch
+
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _atomic_save_npy(path: Path, arr):
+    if hasattr(arr, "detach"):  # a torch tensor
+        arr = arr.detach().cpu().numpy()
+    arr = np.asarray(arr)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, arr, allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _damaged(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"cannot read checkpoint {path}: {why}. The file is damaged or was not written by an "
+        f"xrdwidgets job; restore a copy, or start afresh (overwrite=True, or delete {path.name} "
+        f"and {CHUNKS_DIR}/ in {path.parent})")
+
+
+def _read_checkpoint(workdir, *, trusted: bool = False):
+    """``(state, meta)`` of ``workdir/checkpoint.pt``, or ``(None, {})`` when there is none."""
+    import torch
+
+    workdir = Path(workdir)
+    path = workdir / CHECKPOINT_FILE
+    if not path.exists():
+        return None, {}
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc):
+            raise CheckpointError(
+                f"checkpoint {path} holds Python objects outside the safe set (tensors, numpy arrays, "
+                "plain values); it was not written by this version of xrdwidgets. Load it with "
+                "load_checkpoint(workdir, trusted=True) only if you trust the file") from None
+        raise _damaged(path, f"{type(exc).__name__}: {str(exc).splitlines()[-1] if str(exc) else ''}") from exc
+    except Exception as exc:
+        text = str(exc).splitlines()[0] if str(exc) else "the file is empty or truncated"
+        raise _damaged(path, f"{type(exc).__name__}: {text}") from exc
+    if not (isinstance(raw, dict) and raw.get("format") == _FORMAT):
+        return raw, {}  # a bare dict (trusted legacy file)
+    if raw.get("version") != _FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {raw.get('version')!r}; this "
+                              f"xrdwidgets reads version {_FORMAT_VERSION}")
+    state = _decode(raw.get("state"))
+    files = raw.get("chunks")
+    if files is not None:
+        chunks = {}
+        for name, rel in files.items():
+            if not (_CHUNK_NAME.fullmatch(str(name)) and rel == f"{CHUNKS_DIR}/{name}.npy"):
+                raise _damaged(path, f"bad chunk entry {name!r}: {rel!r}")
+            cpath = workdir / rel
+            if not cpath.exists():
+                raise CheckpointError(f"checkpoint {path} lists the part {cpath}, which is missing; "
+                                      "restore it, or start afresh (overwrite=True)")
+            try:
+                chunks[name] = np.load(cpath, mmap_mode="r", allow_pickle=False)
+            except Exception as exc:
+                raise CheckpointError(f"cannot read {cpath} (a part of checkpoint {path}): "
+                                      f"{type(exc).__name__}: {exc}") from exc
+        state = {**state, "chunks": chunks}
+    meta = {k: raw.get(k) for k in ("iteration", "total", "saved", "job")}
+    meta["chunk_files"] = dict(files or {})
+    meta["uses_chunks"] = files is not None
+    return state, meta
+
+
+def load_checkpoint(workdir, *, trusted: bool = False) -> dict | None:
+    """The last checkpoint a job wrote in ``workdir`` (``None`` if there is none).
+
+    Parameters
+    ----------
+    workdir : path-like
+        The job's folder.
+    trusted : bool
+        Read with ``torch.load(weights_only=False)``, which runs pickled code: only for files
+        you trust that hold other objects than tensors, arrays and plain values (checkpoints of
+        older versions). Default: safe loading.
+
+    Returns
+    -------
+    dict or None
+        The checkpoint dict as the algorithm yielded it, numpy arrays included; with
+        ``"chunks"`` holding *all* parts written so far as read-only memory maps.
+
+    Raises
+    ------
+    CheckpointError
+        The file (or one of its parts) is damaged or missing; the message names it.
+    """
+    return _read_checkpoint(workdir, trusted=trusted)[0]
+
+
+def merge_checkpoint(previous: dict | None, new: dict) -> dict:
+    """Accumulate checkpoints in memory as a job does on disk: ``new`` with the chunks of both.
+
+    For running a resumable algorithm without a job::
+
+        ck = None
+        for ev in iterate_sirt(stack):
+            if "checkpoint" in ev.metrics:
+                ck = merge_checkpoint(ck, ev.metrics["checkpoint"])
+        ...  # later: iterate_sirt(stack, checkpoint=ck)
+    """
+    if previous is None or "chunks" not in new:
+        return dict(new)
+    return {**new, "chunks": {**(previous.get("chunks") or {}), **(new.get("chunks") or {})}}
+
+
+def job_info(workdir) -> dict | None:
+    """The ``job.json`` of a job's workdir as a dict (``None`` if there is none).
+
+    Raises a ValueError naming the file when it is not valid JSON.
+    """
+    path = Path(workdir) / JOB_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from exc
+
+
+def _accepts_checkpoint(fn) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins etc.: let the call decide
+        return True
+    return any(p.name == "checkpoint" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+               or p.kind == p.VAR_KEYWORD for p in params)
 
 
 _ids = itertools.count(1)
@@ -110,7 +362,8 @@ class Job:
     ----------
     source : generator or callable
         The algorithm generator, or a zero-argument callable returning one (called in the
-        worker thread when the job starts, so the set-up cost is not paid in the caller).
+        worker thread when the job starts, so the set-up cost is not paid in the caller). To
+        resume, a callable that also accepts ``checkpoint=`` (module docstring).
     name : str
         Label for lists and logs.
     rate_hz : float
@@ -121,10 +374,32 @@ class Job:
         ``save_result(result, path)``; default: :func:`xrdwidgets.io.save` for xarray results.
     params : dict, optional
         Parameters to record (JSON-serialisable where possible).
+    resume : bool
+        Continue the job whose files are in ``workdir``: with a checkpoint there, the worker
+        calls ``source(checkpoint=...)`` (``source`` must be such a callable); with
+        ``result.h5`` there, the job ends at once, done, with that result (read with
+        :func:`xrdwidgets.io.load`; ``None`` with a custom ``save_result``); with neither, it
+        starts from the beginning.
+    overwrite : bool
+        Discard the result, checkpoint and parts a former job left in ``workdir``.
+
+    Raises
+    ------
+    FileExistsError
+        ``workdir`` holds a result or a checkpoint and neither ``resume`` nor ``overwrite`` is set.
+    CheckpointError
+        ``resume=True`` and the checkpoint cannot be read (the message names the file).
+    ValueError
+        ``resume=True`` without a workdir, or with a checkpoint and a source that cannot take it.
     """
 
     def __init__(self, source, *, name: str = "job", rate_hz: float = 10.0, workdir=None,
-                 save_result: Callable | None = None, params: dict | None = None):
+                 save_result: Callable | None = None, params: dict | None = None,
+                 resume: bool = False, overwrite: bool = False):
+        if resume and overwrite:
+            raise ValueError("Job: resume=True and overwrite=True exclude each other")
+        if resume and workdir is None:
+            raise ValueError("Job: resume=True needs workdir= (the folder of the job to continue)")
         self.id = next(_ids)
         self.name = str(name)
         self._source = source
@@ -150,8 +425,17 @@ class Job:
         self._wake = threading.Event()
         self._dispatcher: threading.Thread | None = None
         self._thread: threading.Thread | None = None
+        self.resume = bool(resume)
+        self.resumed_from: dict | None = None   # what this job continues (iteration, parts, file)
+        self.last_checkpoint: dict | None = None  # iteration/time of the last checkpoint written
+        self._checkpoint: dict | None = None     # loaded for the worker, dropped once used
+        self._chunk_files: dict[str, str] = {}   # parts written so far: name → relative path
+        self._uses_chunks = False
+        self._ckpt_raw: dict | None = None       # last checkpoint.pt content, without parts
+        self._already_done = False
         if self.workdir is not None:
             self.workdir.mkdir(parents=True, exist_ok=True)
+            self._take_workdir(overwrite=bool(overwrite))
             self._persist()
 
     # ------------------------------------------------------------------ public API
@@ -234,7 +518,7 @@ class Job:
         return self.result
 
     # ------------------------------------------------------------------ running
-    def start(self) -> "Job":
+    def start(self) -> Job:
         """Run in a new background thread (used by :func:`run`; a queue calls :meth:`execute`)."""
         self._thread = threading.Thread(target=self.execute, name=f"xrdwidgets-job-{self.id}", daemon=True)
         self._thread.start()
@@ -249,11 +533,23 @@ class Job:
             return
         self.state = State.RUNNING
         self.started = time.time()
-        self._log(f"started {self.name}")
+        if self._already_done:
+            self._take_finished_result()
+            return
+        rf = self.resumed_from
+        self._log(f"started {self.name}" + ("" if rf is None else
+                  f", resuming from the checkpoint at iteration {rf['iteration']}"
+                  + (f" ({rf['chunks']} finished part(s))" if rf.get("chunks") else "")))
+        self._persist()
         self._post(JobEvent(self, self.state, None))
         gen = None
         try:
-            gen = self._source() if callable(self._source) and not isinstance(self._source, Iterator) else self._source
+            if callable(self._source) and not isinstance(self._source, Iterator):
+                ckpt, self._checkpoint = self._checkpoint, None
+                gen = self._source() if ckpt is None else self._source(checkpoint=ckpt)
+                del ckpt
+            else:
+                gen = self._source
             while True:
                 if self._cancel.is_set():
                     self._cancelled(gen)
@@ -264,7 +560,8 @@ class Job:
                     self.result = stop.value
                     break
                 self._on_progress(ev)
-            self._store_result()
+            if self._store_result():
+                self._drop_chunks()
             self._finish(State.DONE, f"done in {self.elapsed:.1f} s")
         except BaseException as exc:  # noqa: BLE001 - reported to the user, never lost
             self.error = exc
@@ -275,16 +572,96 @@ class Job:
             if gen is not None and hasattr(gen, "close"):
                 try:
                     gen.close()
-                except Exception:  # pragma: no cover
-                    pass
+                except Exception:  # pragma: no cover - the job has ended anyway
+                    log.debug("job %s: closing the generator failed", self.id, exc_info=True)
+
+    # ------------------------------------------------------------------ workdir
+    def _take_workdir(self, overwrite: bool):
+        """Check what a former job left in the workdir; load the checkpoint to resume from."""
+        wd = self.workdir
+        result, ck, chunks = wd / RESULT_FILE, wd / CHECKPOINT_FILE, wd / CHUNKS_DIR
+        if overwrite:
+            gone = [p.name for p in (result, ck, chunks) if p.exists()]
+            for p in (result, ck):
+                p.unlink(missing_ok=True)
+            shutil.rmtree(chunks, ignore_errors=True)
+            if gone:
+                self._log(f"overwrite: removed {', '.join(gone)} of a former job")
+            return
+        if not self.resume:
+            if result.exists():
+                raise FileExistsError(
+                    f"{wd} already holds a finished result ({result}); pass resume=True to take it "
+                    "up, overwrite=True to replace it, or choose another workdir")
+            if ck.exists():
+                raise FileExistsError(
+                    f"{wd} holds the checkpoint of an unfinished job ({ck}); pass resume=True to "
+                    "continue it, overwrite=True to discard it, or choose another workdir")
+            return
+        if result.exists():
+            self._already_done = True
+            self.resumed_from = {"iteration": None, "result": str(result)}
+            return
+        state, meta = _read_checkpoint(wd)
+        if state is None:
+            self._log(f"resume: no checkpoint in {wd}, starting from the beginning")
+            return
+        if isinstance(self._source, Iterator) or not callable(self._source):
+            raise TypeError(
+                f"Job: {ck} exists, but the source is a generator object, which cannot be resumed; "
+                "pass a callable that accepts checkpoint= (e.g. functools.partial(iterate_sirt, stack, "
+                "n_iter=50) or functools.partial(recon.iterate, stack, 'sirt', n_iter=50))")
+        if not _accepts_checkpoint(self._source):
+            raise ValueError(f"Job: {ck} exists, but the source {self._source!r} does not accept "
+                             "checkpoint=; it cannot resume")
+        self._checkpoint = state
+        self._chunk_files = dict(meta.get("chunk_files") or {})
+        self._uses_chunks = bool(meta.get("uses_chunks"))
+        self.resumed_from = {"iteration": meta.get("iteration"), "total": meta.get("total"),
+                             "saved": meta.get("saved"), "chunks": len(self._chunk_files),
+                             "checkpoint": str(ck)}
+
+    def _take_finished_result(self):
+        path = self.workdir / RESULT_FILE
+        try:
+            if self._save_result is None:
+                from . import io
+
+                self.result = io.load(path)
+            self._finish(State.DONE, f"already done: the result is in {path} (not run again)")
+        except BaseException as exc:  # noqa: BLE001 - reported to the user, never lost
+            self.error = exc
+            self._log(traceback.format_exc())
+            self._finish(State.FAILED, f"cannot read the finished result {path}: {describe_error(exc)}")
+
+    def _drop_chunks(self):
+        """Once the result is stored: remove the parts, keep the small checkpoint state."""
+        if not self._chunk_files or self.workdir is None:
+            return
+        self._chunk_files = {}
+        path = self.workdir / CHECKPOINT_FILE
+        raw = self._ckpt_raw
+        if raw is None:  # resumed and finished without a checkpoint of its own: use the file's
+            try:
+                import torch
+
+                raw = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:  # the result is stored; the checkpoint is obsolete
+                log.debug("job %s: cannot re-read %s", self.id, path, exc_info=True)
+                raw = None
+        if isinstance(raw, dict) and raw.get("format") == _FORMAT:
+            _atomic_torch_save({**raw, "chunks": {}}, path)
+        else:
+            path.unlink(missing_ok=True)  # it would list parts that are gone
+        shutil.rmtree(self.workdir / CHUNKS_DIR, ignore_errors=True)
 
     # ------------------------------------------------------------------ internals
     def _cancelled(self, gen):
         # closing the generator runs its finally-blocks (algorithms may checkpoint there)
         try:
             gen.close()
-        except Exception:  # pragma: no cover
-            pass
+        except Exception:  # pragma: no cover - the job is cancelled anyway
+            log.debug("job %s: closing the generator failed", self.id, exc_info=True)
         self._finish(State.CANCELLED, f"cancelled after {self.elapsed:.1f} s"
                      + (f" at iteration {self.progress.iteration}" if self.progress is not None else ""))
 
@@ -292,7 +669,7 @@ class Job:
         metrics = getattr(ev, "metrics", None) or {}
         ckpt = metrics.get("checkpoint") if isinstance(metrics, dict) else None
         if ckpt is not None:
-            self._write_checkpoint(ckpt)
+            self._write_checkpoint(ckpt, ev)
             metrics = {k: v for k, v in metrics.items() if k != "checkpoint"}
             try:
                 ev = type(ev)(**{**ev.__dict__, "metrics": metrics})
@@ -304,35 +681,53 @@ class Job:
             self.history.append((getattr(ev, "iteration", len(self.history) + 1), float(loss)))
         self._post(JobEvent(self, self.state, ev))
 
-    def _write_checkpoint(self, ckpt: dict):
+    def _write_checkpoint(self, ckpt: dict, ev=None):
         if self.workdir is None:
             return
-        import torch
+        if not isinstance(ckpt, dict):
+            raise TypeError(f"metrics['checkpoint'] must be a dict, found {type(ckpt).__name__}")
+        state = ckpt
+        parts = ckpt.get("chunks")
+        if isinstance(parts, dict):
+            self._uses_chunks = True
+            state = {k: v for k, v in ckpt.items() if k != "chunks"}
+            if parts:
+                folder = self.workdir / CHUNKS_DIR
+                folder.mkdir(exist_ok=True)
+                for name, arr in parts.items():
+                    name = str(name)
+                    if not _CHUNK_NAME.fullmatch(name) or name in (".", ".."):
+                        raise ValueError(f"checkpoint part name {name!r}: use letters, digits, '_', '-', '.'")
+                    _atomic_save_npy(folder / f"{name}.npy", arr)  # parts first, then the list
+                    self._chunk_files[name] = f"{CHUNKS_DIR}/{name}.npy"
+        it, total = getattr(ev, "iteration", None), getattr(ev, "total", None)
+        raw = {"format": _FORMAT, "version": _FORMAT_VERSION, "state": _encode(state, "checkpoint"),
+               "chunks": dict(self._chunk_files) if self._uses_chunks else None,
+               "iteration": it, "total": total, "saved": time.time(), "job": self.name}
+        _atomic_torch_save(raw, self.workdir / CHECKPOINT_FILE)
+        self._ckpt_raw = {k: v for k, v in raw.items() if k != "chunks"}
+        self.last_checkpoint = {"iteration": it, "total": total, "saved": raw["saved"],
+                                "chunks": len(self._chunk_files)}
+        self._persist()
 
-        path = self.workdir / "checkpoint.pt"
-        fd, tmp = tempfile.mkstemp(prefix="checkpoint.", suffix=".tmp", dir=self.workdir)
-        os.close(fd)
-        try:
-            torch.save(ckpt, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-
-    def _store_result(self):
+    def _store_result(self) -> bool:
+        """Write ``result.h5``; True when a result was stored."""
         if self.workdir is None or self.result is None:
-            return
-        path = self.workdir / "result.h5"
+            return False
+        path = self.workdir / RESULT_FILE
         if self._save_result is not None:
             self._save_result(self.result, path)
-            return
+            return True
         import xarray as xr
 
         if isinstance(self.result, (xr.DataArray, xr.Dataset)):
             from . import io
 
+            # the workdir was checked when the job was made: this replaces no one else's result
             io.save(self.result, path, overwrite=True, producer=f"xrdwidgets job {self.name}",
                     parameters=self.params)
+            return True
+        return False
 
     def _finish(self, state: State, message: str):
         with self._lock:
@@ -363,8 +758,9 @@ class Job:
             "iteration": getattr(p, "iteration", None), "total": getattr(p, "total", None),
             "loss": getattr(p, "loss", None), "params": self.params,
             "error": None if self.error is None else describe_error(self.error),
+            "checkpoint": self.last_checkpoint, "resumed_from": self.resumed_from,
         }
-        _atomic_write_text(self.workdir / "job.json", json.dumps(info, indent=1, default=str))
+        _atomic_write_text(self.workdir / JOB_FILE, json.dumps(info, indent=1, default=str))
 
     # dispatcher: coalesces events so subscribers see at most rate_hz updates, always the latest
     def _ensure_dispatcher(self):
@@ -461,7 +857,8 @@ def run(source, *, name: str = "job", queue: bool | JobQueue = False, **kwargs) 
         ``False``: a thread of its own (starts now). ``True``: the default queue (jobs run one
         after another); or a given :class:`JobQueue`.
     **kwargs
-        ``rate_hz``, ``workdir``, ``save_result``, ``params`` (see :class:`Job`).
+        ``rate_hz``, ``workdir``, ``save_result``, ``params``, ``resume``, ``overwrite`` (see
+        :class:`Job`).
     """
     if queue:
         q = default_queue() if queue is True else queue
@@ -475,3 +872,39 @@ def run(source, *, name: str = "job", queue: bool | JobQueue = False, **kwargs) 
 def list_jobs() -> list[Job]:
     """Every job started with :func:`run` in this process, oldest first."""
     return list(_all_jobs)
+
+
+def resume(workdir, source, *, name: str | None = None, queue: bool | JobQueue = False, **kwargs) -> Job:
+    """Continue the job whose files are in ``workdir`` (after a cancel, a crash or a new kernel).
+
+    Parameters
+    ----------
+    workdir : path-like
+        The folder of the job to continue.
+    source : callable
+        The same algorithm, as a callable accepting ``checkpoint=`` (e.g.
+        ``functools.partial(iterate_sirt, stack, n_iter=50)``); called with the checkpoint found
+        in ``workdir``. A stack reconstruction refuses a checkpoint of other data or parameters.
+    name : str, optional
+        Default: the name recorded in ``workdir/job.json``.
+    queue : bool or JobQueue
+        As in :func:`run`.
+    **kwargs
+        As in :func:`run` (``params`` default: the recorded ones).
+
+    Returns
+    -------
+    Job
+        Started (or queued). With ``result.h5`` already in ``workdir`` it ends at once with that
+        result.
+    """
+    try:
+        info = job_info(workdir) or {}
+    except ValueError as exc:
+        log.warning("resume: %s; using defaults", exc)
+        info = {}
+    if name is None:
+        name = str(info.get("name") or "job")
+    if "params" not in kwargs and isinstance(info.get("params"), dict):
+        kwargs["params"] = info["params"]
+    return run(source, name=name, queue=queue, workdir=workdir, resume=True, **kwargs)

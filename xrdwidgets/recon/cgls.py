@@ -38,8 +38,13 @@ log = logging.getLogger(__name__)
 __all__ = ["iterate_cgls_array", "cgls_array", "iterate_cgls", "cgls"]
 
 
+#: ``kind`` of CGLS's within-batch checkpoints.
+CHECKPOINT_KIND = "xrdwidgets.recon.cgls.batch"
+
+
 def iterate_cgls_array(sino, op: ParallelProjector, n_iter: int = 20, *, nonneg: bool = False,
-                       restart_every: int = 5, x0=None, preview_every: int = 5):
+                       restart_every: int = 5, x0=None, preview_every: int = 5,
+                       checkpoint_every: int = 0, checkpoint: dict | None = None):
     """CGLS of one sinogram or a channel batch, as a generator of :class:`Progress`.
 
     Parameters
@@ -58,6 +63,12 @@ def iterate_cgls_array(sino, op: ParallelProjector, n_iter: int = 20, *, nonneg:
         Start image ``(y, x[, C])`` (default zeros).
     preview_every : int
         A preview (sum over channels, ``(y, x)``) every this many iterations and at the last.
+    checkpoint_every : int
+        Put the state (``{"kind", "iteration", "x", "r", "p", "gamma"[, "free"]}``) in
+        ``metrics["checkpoint"]`` every this many iterations (0: never).
+    checkpoint : dict, optional
+        Such a state: continue from it (``x0`` is then ignored); the result is the same as
+        without interruption.
 
     Yields
     ------
@@ -75,7 +86,16 @@ def iterate_cgls_array(sino, op: ParallelProjector, n_iter: int = 20, *, nonneg:
     x = _drv.as_image_batch(caller, x0, op, b.shape[2])
     restart_every = _drv.check_int(caller, "restart_every", restart_every)
     preview_every = _drv.check_int(caller, "preview_every", preview_every, minimum=0)
-    return _cgls(b, op, x, n_iter, bool(nonneg), restart_every, preview_every, wrap)
+    checkpoint_every = _drv.check_int(caller, "checkpoint_every", checkpoint_every, minimum=0)
+    state = None
+    if checkpoint is not None:
+        C = b.shape[2]
+        shapes = {"x": (x.shape, torch.float32), "r": (b.shape, torch.float32),
+                  "p": (x.shape, torch.float32), "gamma": ((C,), torch.float64)}
+        if nonneg:
+            shapes["free"] = (x.shape, torch.bool)
+        state = _drv.restore_state(caller, checkpoint, CHECKPOINT_KIND, n_iter, shapes, op.device)
+    return _cgls(b, op, x, n_iter, bool(nonneg), restart_every, preview_every, wrap, checkpoint_every, state)
 
 
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -83,19 +103,24 @@ def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num))
 
 
-def _cgls(b, op, x, n_iter, nonneg, restart_every, preview_every, wrap):
+def _cgls(b, op, x, n_iter, nonneg, restart_every, preview_every, wrap, checkpoint_every=0, state=None):
     f32 = torch.float32
     b_norm = _drv.channel_norm(b)
-    if nonneg:
-        x = x.clamp_min(0.0)
-    r = b - op(x)
-    s = op.T(r)
-    free = ((x > 0) | (s > 0)) if nonneg else None
-    if nonneg:
-        s = s * free
-    p = s.clone()
-    gamma = _drv.channel_dot(s, s)
-    for k in range(1, n_iter + 1):
+    if state is not None:
+        k0, t = state
+        x, r, p, gamma, free = t["x"], t["r"], t["p"], t["gamma"], t.get("free")
+    else:
+        k0 = 0
+        if nonneg:
+            x = x.clamp_min(0.0)
+        r = b - op(x)
+        s = op.T(r)
+        free = ((x > 0) | (s > 0)) if nonneg else None
+        if nonneg:
+            s = s * free
+        p = s.clone()
+        gamma = _drv.channel_dot(s, s)
+    for k in range(k0 + 1, n_iter + 1):
         q = op(p)
         alpha = _ratio(gamma, _drv.channel_dot(q, q)).to(f32)
         x = x + alpha * p
@@ -113,8 +138,14 @@ def _cgls(b, op, x, n_iter, nonneg, restart_every, preview_every, wrap):
         beta = torch.zeros_like(gamma_new) if restart else _ratio(gamma_new, gamma)
         p = s + beta.to(f32) * p
         gamma = gamma_new
-        yield Progress(iteration=k, total=n_iter, loss=_drv.relative_residual(r, b_norm),
-                       metrics={"restart": restart} if nonneg else {},
+        metrics = {"restart": restart} if nonneg else {}
+        if _drv.want_checkpoint(k, n_iter, checkpoint_every):
+            ck = {"kind": CHECKPOINT_KIND, "iteration": k, "x": x.detach().cpu(), "r": r.detach().cpu(),
+                  "p": p.detach().cpu(), "gamma": gamma.detach().cpu()}
+            if nonneg:
+                ck["free"] = free.detach().cpu()
+            metrics["checkpoint"] = ck
+        yield Progress(iteration=k, total=n_iter, loss=_drv.relative_residual(r, b_norm), metrics=metrics,
                        preview=_drv.preview_of(x) if _drv.want_preview(k, n_iter, preview_every) else None)
     return _drv.to_output(x, wrap)
 
@@ -127,7 +158,8 @@ def cgls_array(sino, op: ParallelProjector, n_iter: int = 20, **kwargs):
 def iterate_cgls(stack, *, n_iter: int = 20, nonneg: bool = False, restart_every: int = 5,
                  preview_every: int = 5,
                  batch: int = 64, n: int | None = None, circle: bool = True,
-                 centre_offset: float | None = None, device=None):
+                 centre_offset: float | None = None, device=None, checkpoint: dict | None = None,
+                 checkpoint_every: int = 0):
     """CGLS of a sinogram stack, streamed in channel batches, as a generator of :class:`Progress`.
 
     Parameters
@@ -136,28 +168,31 @@ def iterate_cgls(stack, *, n_iter: int = 20, nonneg: bool = False, restart_every
         Sinogram stack (any dim order; angles in degrees, any set).
     n_iter, nonneg, restart_every, preview_every :
         See :func:`iterate_cgls_array`.
-    batch, n, circle, centre_offset, device :
+    batch, n, circle, centre_offset, device, checkpoint, checkpoint_every :
         As in :func:`xrdwidgets.recon.sirt.iterate_sirt`.
 
     Returns
     -------
     generator
-        Yields one :class:`Progress` per iteration and batch; returns the volume DataArray
-        ``(y, x, spectral)``.
+        Yields one :class:`Progress` per iteration and batch (the last of each batch carries a
+        checkpoint); returns the volume DataArray ``(y, x, spectral)``.
     """
     caller = "iterate_cgls"
     n_iter = _drv.check_int(caller, "n_iter", n_iter)
     restart_every = _drv.check_int(caller, "restart_every", restart_every)
     preview_every = _drv.check_int(caller, "preview_every", preview_every, minimum=0)
+    checkpoint_every = _drv.check_int(caller, "checkpoint_every", checkpoint_every, minimum=0)
 
-    def solve(sino, op, channels):
+    def solve(sino, op, channels, checkpoint=None):
         return iterate_cgls_array(sino, op, n_iter, nonneg=nonneg, restart_every=restart_every,
-                                  preview_every=preview_every)
+                                  preview_every=preview_every, checkpoint_every=checkpoint_every,
+                                  checkpoint=checkpoint)
 
     return _drv.stream_stack(
         stack, solve, caller=caller, producer="xrdwidgets.recon.cgls",
         parameters={"n_iter": n_iter, "nonneg": bool(nonneg), "restart_every": restart_every},
-        batch=batch, n=n, circle=circle, centre_offset=centre_offset, device=device)
+        batch=batch, n=n, circle=circle, centre_offset=centre_offset, device=device,
+        checkpoint=checkpoint)
 
 
 def cgls(stack, **kwargs):

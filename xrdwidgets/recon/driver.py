@@ -15,12 +15,46 @@ and provenance. :func:`stream_stack` does both. Any algorithm (FBP included: a o
 
 The checks run when :func:`prepare_stack` is *called* (not at the first ``next()``), so a bad
 argument fails at the line that passed it.
+
+Checkpoints and resume
+    After each finished channel batch, :func:`run_stack` attaches a checkpoint to the batch's last
+    event (``metrics["checkpoint"]``)::
+
+        {"kind": "xrdwidgets.recon.stack", "version": 1,
+         "fingerprint": {"producer", "parameters", "dims", "shape", "data_hash"},
+         "step": global step count so far, "total": steps of the whole run,
+         "done_batches": int, "n_batches": int,
+         "chunks": {"<lead>_<start>_<stop>": image batch (y, x, stop - start), float32}}
+
+    ``chunks`` holds only the batch just finished (a *delta*): a consumer accumulates the chunks
+    of all checkpoints (a :class:`~xrdwidgets.jobs.Job` with a ``workdir`` writes each to its own
+    ``.npy`` file and lists them in ``checkpoint.pt``; :func:`xrdwidgets.jobs.merge_checkpoint`
+    does it in memory), so checkpointing a volume costs one write of it in all, not one per batch.
+    Passing the accumulated dict back (``checkpoint=``) restores the finished channels and
+    reconstructs only the missing ones, in the same batches an uninterrupted run uses (so the
+    volume is the same); a different ``batch`` or ``device`` is allowed.
+
+    Within a batch, a solver may checkpoint too: if ``solve`` accepts ``checkpoint=`` and its
+    events carry ``metrics["checkpoint"]`` (its own state, e.g. the iterate every
+    ``checkpoint_every`` iterations: :func:`want_checkpoint`, :func:`restore_state`), the driver
+    yields a stack checkpoint with no new chunks and ``"running": {"key": ..., "state": ...}``;
+    on resume that batch is continued by ``solve(..., checkpoint=state)`` (when the batches are
+    unchanged), and the result is the same as without interruption. A ``solve`` that yields
+    checkpoints but does not accept ``checkpoint=`` manages them itself: they pass through
+    untouched and the driver adds none. A checkpoint of another
+    method, other parameters, another geometry or other data (the fingerprint holds a BLAKE2 hash
+    of the sinograms as float32 and of the angles) is refused with a ValueError that says what
+    differs. Hashing reads the stack once (about 1 s per GB); it is done when a checkpoint is
+    given, else after the first batch.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -34,9 +68,19 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "check_int", "check_float", "as_sino_batch", "as_image_batch", "to_output", "want_preview",
+    "want_checkpoint", "restore_state",
     "preview_of", "support_of", "channel_norm", "channel_dot", "relative_residual",
-    "StackPlan", "prepare_stack", "run_stack", "stream_stack",
+    "StackPlan", "prepare_stack", "run_stack", "stream_stack", "stack_fingerprint",
+    "STACK_CHECKPOINT_KIND",
 ]
+
+#: ``kind`` of the checkpoints :func:`run_stack` yields.
+STACK_CHECKPOINT_KIND = "xrdwidgets.recon.stack"
+_STACK_CHECKPOINT_VERSION = 1
+#: Parameters that may change between a checkpoint and its resumption.
+_FREE_PARAMETERS = ("batch",)
+_HASH_BLOCK = 64  # channels hashed at a time (fixed, so the hash does not depend on ``batch``)
+_CHUNK_KEY = re.compile(r"(\d+)_(\d+)_(\d+)")
 
 
 # ---------------------------------------------------------------------------- argument checks
@@ -150,6 +194,53 @@ def to_output(x: torch.Tensor, wrap: _Wrap):
     return x.cpu().numpy() if wrap.numpy else x
 
 
+def want_checkpoint(k: int, n_iter: int, every) -> bool:
+    """A within-batch checkpoint at every ``every``-th iteration but the last (0/None: never)."""
+    return bool(every) and k % int(every) == 0 and k < n_iter
+
+
+def restore_state(caller: str, checkpoint, kind: str, n_iter: int, shapes: dict, device):
+    """Check a solver's own checkpoint (``{"kind", "iteration", name: tensor, ...}``) and load it.
+
+    Parameters
+    ----------
+    caller : str
+        Named in error messages.
+    checkpoint : dict
+        What the solver yielded in ``metrics["checkpoint"]``.
+    kind : str
+        The solver's checkpoint kind.
+    n_iter : int
+        Iterations of the run; the checkpoint's ``iteration`` must be below.
+    shapes : dict
+        ``{name: (shape, dtype)}`` of the tensors it must hold.
+    device :
+        Where to put them.
+
+    Returns
+    -------
+    (int, dict)
+        The iteration reached and ``{name: tensor}`` on ``device``.
+    """
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f"{caller}: checkpoint must be a dict or None, found {type(checkpoint).__name__}")
+    if checkpoint.get("kind") != kind:
+        raise ValueError(f"{caller}: checkpoint is of kind {checkpoint.get('kind')!r}, expected {kind!r}")
+    k = checkpoint.get("iteration")
+    if not isinstance(k, (int, np.integer)) or not 0 <= k < n_iter:
+        raise ValueError(f"{caller}: checkpoint iteration must be an integer in [0, {n_iter}), found {k!r}")
+    out = {}
+    for name, (shape, dtype) in shapes.items():
+        v = checkpoint.get(name)
+        if v is None:
+            raise ValueError(f"{caller}: checkpoint has no {name!r}")
+        t = torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v)
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"{caller}: checkpoint {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+        out[name] = t.to(device=device, dtype=dtype).clone()
+    return int(k), out
+
+
 def want_preview(k: int, n_iter: int, every) -> bool:
     """Preview at every ``every``-th iteration and at the last one (``every`` 0/None: last only)."""
     return k == n_iter or (bool(every) and k % int(every) == 0)
@@ -203,6 +294,8 @@ class StackPlan:
         Recorded as ``provenance_producer``.
     parameters : dict
         Recorded in ``provenance_parameters``.
+    caller : str
+        Name used in error messages.
     """
 
     stack: xr.DataArray
@@ -211,6 +304,7 @@ class StackPlan:
     n_channels: int
     producer: str
     parameters: dict
+    caller: str = "run_stack"
 
 
 def prepare_stack(stack, *, caller: str, producer: str, parameters: dict, batch: int = 64,
@@ -251,10 +345,10 @@ def prepare_stack(stack, *, caller: str, producer: str, parameters: dict, batch:
     params = dict(parameters)
     params.update({"n": n, "circle": bool(circle), "centre_offset": centre_offset, "n_angles": n_a,
                    "batch": batch, "source": da.attrs.get("provenance_producer", "")})
-    return StackPlan(da, op, batch, da.sizes[_data.spectral_dim(da)], producer, params)
+    return StackPlan(da, op, batch, da.sizes[_data.spectral_dim(da)], producer, params, caller)
 
 
-def run_stack(plan: StackPlan, solve):
+def run_stack(plan: StackPlan, solve, *, checkpoint: dict | None = None):
     """Run ``solve`` over the channel batches of a prepared stack; a generator.
 
     Parameters
@@ -264,14 +358,22 @@ def run_stack(plan: StackPlan, solve):
     solve : callable
         ``solve(sino, op, channels)`` with ``sino`` float32 ``(translation, angle, C)`` on
         ``op.device`` and ``channels`` the ``slice`` of the spectral axis it holds: a generator of
-        :class:`Progress` returning the image batch ``(y, x, C)``.
+        :class:`Progress` returning the image batch ``(y, x, C)``. A solver that can resume
+        *within* a batch also accepts ``checkpoint=`` (its own state, or ``None``) and yields that
+        state in ``metrics["checkpoint"]`` (see the module docstring).
+    checkpoint : dict, optional
+        A stack checkpoint (chunks accumulated, see the module docstring) to resume from: its
+        channels are taken as done, the others reconstructed. Checked now (a ValueError names
+        what does not match), not at the first ``next()``.
 
     Yields
     ------
     Progress
         The inner events, with ``iteration`` counted over all batches (``total`` = inner total ×
         number of batches) and ``metrics`` extended by ``inner_iteration``, ``batch``,
-        ``n_batches``, ``channel_start``, ``channel_stop`` and ``channels``.
+        ``n_batches``, ``channel_start``, ``channel_stop`` and ``channels``. The last event of
+        each batch also carries ``metrics["checkpoint"]`` (module docstring); it is emitted once
+        the batch is finished, so the events of a batch come one iteration late.
 
     Returns
     -------
@@ -280,6 +382,49 @@ def run_stack(plan: StackPlan, solve):
         :func:`xrdwidgets.recon.fbp.image_coords`, the stack's attrs (geometry included) and
         new provenance.
     """
+    da, op = plan.stack, plan.op
+    n = op.n
+    lead = [d for d in da.dims if d in _data.EXTRA_DIMS]
+    C = plan.n_channels
+    out = np.zeros([da.sizes[d] for d in lead] + [n, n, C], np.float32)
+    flat_out = out.reshape(-1, n, n, C)
+    done = np.zeros((flat_out.shape[0], C), bool)
+    step, n_done, fingerprint, running = 0, 0, None, None
+    if checkpoint is not None:
+        fingerprint = stack_fingerprint(plan)
+        step, n_done, running = _restore(plan, checkpoint, fingerprint, flat_out, done)
+        log.info("%s: resuming from a checkpoint: %d of %d channel(s) done, step %d%s", plan.caller,
+                 int(done.sum()), done.size, step, "" if running is None else
+                 f", batch {running['key']} from its saved state")
+    return _run_stack(plan, solve, out, done, step, n_done, fingerprint, running)
+
+
+def _gaps(done_row: np.ndarray, batch: int):
+    """``(start, stop)`` batches of at most ``batch`` channels covering the not-done channels."""
+    C, i = done_row.size, 0
+    while i < C:
+        if done_row[i]:
+            i += 1
+            continue
+        j = i
+        while j < C and not done_row[j]:
+            j += 1
+        for s in range(i, j, batch):
+            yield s, min(j, s + batch)
+        i = j
+
+
+def _accepts_checkpoint(solve) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(solve).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "checkpoint" or p.kind == p.VAR_KEYWORD for p in params)
+
+
+def _run_stack(plan, solve, out, done, step, n_done, fingerprint, running):
     da, op, batch = plan.stack, plan.op, plan.batch
     spec = _data.spectral_dim(da)
     n = op.n
@@ -287,40 +432,174 @@ def run_stack(plan: StackPlan, solve):
     lead = [d for d in da.dims if d in _data.EXTRA_DIMS]
     C = plan.n_channels
     flat_in = da.data.reshape(-1, n_t, n_a, C) if lead else da.data[None]
-    n_lead = flat_in.shape[0]
-    out = np.zeros([da.sizes[d] for d in lead] + [n, n, C], np.float32)
-    flat_out = out.reshape(n_lead, n, n, C)
-    starts = list(range(0, C, batch))
-    n_batches = len(starts) * n_lead
-    step = 0
-    b = 0
-    for li in range(n_lead):
-        for s in starts:
-            e = min(C, s + batch)
-            b += 1
-            sino = torch.as_tensor(np.asarray(flat_in[li, :, :, s:e], np.float32), device=op.device)
+    flat_out = out.reshape(-1, n, n, C)
+    work = [(li, s, e) for li in range(done.shape[0]) for s, e in _gaps(done[li], batch)]
+    n_batches = n_done + len(work)
+    resumable = _accepts_checkpoint(solve)
+    if running is not None and not (resumable and running["key"] in {f"{li}_{s}_{e}" for li, s, e in work}):
+        log.info("%s: the saved state of batch %s is not used (%s); the batch starts again", plan.caller,
+                 running["key"], "the solver cannot resume" if not resumable else "the batches changed")
+        running = None
+    b = n_done
+
+    def stack_checkpoint(chunks, state=None):
+        nonlocal fingerprint
+        if fingerprint is None:
+            fingerprint = stack_fingerprint(plan)
+        ck = {"kind": STACK_CHECKPOINT_KIND, "version": _STACK_CHECKPOINT_VERSION,
+              "fingerprint": fingerprint, "step": step, "total": total, "done_batches": b - (state is not None),
+              "n_batches": n_batches, "chunks": chunks}
+        if state is not None:
+            ck["running"] = {"key": key, "state": state}
+        return ck
+
+    for li, s, e in work:
+        b += 1
+        key = f"{li}_{s}_{e}"
+        sino = torch.as_tensor(np.asarray(flat_in[li, :, :, s:e], np.float32), device=op.device)
+        if running is not None and running["key"] == key:
+            gen = solve(sino, op, slice(s, e), checkpoint=running["state"])
+            running = None
+        else:
             gen = solve(sino, op, slice(s, e))
-            extra = {"batch": b, "n_batches": n_batches, "channel_start": s, "channel_stop": e,
-                     "channels": C}
-            while True:
-                try:
-                    ev = next(gen)
-                except StopIteration as stop:
-                    img = stop.value
-                    break
-                step += 1
-                total = ev.total * n_batches if ev.total is not None else None
-                yield Progress(iteration=step, total=total, loss=ev.loss,
-                               metrics={**ev.metrics, "inner_iteration": ev.iteration, **extra},
+        extra = {"batch": b, "n_batches": n_batches, "channel_start": s, "channel_stop": e,
+                 "channels": C}
+        pending, total, own = None, None, False
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as stop:
+                img = stop.value
+                break
+            step += 1
+            total = ev.total * n_batches if ev.total is not None else None
+            if pending is not None:
+                yield pending
+            metrics = {**ev.metrics, "inner_iteration": ev.iteration, **extra}
+            inner = metrics.get("checkpoint")
+            if inner is not None:
+                if resumable:  # the solver's state within the batch, wrapped in a stack checkpoint
+                    metrics["checkpoint"] = stack_checkpoint({}, inner)
+                else:  # a solver that manages its checkpoints itself: left alone
+                    own = True
+            pending = Progress(iteration=step, total=total, loss=ev.loss, metrics=metrics,
                                preview=ev.preview)
-            flat_out[li, :, :, s:e] = img.detach().cpu().numpy()
-            log.debug("%s: batch %d/%d (channels %d:%d) done", plan.producer, b, n_batches, s, e)
+        arr = np.ascontiguousarray(
+            img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img), np.float32)
+        flat_out[li, :, :, s:e] = arr.reshape(n, n, e - s)
+        log.debug("%s: batch %d/%d (channels %d:%d) done", plan.producer, b, n_batches, s, e)
+        if pending is None:  # a solver without events: the checkpoint still goes out
+            pending = Progress(iteration=step, total=total, metrics=dict(extra))
+        if not own:
+            pending = replace(pending, metrics={
+                **pending.metrics, "checkpoint": stack_checkpoint({key: flat_out[li, :, :, s:e].copy()})})
+        yield pending
     return _volume(da, out, lead, spec, n, plan.producer, plan.parameters)
 
 
-def stream_stack(stack, solve, **kwargs):
+def stream_stack(stack, solve, *, checkpoint: dict | None = None, **kwargs):
     """:func:`prepare_stack` (checks run now) then :func:`run_stack` (a generator)."""
-    return run_stack(prepare_stack(stack, **kwargs), solve)
+    return run_stack(prepare_stack(stack, **kwargs), solve, checkpoint=checkpoint)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str, sort_keys=True))
+
+
+def stack_fingerprint(plan: StackPlan) -> dict:
+    """What a stack checkpoint must match to be resumed by ``plan`` (JSON-serialisable dict).
+
+    ``producer`` (the method), ``parameters`` (all but ``batch``), ``dims``, ``shape`` and
+    ``data_hash``: a BLAKE2b hash of the angles (float64) and of the sinograms as float32, read
+    :data:`_HASH_BLOCK` channels at a time (lazy data are never loaded whole).
+    """
+    da, op = plan.stack, plan.op
+    n_t, n_a = op.range_shape
+    C = plan.n_channels
+    lead = [d for d in da.dims if d in _data.EXTRA_DIMS]
+    flat = da.data.reshape(-1, n_t, n_a, C) if lead else da.data[None]
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(op.angles_deg, np.float64).tobytes())
+    for li in range(flat.shape[0]):
+        for s in range(0, C, _HASH_BLOCK):
+            h.update(np.ascontiguousarray(np.asarray(flat[li, :, :, s:s + _HASH_BLOCK]), np.float32).tobytes())
+    params = {k: v for k, v in plan.parameters.items() if k not in _FREE_PARAMETERS}
+    return {"producer": plan.producer, "parameters": _jsonable(params), "dims": list(da.dims),
+            "shape": [int(v) for v in da.shape], "data_hash": h.hexdigest()}
+
+
+def _fingerprint_differences(old, new: dict) -> list[str]:
+    if not isinstance(old, dict):
+        return ["it has no fingerprint"]
+    diffs = []
+    if old.get("producer") != new["producer"]:
+        diffs.append(f"method {old.get('producer')!r} in the checkpoint, {new['producer']!r} now")
+    if old.get("dims") != new["dims"] or old.get("shape") != new["shape"]:
+        diffs.append(f"stack dims/shape {old.get('dims')}/{old.get('shape')} in the checkpoint, "
+                     f"{new['dims']}/{new['shape']} now")
+    p_old, p_new = old.get("parameters") or {}, new["parameters"]
+    for k in sorted(set(p_old) | set(p_new)):
+        if p_old.get(k, "<unset>") != p_new.get(k, "<unset>"):
+            diffs.append(f"{k}={p_old.get(k, '<unset>')!r} in the checkpoint, {p_new.get(k, '<unset>')!r} now")
+    if old.get("data_hash") != new["data_hash"]:
+        diffs.append("the sinogram data or angles differ (data hash)")
+    return diffs
+
+
+def _restore(plan: StackPlan, checkpoint, fingerprint: dict, flat_out: np.ndarray, done: np.ndarray):
+    """Check a stack checkpoint against ``plan`` and copy its chunks into ``flat_out``.
+
+    Returns ``(step, n_chunks, running)``; marks the restored channels in ``done``.
+    """
+    caller = plan.caller
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f"{caller}: checkpoint must be a dict (e.g. xrdwidgets.jobs.load_checkpoint(workdir)) "
+                         f"or None, found {type(checkpoint).__name__}")
+    kind = checkpoint.get("kind")
+    if kind != STACK_CHECKPOINT_KIND:
+        raise ValueError(f"{caller}: checkpoint is not a stack reconstruction checkpoint "
+                         f"(kind {kind!r}, expected {STACK_CHECKPOINT_KIND!r})")
+    version = checkpoint.get("version")
+    if version != _STACK_CHECKPOINT_VERSION:
+        raise ValueError(f"{caller}: checkpoint version {version!r} is not supported "
+                         f"(this xrdwidgets reads version {_STACK_CHECKPOINT_VERSION})")
+    diffs = _fingerprint_differences(checkpoint.get("fingerprint"), fingerprint)
+    if diffs:
+        raise ValueError(f"{caller}: the checkpoint belongs to another reconstruction ({'; '.join(diffs)}). "
+                         "Resume with the stack and parameters it was made with, or start afresh "
+                         "(checkpoint=None, or a new workdir)")
+    chunks = checkpoint.get("chunks") or {}
+    if not isinstance(chunks, dict):
+        raise TypeError(f"{caller}: checkpoint 'chunks' must be a dict, found {type(chunks).__name__}")
+    n_lead, C = done.shape
+    n = flat_out.shape[1]
+    for key, arr in chunks.items():
+        m = _CHUNK_KEY.fullmatch(str(key))
+        if m is None:
+            raise ValueError(f"{caller}: checkpoint chunk {key!r} is not named '<lead>_<start>_<stop>'")
+        li, s, e = (int(g) for g in m.groups())
+        if not (li < n_lead and 0 <= s < e <= C):
+            raise ValueError(f"{caller}: checkpoint chunk {key!r} lies outside the stack "
+                             f"({n_lead} leading slice(s), {C} channels)")
+        a = np.asarray(arr)
+        if a.shape != (n, n, e - s):
+            raise ValueError(f"{caller}: checkpoint chunk {key!r} has shape {a.shape}, expected {(n, n, e - s)}")
+        flat_out[li, :, :, s:e] = a
+        done[li, s:e] = True
+    running = checkpoint.get("running")
+    if running is not None:
+        if not (isinstance(running, dict) and isinstance(running.get("key"), str) and "state" in running):
+            raise ValueError(f"{caller}: checkpoint 'running' must be a dict with 'key' and 'state'")
+        m = _CHUNK_KEY.fullmatch(running["key"])
+        if m is None:
+            raise ValueError(f"{caller}: checkpoint running batch {running['key']!r} is not named "
+                             "'<lead>_<start>_<stop>'")
+        li, s, e = (int(g) for g in m.groups())
+        if not (li < n_lead and 0 <= s < e <= C) or done[li, s:e].any():
+            running = None  # outside the stack or already finished: nothing to continue
+    step = checkpoint.get("step", 0)
+    return (int(step) if isinstance(step, (int, np.integer)) else 0), len(chunks), running
 
 
 def _volume(da, out, lead, spec, n, producer, params):

@@ -67,7 +67,8 @@ def fbp_array(sino, angles_deg, *, n: int | None = None, filter: str = "ramp",
 
 
 def iterate_fbp(stack, *, filter: str = "ramp", batch: int = 256, n: int | None = None,
-                circle: bool = True, centre_offset: float | None = None, device=None):
+                circle: bool = True, centre_offset: float | None = None, device=None,
+                checkpoint: dict | None = None):
     """FBP of a sinogram stack as a generator of :class:`Progress`, one event per channel batch.
 
     The arguments are checked when this is called (not at the first ``next()``).
@@ -88,11 +89,16 @@ def iterate_fbp(stack, *, filter: str = "ramp", batch: int = 256, n: int | None 
         Rotation-axis offset in steps (default: the stored geometry's, else 0).
     device : optional
         torch device (default CUDA when present).
+    checkpoint : dict, optional
+        Resume from a stack checkpoint (``metrics["checkpoint"]`` of the events, chunks
+        accumulated; e.g. ``xrdwidgets.jobs.load_checkpoint(workdir)``): finished channel
+        batches are taken from it. It must come from the same stack, method and parameters
+        (``batch`` and ``device`` may differ); see :mod:`xrdwidgets.recon.driver`.
 
     Returns
     -------
     generator
-        Yields one ``Progress`` per batch; returns the volume ``(y, x, spectral)`` (leading
+        Yields one ``Progress`` per batch (with a checkpoint in ``metrics["checkpoint"]``); returns the volume ``(y, x, spectral)`` (leading
         ``time``/``z`` kept), float32, coords in the units of the translation coordinate,
         geometry and provenance in attrs.
     """
@@ -108,7 +114,7 @@ def iterate_fbp(stack, *, filter: str = "ramp", batch: int = 256, n: int | None 
         yield Progress(iteration=1, total=1, preview=img.sum(-1).cpu().numpy())
         return img
 
-    return _drv.run_stack(plan, solve)
+    return _drv.run_stack(plan, solve, checkpoint=checkpoint)
 
 
 def image_coords(stack, n: int):

@@ -55,18 +55,29 @@ def iterate(stack, method: str = "fbp", **kwargs):
         Reconstruction method (case-insensitive).
     **kwargs
         Passed to ``iterate_<method>``; an unknown keyword raises a ``ValueError`` that lists the
-        accepted ones.
+        accepted ones. ``checkpoint=`` (a dict from a job's ``checkpoint.pt``) resumes a method
+        that accepts it (the stack methods do, see :mod:`xrdwidgets.recon.driver`);
+        ``checkpoint=None`` is accepted by every method.
 
     Returns
     -------
     generator
         Yields ``Progress``; returns the volume DataArray ``(y, x, spectral)``.
+
+    Notes
+    -----
+    ``functools.partial(iterate, stack, "sirt", n_iter=50)`` is a *resumable* job source: a
+    :class:`~xrdwidgets.jobs.Job` with ``resume=True`` calls it with ``checkpoint=``.
     """
     key = str(method).lower()
     if key not in METHODS:
         raise ValueError(f"reconstruct: method must be one of {tuple(METHODS)}, found {method!r}")
     fn = METHODS[key]
     accepted = [p for p, v in inspect.signature(fn).parameters.items() if v.kind == v.KEYWORD_ONLY]
+    if "checkpoint" in kwargs and "checkpoint" not in accepted:
+        if kwargs["checkpoint"] is not None:
+            raise ValueError(f"reconstruct: method {key!r} cannot resume from a checkpoint")
+        kwargs = {k: v for k, v in kwargs.items() if k != "checkpoint"}
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ValueError(f"reconstruct: method {key!r} does not take {unknown}; it accepts {accepted}")

@@ -38,8 +38,13 @@ def sirt_weights(op: ParallelProjector):
     return _inverse(op(ones_img)), _inverse(op.T(ones_sino))
 
 
+#: ``kind`` of SIRT's within-batch checkpoints.
+CHECKPOINT_KIND = "xrdwidgets.recon.sirt.batch"
+
+
 def iterate_sirt_array(sino, op: ParallelProjector, n_iter: int = 100, *, relaxation: float = 1.0,
-                       nonneg: bool = False, x0=None, preview_every: int = 10):
+                       nonneg: bool = False, x0=None, preview_every: int = 10,
+                       checkpoint_every: int = 0, checkpoint: dict | None = None):
     """SIRT of one sinogram or a channel batch, as a generator of :class:`Progress`.
 
     Parameters
@@ -59,6 +64,12 @@ def iterate_sirt_array(sino, op: ParallelProjector, n_iter: int = 100, *, relaxa
         Start image ``(y, x[, C])`` (default zeros).
     preview_every : int
         A preview (sum over channels, ``(y, x)``) every this many iterations and at the last.
+    checkpoint_every : int
+        Put the state (``{"kind", "iteration", "x"}``) in ``metrics["checkpoint"]`` every this
+        many iterations (0: never).
+    checkpoint : dict, optional
+        Such a state: continue from it (``x0`` is then ignored); the result is the same as
+        without interruption.
 
     Yields
     ------
@@ -80,23 +91,31 @@ def iterate_sirt_array(sino, op: ParallelProjector, n_iter: int = 100, *, relaxa
     b, wrap = _drv.as_sino_batch(caller, sino, op)
     x = _drv.as_image_batch(caller, x0, op, b.shape[2])
     preview_every = _drv.check_int(caller, "preview_every", preview_every, minimum=0)
-    return _sirt(b, op, x, n_iter, relaxation, bool(nonneg), preview_every, wrap)
+    checkpoint_every = _drv.check_int(caller, "checkpoint_every", checkpoint_every, minimum=0)
+    k0 = 0
+    if checkpoint is not None:
+        k0, st = _drv.restore_state(caller, checkpoint, CHECKPOINT_KIND, n_iter,
+                                    {"x": (x.shape, torch.float32)}, op.device)
+        x = st["x"]
+    return _sirt(b, op, x, n_iter, relaxation, bool(nonneg), preview_every, wrap, checkpoint_every, k0)
 
 
-def _sirt(b, op, x, n_iter, omega, nonneg, preview_every, wrap):
+def _sirt(b, op, x, n_iter, omega, nonneg, preview_every, wrap, checkpoint_every=0, k0=0):
     R, Cw = sirt_weights(op)
     sqrtR = R.sqrt()
     b_norm = _drv.channel_norm(b)
     bw_norm = _drv.channel_norm(b * sqrtR)
     r = b - op(x)
-    for k in range(1, n_iter + 1):
+    for k in range(k0 + 1, n_iter + 1):
         x = x + omega * Cw * op.T(R * r)
         if nonneg:
             x = x.clamp_min(0.0)
         r = b - op(x)
+        metrics = {"weighted_residual": _drv.relative_residual(r * sqrtR, bw_norm)}
+        if _drv.want_checkpoint(k, n_iter, checkpoint_every):
+            metrics["checkpoint"] = {"kind": CHECKPOINT_KIND, "iteration": k, "x": x.detach().cpu()}
         yield Progress(
-            iteration=k, total=n_iter, loss=_drv.relative_residual(r, b_norm),
-            metrics={"weighted_residual": _drv.relative_residual(r * sqrtR, bw_norm)},
+            iteration=k, total=n_iter, loss=_drv.relative_residual(r, b_norm), metrics=metrics,
             preview=_drv.preview_of(x) if _drv.want_preview(k, n_iter, preview_every) else None)
     return _drv.to_output(x, wrap)
 
@@ -108,7 +127,8 @@ def sirt_array(sino, op: ParallelProjector, n_iter: int = 100, **kwargs):
 
 def iterate_sirt(stack, *, n_iter: int = 100, relaxation: float = 1.0, nonneg: bool = False,
                  preview_every: int = 10, batch: int = 64, n: int | None = None, circle: bool = True,
-                 centre_offset: float | None = None, device=None):
+                 centre_offset: float | None = None, device=None, checkpoint: dict | None = None,
+                 checkpoint_every: int = 0):
     """SIRT of a sinogram stack, streamed in channel batches, as a generator of :class:`Progress`.
 
     Parameters
@@ -127,11 +147,21 @@ def iterate_sirt(stack, *, n_iter: int = 100, relaxation: float = 1.0, nonneg: b
         Rotation-axis offset in steps (default: the stored geometry's, else 0).
     device : optional
         torch device (default CUDA when present).
+    checkpoint : dict, optional
+        Resume from a stack checkpoint (``metrics["checkpoint"]`` of the events, chunks
+        accumulated; e.g. ``xrdwidgets.jobs.load_checkpoint(workdir)``): finished channel
+        batches are taken from it. It must come from the same stack, method and parameters
+        (``batch``, ``device`` and ``checkpoint_every`` may differ); see
+        :mod:`xrdwidgets.recon.driver`.
+    checkpoint_every : int
+        Also checkpoint the running batch every this many iterations (0: only at the end of
+        each batch); a resumed job continues that batch from there.
 
     Returns
     -------
     generator
-        Yields one :class:`Progress` per iteration and batch; returns the volume DataArray
+        Yields one :class:`Progress` per iteration and batch (the last of each batch carries a
+        checkpoint); returns the volume DataArray
         ``(y, x, spectral)`` with coords, geometry and provenance (see
         :func:`xrdwidgets.recon.driver.stream_stack`).
     """
@@ -139,15 +169,18 @@ def iterate_sirt(stack, *, n_iter: int = 100, relaxation: float = 1.0, nonneg: b
     n_iter = _drv.check_int(caller, "n_iter", n_iter)
     relaxation = _drv.check_float(caller, "relaxation", relaxation, minimum=0.0, strict=True, maximum=2.0)
     preview_every = _drv.check_int(caller, "preview_every", preview_every, minimum=0)
+    checkpoint_every = _drv.check_int(caller, "checkpoint_every", checkpoint_every, minimum=0)
 
-    def solve(sino, op, channels):
+    def solve(sino, op, channels, checkpoint=None):
         return iterate_sirt_array(sino, op, n_iter, relaxation=relaxation, nonneg=nonneg,
-                                  preview_every=preview_every)
+                                  preview_every=preview_every, checkpoint_every=checkpoint_every,
+                                  checkpoint=checkpoint)
 
     return _drv.stream_stack(
         stack, solve, caller=caller, producer="xrdwidgets.recon.sirt",
         parameters={"n_iter": n_iter, "relaxation": relaxation, "nonneg": bool(nonneg)},
-        batch=batch, n=n, circle=circle, centre_offset=centre_offset, device=device)
+        batch=batch, n=n, circle=circle, centre_offset=centre_offset, device=device,
+        checkpoint=checkpoint)
 
 
 def sirt(stack, **kwargs):

@@ -121,9 +121,14 @@ def _lam_tensor(caller, lam, lam_rel, b, op):
 
 
 # ---------------------------------------------------------------------------- solver
+#: ``kind`` of TV's within-batch checkpoints.
+CHECKPOINT_KIND = "xrdwidgets.recon.tv.batch"
+
+
 def iterate_tv_array(sino, op: ParallelProjector, n_iter: int = 300, *, lam=None,
                      lam_rel: float = LAM_REL, nonneg: bool = False, step_ratio: float = STEP_RATIO,
-                     x0=None, preview_every: int = 10):
+                     x0=None, preview_every: int = 10, checkpoint_every: int = 0,
+                     checkpoint: dict | None = None):
     """TV-regularised least squares of one sinogram or a channel batch, as a generator.
 
     Parameters
@@ -146,6 +151,12 @@ def iterate_tv_array(sino, op: ParallelProjector, n_iter: int = 300, *, lam=None
         Start image ``(y, x[, C])`` (default zeros).
     preview_every : int
         A preview (sum over channels, ``(y, x)``) every this many iterations and at the last.
+    checkpoint_every : int
+        Put the solver state (``{"kind", "iteration", "x", "p", "q", "Ax", "gx", "KTy"}``) in
+        ``metrics["checkpoint"]`` every this many iterations (0: never).
+    checkpoint : dict, optional
+        Such a state: continue from it (``x0`` is then ignored); with the same ``lam`` the
+        result is the same as without interruption.
 
     Yields
     ------
@@ -166,14 +177,23 @@ def iterate_tv_array(sino, op: ParallelProjector, n_iter: int = 300, *, lam=None
     b, wrap = _drv.as_sino_batch(caller, sino, op)
     x = _drv.as_image_batch(caller, x0, op, b.shape[2])
     lam_t = _lam_tensor(caller, lam, lam_rel, b, op)
-    return _pdhg(b, op, x, lam_t, n_iter, bool(nonneg), step_ratio, preview_every, wrap)
+    checkpoint_every = _drv.check_int(caller, "checkpoint_every", checkpoint_every, minimum=0)
+    state = None
+    if checkpoint is not None:
+        img, sino_shape = tuple(x.shape), tuple(b.shape)
+        shapes = {"x": (img, torch.float32), "p": (sino_shape, torch.float32),
+                  "q": ((2, *img), torch.float32), "Ax": (sino_shape, torch.float32),
+                  "gx": ((2, *img), torch.float32), "KTy": (img, torch.float32)}
+        state = _drv.restore_state(caller, checkpoint, CHECKPOINT_KIND, n_iter, shapes, op.device)
+    return _pdhg(b, op, x, lam_t, n_iter, bool(nonneg), step_ratio, preview_every, wrap,
+                 checkpoint_every, state)
 
 
 def _inverse(t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return torch.where(t > eps, 1.0 / t.clamp_min(eps), torch.zeros_like(t))
 
 
-def _pdhg(b, op, x, lam, n_iter, nonneg, s, preview_every, wrap):
+def _pdhg(b, op, x, lam, n_iter, nonneg, s, preview_every, wrap, checkpoint_every=0, state=None):
     """Chambolle–Pock iterations (θ = 1, primal step first) on ``K = [A; ∇]``, per channel."""
     dev, f32 = op.device, torch.float32
     C = b.shape[2]
@@ -195,7 +215,11 @@ def _pdhg(b, op, x, lam, n_iter, nonneg, s, preview_every, wrap):
     Ax = op(x)
     gx = gradient(x)
     KTy = torch.zeros_like(x)
-    for k in range(1, n_iter + 1):
+    k0 = 0
+    if state is not None:
+        k0, t = state
+        x, p, q, Ax, gx, KTy = t["x"], t["p"], t["q"], t["Ax"], t["gx"], t["KTy"]
+    for k in range(k0 + 1, n_iter + 1):
         x_new = (x - tau * KTy) * support
         if nonneg:
             x_new = x_new.clamp_min(0.0)
@@ -212,8 +236,13 @@ def _pdhg(b, op, x, lam, n_iter, nonneg, s, preview_every, wrap):
         r = Ax - b
         tv_c = _tv(gx)
         obj = float((0.5 * _drv.channel_norm(r) ** 2 + lam.double() * tv_c).sum())
+        metrics = {"residual": _drv.relative_residual(r, b_norm), "tv": float(tv_c.sum())}
+        if _drv.want_checkpoint(k, n_iter, checkpoint_every):
+            metrics["checkpoint"] = {"kind": CHECKPOINT_KIND, "iteration": k, "x": x.detach().cpu(),
+                                     "p": p.detach().cpu(), "q": q.detach().cpu(), "Ax": Ax.detach().cpu(),
+                                     "gx": gx.detach().cpu(), "KTy": KTy.detach().cpu()}
         yield Progress(iteration=k, total=n_iter, loss=obj / half_b2 if half_b2 > 0 else obj,
-                       metrics={"residual": _drv.relative_residual(r, b_norm), "tv": float(tv_c.sum())},
+                       metrics=metrics,
                        preview=_drv.preview_of(x) if _drv.want_preview(k, n_iter, preview_every) else None)
     return _drv.to_output(x, wrap)
 
@@ -226,7 +255,8 @@ def tv_array(sino, op: ParallelProjector, n_iter: int = 300, **kwargs):
 def iterate_tv(stack, *, n_iter: int = 300, lam=None, lam_rel: float = LAM_REL, nonneg: bool = False,
                step_ratio: float = STEP_RATIO, preview_every: int = 10,
                batch: int = 32, n: int | None = None, circle: bool = True,
-               centre_offset: float | None = None, device=None):
+               centre_offset: float | None = None, device=None, checkpoint: dict | None = None,
+               checkpoint_every: int = 0):
     """TV reconstruction of a sinogram stack, streamed in channel batches, as a generator.
 
     Parameters
@@ -236,20 +266,21 @@ def iterate_tv(stack, *, n_iter: int = 300, lam=None, lam_rel: float = LAM_REL, 
     n_iter, lam, lam_rel, nonneg, step_ratio, preview_every :
         See :func:`iterate_tv_array`. An explicit per-channel ``lam`` must have one value per
         channel of the whole stack.
-    batch, n, circle, centre_offset, device :
+    batch, n, circle, centre_offset, device, checkpoint, checkpoint_every :
         As in :func:`xrdwidgets.recon.sirt.iterate_sirt`.
 
     Returns
     -------
     generator
-        Yields one :class:`Progress` per iteration and batch; returns the volume DataArray
-        ``(y, x, spectral)``.
+        Yields one :class:`Progress` per iteration and batch (the last of each batch carries a
+        checkpoint); returns the volume DataArray ``(y, x, spectral)``.
     """
     caller = "iterate_tv"
     n_iter = _drv.check_int(caller, "n_iter", n_iter)
     lam_rel = _drv.check_float(caller, "lam_rel", lam_rel, minimum=0.0)
     step_ratio = _drv.check_float(caller, "step_ratio", step_ratio, minimum=0.0, strict=True)
     preview_every = _drv.check_int(caller, "preview_every", preview_every, minimum=0)
+    checkpoint_every = _drv.check_int(caller, "checkpoint_every", checkpoint_every, minimum=0)
     lam_all = None
     if lam is not None:
         lam_all = np.asarray(lam, dtype=np.float64).ravel()
@@ -264,12 +295,13 @@ def iterate_tv(stack, *, n_iter: int = 300, lam=None, lam_rel: float = LAM_REL, 
         raise ValueError(f"{caller}: lam must be one number or one per channel ({plan.n_channels}), "
                          f"found {lam_all.size} values")
 
-    def solve(sino, op, channels):
+    def solve(sino, op, channels, checkpoint=None):
         lam_b = None if lam_all is None else (lam_all if lam_all.size == 1 else lam_all[channels])
         return iterate_tv_array(sino, op, n_iter, lam=lam_b, lam_rel=lam_rel, nonneg=nonneg,
-                                step_ratio=step_ratio, preview_every=preview_every)
+                                step_ratio=step_ratio, preview_every=preview_every,
+                                checkpoint_every=checkpoint_every, checkpoint=checkpoint)
 
-    return _drv.run_stack(plan, solve)
+    return _drv.run_stack(plan, solve, checkpoint=checkpoint)
 
 
 def tv(stack, **kwargs):

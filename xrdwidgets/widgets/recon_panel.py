@@ -7,8 +7,10 @@ dispatcher thread, which only sets widget traits.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import ipywidgets as w
 import numpy as np
@@ -216,12 +218,9 @@ class ReconPanel:
         except (ValueError, TypeError) as exc:
             self.error.value = f"<span style='color:#b00'>{exc}</span>"
             return None
-        workdir = None
-        if self.workdir is not None:
-            from pathlib import Path
-
-            workdir = Path(self.workdir) / f"job-{len(self.jobs) + 1}-{method}"
-        job = _jobs.run(lambda: iterate(sub, method, **params), name=name, queue=self.queue,
+        workdir = None if self.workdir is None else _free_job_dir(self.workdir, method)
+        # a resumable source (see jobs.resume): the job passes checkpoint= when it resumes
+        job = _jobs.run(functools.partial(iterate, sub, method, **params), name=name, queue=self.queue,
                         workdir=workdir, params={"method": method, "channels": [lo, hi], **params})
         self.job = job
         self.jobs.append(job)
@@ -275,3 +274,13 @@ class ReconPanel:
             elif ev.state is _jobs.State.FAILED:
                 self.error.value = f"<span style='color:#b00'>{job.message}</span>"
         self._refresh_list()
+
+
+def _free_job_dir(root, method: str) -> Path:
+    """The first ``root/job-<k>-<method>`` that does not exist yet (earlier jobs' results,
+    e.g. from before a kernel restart, are never reused or overwritten)."""
+    root = Path(root)
+    k = 1
+    while (root / f"job-{k}-{method}").exists():
+        k += 1
+    return root / f"job-{k}-{method}"
