@@ -73,6 +73,7 @@ def _param_widget(p: Param):
     else:
         wd = w.Dropdown(options=list(p.choices), value=p.default, description=label, style=style)
     wd.tooltip = p.help
+    wd.add_class(f"xrdw-param-{p.name}")
     return wd
 
 
@@ -153,6 +154,11 @@ class ReconPanel:
                           layout=w.Layout(width="430px"))
         self.widget = w.VBox([w.HBox([controls, self.fig]),
                               w.HTML("<b>log</b>"), self.log])
+        for wd, cls in ((self.widget, "xrdw-recon-panel"), (self.method, "xrdw-method"),
+                        (self.channels, "xrdw-channels"), (self.channel_label, "xrdw-channel-label"),
+                        (self.start_button, "xrdw-start"), (self.cancel_button, "xrdw-cancel"),
+                        (self.status, "xrdw-recon-status"), (self.error, "xrdw-error")):
+            wd.add_class(cls)  # stable hooks for browser tests and custom CSS
 
     def _ipython_display_(self):  # pragma: no cover - notebook display
         from IPython.display import display
