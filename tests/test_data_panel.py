@@ -301,3 +301,31 @@ def test_a_missing_data_folder_is_reported_without_its_path(tmp_path):
     _, panel = _panel(tmp_path / "gone")
     assert panel.root is None and "does not exist" in panel.folder_note.value
     assert str(tmp_path) not in panel.folder_note.value
+
+
+def test_a_file_over_the_limit_is_refused_by_the_page_and_reported():
+    # the page sends only the name and size of a file over the limit (see widgets/upload.py)
+    _, panel = _panel(max_upload_mb=1)
+    panel.upload._on_page_message(panel.upload, {"event": "rejected", "name": "../huge.npy",
+                                                 "size": 30 * 2**20}, [])
+    msg = panel.status.value
+    assert "huge.npy: 30.0 MB is larger than the upload limit of 1 MB" in msg
+    assert "nothing was sent" in msg and "xrdw-error" in msg and "../" not in msg
+    assert panel.upload.rejected["count"] == 1
+
+
+def test_a_file_within_the_limit_arrives_as_a_binary_buffer(folder):
+    state, panel = _panel(folder)
+    content = _npy(np.random.default_rng(1).random((6, 7, 3)))
+    old = panel.upload
+    old._on_page_message(old, {"event": "upload", "name": "b.npy", "size": len(content), "type": "",
+                               "last_modified": 1.7e12}, [memoryview(content)])
+    assert panel.upload is not old            # no reference to the bytes stays in a widget
+    assert panel.wait(30) and state.stack.shape == (6, 7, 3)
+
+
+def test_size_limited_upload_rejects_a_bad_limit():
+    from xrdwidgets.widgets.upload import SizeLimitedUpload
+
+    with pytest.raises(ValueError, match="max_bytes must be a positive number of bytes, found 0"):
+        SizeLimitedUpload(0)

@@ -17,12 +17,12 @@ What the served app looks like from outside
   ``preheat=True`` keeps a pool of kernels that have already run the notebook, so a visit
   renders at once.
 * Websocket messages may be as large as twice the upload limit + 16 MB
-  (:func:`websocket_limit`). An ipywidgets upload is one message: a file up to that size reaches
-  the kernel, and the data panel refuses one over the upload limit with a message. A larger file
-  makes Tornado drop the connection (its default limit is 10 MB); the page reconnects by itself
-  and keeps working, but that upload is lost without a message. The integer setting goes in a
-  ``voila.json`` written to a private run folder that is the server's working directory
-  (Voila's command line cannot pass integers inside ``tornado_settings``).
+  (:func:`websocket_limit`). An upload is one message; the upload button
+  (:class:`xrdwidgets.widgets.upload.SizeLimitedUpload`) refuses a file over the upload limit in
+  the browser, before it is read, and the panel says so; a file within it fits the websocket
+  limit. (Tornado's default limit is 10 MB, above which it drops the connection.) The integer
+  setting goes in a ``voila.json`` written to a private run folder that is the server's working
+  directory (Voila's command line cannot pass integers inside ``tornado_settings``).
 * The data folder reaches the notebooks' kernels as the environment variable
   ``XRDWIDGETS_DATA_DIR`` (:data:`xrdwidgets.safety.DATA_DIR_ENV`), the upload limit as
   ``XRDWIDGETS_MAX_UPLOAD_MB``; the data panel confines every path to the folder.

@@ -246,6 +246,12 @@ def safe_filename(name: str) -> str:
     return base or "upload"
 
 
+def too_large_message(name: str, size: int, max_bytes: int) -> str:
+    """What to tell a visitor whose file of ``size`` bytes exceeds ``max_bytes``."""
+    return (f"{safe_filename(name)}: {size / 2**20:.1f} MB is larger than the upload limit of "
+            f"{max_bytes / 2**20:.0f} MB; put large files in the data folder instead")
+
+
 def check_upload(name: str, content, *, max_bytes: int) -> str:
     """Check an uploaded file before it is written anywhere.
 
@@ -275,8 +281,7 @@ def check_upload(name: str, content, *, max_bytes: int) -> str:
     if size == 0:
         raise UploadError(f"{shown}: the file is empty")
     if size > max_bytes:
-        raise UploadError(f"{shown}: {size / 2**20:.1f} MB is larger than the upload limit of "
-                          f"{max_bytes / 2**20:.0f} MB; put large files in the data folder instead")
+        raise UploadError(too_large_message(name, size, max_bytes))
     suffix = Path(shown).suffix.lower()
     expected = UPLOAD_SUFFIXES.get(suffix)
     if expected is None:

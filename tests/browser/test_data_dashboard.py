@@ -126,29 +126,20 @@ def test_upload_over_the_limit_is_refused_in_the_panel(data_page):
     assert "larger than the upload limit of 5 MB" in text
 
 
-@pytest.mark.xfail(strict=False, reason="known limitation: a message over the websocket limit drops the "
-                   "kernel connection, and whether the page recovers within the deadline depends on "
-                   "timing; fixing it needs a browser-side size check before upload")
-def test_upload_over_the_websocket_limit_leaves_a_working_page(own_page, artifacts):
-    """A file larger than the server's websocket limit (2 × 5 + 16 MB here) never reaches the
-    kernel: the connection drops and the page re-establishes it. The dashboard keeps working, and
-    the upload button works again after a visit to another tab (the panel renews it)."""
-    _upload(own_page, "huge.npy", b"\x93NUMPY" + b"\x00" * (30 * 2**20))
-    own_page.get_by_role("tab", name="Simulate").click()
-    deadline = time.time() + 45
-    while True:  # a click sent while the connection is down is lost: retry until it answers
-        own_page.locator(".xrdw-data-panel .xrdw-simulate").click()
-        try:
-            own_page.wait_for_selector(".xrdw-data-panel .xrdw-ok", timeout=5000)
-            break
-        except Exception:
-            if time.time() > deadline:
-                own_page.screenshot(path=str(artifacts / "data_dashboard_dead_after_huge_upload.png"))
-                raise
-    assert "simulation" in _status(own_page)
+def test_upload_over_the_websocket_limit_is_refused_in_the_browser(own_page, artifacts):
+    """A file larger than the server's websocket limit (2 × 5 + 16 MB here) would drop the kernel
+    connection if it were sent. The page refuses it before reading it (UploadGuard): a visible
+    error, the connection stays up, and the next upload and a simulation work at once."""
     own_page.get_by_role("tab", name="Upload").click()
+    _upload(own_page, "huge.npy", b"\x93NUMPY" + b"\x00" * (30 * 2**20))
+    text = _wait_status(own_page, "error", "huge.npy")
+    assert "larger than the upload limit of 5 MB" in text and "nothing was sent" in text, text
+    own_page.screenshot(path=str(artifacts / "data_dashboard_huge_upload.png"), full_page=True)
     _upload(own_page, "after_huge.h5", b"no")
     assert "not a valid HDF5 file" in _wait_status(own_page, "error", "after_huge.h5")
+    own_page.get_by_role("tab", name="Simulate").click()
+    own_page.locator(".xrdw-data-panel .xrdw-simulate").click()
+    assert "simulation" in _wait_status(own_page, "ok", "simulation")
 
 
 def test_an_idle_open_page_is_not_culled(data_page):

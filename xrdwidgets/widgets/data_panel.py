@@ -5,7 +5,8 @@ Three tabs feed one :class:`~xrdwidgets.widgets.state.AppState`:
 * **Folder** — the HDF5 / ``.npy`` / zarr files under the configured data folder (paths are
   confined to it by :mod:`xrdwidgets.safety`); an SD2I file lists its sinograms to choose from,
   a ``.npy`` file asks for its axis order.
-* **Upload** — an :class:`ipywidgets.FileUpload` (size-limited); the bytes are checked
+* **Upload** — a :class:`~xrdwidgets.widgets.upload.SizeLimitedUpload` button (a file over the
+  limit is refused in the browser, before it is sent); the bytes are checked
   (extension, real format signature) and written to a private temporary file, which the ordinary
   readers of :mod:`xrdwidgets.io` load.
 * **Simulate** — a Voronoi-grain phantom of the chosen phases scanned with Poisson noise, with
@@ -31,6 +32,7 @@ from .. import data as _data
 from .. import io, jobs, safety
 from ..recon.base import Progress
 from .state import AppState
+from .upload import SizeLimitedUpload
 
 log = logging.getLogger(__name__)
 
@@ -286,27 +288,27 @@ class DataPanel:
                                    self.upload_load_button])
         return self._upload_box
 
-    def _new_uploader(self) -> w.FileUpload:
+    def _new_uploader(self) -> SizeLimitedUpload:
         mb = self.max_upload_bytes / 2**20
-        up = w.FileUpload(accept=",".join(sorted(safety.UPLOAD_SUFFIXES)), multiple=False,
-                          description=f"Upload (≤ {mb:.0f} MB)", layout=w.Layout(width="16em"))
+        up = SizeLimitedUpload(self.max_upload_bytes, accept=",".join(sorted(safety.UPLOAD_SUFFIXES)),
+                               description=f"Upload (≤ {mb:.0f} MB)", layout=w.Layout(width="16em"))
         up.add_class("xrdw-upload")
         up.observe(self._on_upload, "value")
+        up.observe(self._on_rejected, "rejected")
         return up
 
     def renew_uploader(self):
         """Replace the upload button by a fresh one.
 
-        Done after every upload (so its bytes leave the widget state) and whenever the visitor
-        leaves the Upload tab (not on entering it: a click right after would reach the old
-        button). A file larger than the server's websocket limit never reaches the kernel and
-        leaves the browser's upload widget waiting for an answer that never comes, so that
-        widget would refuse every later file; going to another tab and back repairs it.
+        Done after every upload (so no reference to its bytes stays in a widget) and whenever
+        the visitor leaves the Upload tab (not on entering it: a click right after would reach
+        the old button), so a button left in any odd state in the page is never reused.
         """
         old, self.upload = self.upload, self._new_uploader()
         self.upload.disabled = self.busy
         self._upload_box.children = tuple(self.upload if c is old else c for c in self._upload_box.children)
         old.unobserve(self._on_upload, "value")
+        old.unobserve(self._on_rejected, "rejected")
         old.close()
 
     def _on_tab(self, change):
@@ -478,6 +480,13 @@ class DataPanel:
         name, content = str(entry.get("name", "upload")), entry.get("content", b"")
         self.renew_uploader()       # drops the bytes from the widget state at once
         self.handle_upload(name, content)
+
+    def _on_rejected(self, change):
+        info = change["new"] or {}
+        if info:
+            size, name = int(info.get("size", 0)), str(info.get("name", "upload"))
+            self._show(safety.too_large_message(name, size, self.max_upload_bytes)
+                       + " (refused in the browser: nothing was sent)", "error")
 
     def handle_upload(self, name: str, content):
         """Check, store and (when unambiguous) load an uploaded file, as a job; returns the job."""
