@@ -53,3 +53,42 @@ def test_app_panel_rejects_unknown_tab():
         app.panel("Nope")
     assert app.tabs.selected_index == 0
     np.testing.assert_array_equal(app.state.stack.values, app.state.raw.values)
+
+
+def test_app_demo_reads_the_servers_demo_cache_without_importing_torch(tmp_path):
+    # the server computes the demo + FBP once (appserver.launch); a kernel then only reads them
+    import subprocess
+    import sys
+
+    from xrdwidgets.sim.demo import DEMO_CACHE_ENV, write_demo_cache
+
+    files = write_demo_cache(tmp_path, sizes=("tiny",))
+    assert [f.name for f in files] == ["demo-tiny.h5", "demo-tiny-fbp.h5"]
+    code = (
+        "import sys, xarray as xr\n"
+        "from xrdwidgets.widgets.app import App\n"
+        "app = App.demo('tiny')\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "from xrdwidgets.sim.demo import demo\n"
+        "from xrdwidgets.recon.fbp import fbp\n"
+        "ds = demo(size='tiny')\n"
+        "xr.testing.assert_equal(ds, app.state.truth)\n"
+        "xr.testing.assert_equal(fbp(ds['sinogram']), app.state.results['FBP'])\n"
+        "assert app.tabs.selected_index == 3\n"
+        "print('ok')\n")
+    env = {**__import__("os").environ, DEMO_CACHE_ENV: str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_demo_with_fbp_falls_back_to_computing_when_the_cache_is_broken(tmp_path, monkeypatch, caplog):
+    from xrdwidgets.sim.demo import DEMO_CACHE_ENV, demo_with_fbp
+
+    (tmp_path / "demo-tiny.h5").write_bytes(b"not hdf5")
+    (tmp_path / "demo-tiny-fbp.h5").write_bytes(b"not hdf5")
+    monkeypatch.setenv(DEMO_CACHE_ENV, str(tmp_path))
+    ds, vol = demo_with_fbp("tiny")
+    assert vol.dims == ("y", "x", "tth") and ds["sinogram"].sizes["tth"] == vol.sizes["tth"]
+    assert "unreadable" in caplog.text
+    with pytest.raises(ValueError, match="size must be one of"):
+        demo_with_fbp("huge")

@@ -8,6 +8,9 @@ binder crescent whose crystallites grow from left to right. It is scanned by a p
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -19,7 +22,11 @@ from .shapes import Circle, Ellipse, Phantom
 
 log = logging.getLogger(__name__)
 
-__all__ = ["demo", "demo_phase_maps", "DEMO_SIZES"]
+__all__ = ["demo", "demo_phase_maps", "DEMO_SIZES", "DEMO_CACHE_ENV", "write_demo_cache", "demo_with_fbp"]
+
+#: Environment variable naming a folder of precomputed demos and their FBP (set by
+#: ``xrdwidgets app`` for its kernels, see :func:`write_demo_cache`).
+DEMO_CACHE_ENV = "XRDWIDGETS_DEMO_CACHE"
 
 #: (n_translations = image size, n_angles, n_channels) of the named sizes.
 DEMO_SIZES = {"default": (100, 120, 300), "small": (40, 48, 100), "tiny": (24, 30, 60)}
@@ -96,3 +103,71 @@ def demo(*, seed: int = 0, size: str = "default", energy_keV: float = 60.0, dose
     ds.attrs.update(scan["sinogram"].attrs)
     ds.attrs["title"] = "xrdwidgets demo: CeO2 support, Ni particles, TiO2 binder (60 keV)"
     return ds
+
+
+def _cache_files(folder, size: str) -> tuple[Path, Path]:
+    folder = Path(folder)
+    return folder / f"demo-{size}.h5", folder / f"demo-{size}-fbp.h5"
+
+
+def write_demo_cache(folder, sizes=("small",)) -> list[Path]:
+    """Simulate the demo of each size, reconstruct it (FBP), and write both into ``folder``.
+
+    A dashboard server does this once at start and passes ``folder`` to its kernels in
+    :data:`DEMO_CACHE_ENV`, so a page visit reads the demo (milliseconds) instead of simulating
+    and reconstructing it, and does not import torch before it is needed. The folder should be
+    private to the server (its run folder); existing files there are replaced.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    from .. import io
+    from ..recon.fbp import fbp
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for size in sizes:
+        ds = demo(size=size)
+        for obj, path in zip((ds, fbp(ds["sinogram"])), _cache_files(folder, size)):
+            tmp = Path(tempfile.mkdtemp(dir=folder)) / path.name
+            io.save(obj, tmp, producer="xrdwidgets demo cache")
+            os.replace(tmp, path)
+            tmp.parent.rmdir()
+            written.append(path)
+    return written
+
+
+def demo_with_fbp(size: str = "small", *, reconstruct: bool = True):
+    """The demo dataset of ``size`` and its FBP volume (``None`` unless ``reconstruct``).
+
+    Read from the folder in :data:`DEMO_CACHE_ENV` when it holds them (see
+    :func:`write_demo_cache`); computed otherwise (and when a cached file cannot be read, which
+    is logged).
+
+    Returns
+    -------
+    (xarray.Dataset, xarray.DataArray or None)
+        The dataset of :func:`demo` and the FBP volume ``(y, x, tth)``.
+    """
+    if size not in DEMO_SIZES:
+        raise ValueError(f"demo_with_fbp: size must be one of {tuple(DEMO_SIZES)}, found {size!r}")
+    folder = os.environ.get(DEMO_CACHE_ENV)
+    if folder:
+        from .. import io
+
+        data_file, fbp_file = _cache_files(folder, size)
+        if data_file.is_file() and (fbp_file.is_file() or not reconstruct):
+            try:
+                ds = io.load(data_file)
+                return ds, (io.load(fbp_file) if reconstruct else None)
+            except (OSError, ValueError) as exc:
+                log.warning("demo cache %s unreadable (%s); computing the demo", folder, exc)
+    ds = demo(size=size)
+    if not reconstruct:
+        return ds, None
+    from ..recon.fbp import fbp
+
+    return ds, fbp(ds["sinogram"])

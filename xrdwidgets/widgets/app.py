@@ -10,8 +10,6 @@ import os
 
 import ipywidgets as w
 
-from .corrections_panel import CorrectionsPanel
-from .recon_panel import ReconPanel
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -41,8 +39,9 @@ class App:
             data_dir = os.environ.get("XRDWIDGETS_DATA_DIR") or None
         self._data_dir = data_dir
         self._workdir = workdir
-        # panels are built when their tab is first opened: every plotly figure carries plotly.js
-        # (~5 MB) to the browser, so the first page only pays for the tab it shows
+        # panels are built (and their modules imported) when their tab is first opened: every
+        # plotly figure carries plotly.js (~5 MB) to the browser, and the reconstruction modules
+        # import torch, so the first page only pays for the tab it shows
         self.panels: dict = {}
         self._boxes = [w.VBox() for _ in TABS]
         self.status = w.HTML()
@@ -66,8 +65,12 @@ class App:
 
             panel = DataPanel(self.state, data_dir=self._data_dir)
         elif name == "Corrections":
+            from .corrections_panel import CorrectionsPanel
+
             panel = CorrectionsPanel(self.state)
         elif name == "Reconstruct":
+            from .recon_panel import ReconPanel
+
             panel = ReconPanel(self.state, workdir=self._workdir)
         else:
             from .explorer import Explorer
@@ -94,15 +97,18 @@ class App:
 
     @classmethod
     def demo(cls, size: str = "small", *, reconstruct: bool = True, **kwargs) -> "App":
-        """An App on the embedded demo data (with its FBP already in the Explore tab)."""
-        from .. import demo
-        from ..recon.fbp import fbp
+        """An App on the embedded demo data (with its FBP already in the Explore tab).
 
-        ds = demo(size=size)
+        Served by ``xrdwidgets app``, the demo and its FBP come from the server's demo cache
+        (:func:`xrdwidgets.sim.demo.demo_with_fbp`), computed once when the server starts.
+        """
+        from ..sim.demo import demo_with_fbp
+
+        ds, vol = demo_with_fbp(size, reconstruct=reconstruct)
         state = AppState()
         state.set_data(ds["sinogram"], truth=ds, name=f"demo ({size})")
-        if reconstruct:
-            state.add_result("FBP", fbp(ds["sinogram"]))
+        if vol is not None:
+            state.add_result("FBP", vol)
         kwargs.setdefault("initial_tab", "Explore" if reconstruct else "Data")
         return cls(state, **kwargs)
 
