@@ -133,3 +133,24 @@ def test_eta_and_repr():
     assert "eta" in repr(job)
     job.wait(timeout=10)
     assert job.eta() == 0
+
+
+def test_throttled_events_still_carry_the_latest_preview():
+    # previews every 40 iterations, events much faster than the 4 Hz a subscriber gets
+    from xrdwidgets.recon.base import Progress
+
+    def algo():
+        for i in range(1, 401):
+            time.sleep(0.002)
+            yield Progress(i, 400, loss=1.0 / i, preview=np.full((2, 2), i) if i % 40 == 0 else None)
+        return "ok"
+
+    seen = []
+    job = jobs.Job(algo(), rate_hz=4)
+    job.subscribe(lambda ev: seen.append(ev.progress))
+    job.start()
+    job.wait(timeout=30)
+    previews = [p.preview for p in seen if p is not None and p.preview is not None]
+    assert len(seen) < 60                       # throttled
+    assert len(previews) >= 2                   # but the previews get through
+    assert all(p.preview is None or p.preview[0, 0] <= p.iteration for p in seen if p is not None)

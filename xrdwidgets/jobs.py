@@ -48,6 +48,7 @@ traits (no ``display()``/``print`` into Output widgets from threads).
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 import inspect
 import itertools
@@ -774,6 +775,17 @@ class Job:
         with self._lock:
             if not self._subs:
                 return
+            prev = self._pending
+            if (prev is not None and event.progress is not None and prev.progress is not None
+                    and getattr(event.progress, "preview", None) is None
+                    and getattr(prev.progress, "preview", None) is not None):
+                # a preview not yet delivered rides on the newer event: throttling must not
+                # starve the preview when algorithms send one only every few iterations
+                try:
+                    event = JobEvent(event.job, event.state,
+                                     dataclasses.replace(event.progress, preview=prev.progress.preview))
+                except TypeError:  # pragma: no cover - foreign event types
+                    pass
             self._pending = event  # only the latest matters; the final state is always posted last
         self._wake.set()
 

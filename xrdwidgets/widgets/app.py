@@ -1,6 +1,7 @@
 """The App: one dashboard with a tab per step of the XRD-CT workflow.
 
-Data (load / upload / simulate) → Corrections → Reconstruct → Explore. Every tab is a thin panel
+Data (load / upload / simulate) → Corrections → Reconstruct → Explore → ROI image → ROI pattern →
+Peak fitting. Every tab is a thin panel
 over one shared :class:`~xrdwidgets.widgets.state.AppState`; the App only wires them together.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["App"]
 
-TABS = ("Data", "Corrections", "Reconstruct", "Explore")
+TABS = ("Data", "Corrections", "Reconstruct", "Explore", "ROI image", "ROI pattern", "Peak fitting")
 
 
 class App:
@@ -72,10 +73,19 @@ class App:
             from .recon_panel import ReconPanel
 
             panel = ReconPanel(self.state, workdir=self._workdir)
-        else:
+        elif name == "Explore":
             from .explorer import Explorer
 
             panel = Explorer(None, state=self.state)
+        else:
+            from . import analysis_panel as _ap
+
+            if name == "ROI image":
+                panel = _ap.RoiImagePanel(self.state)
+            elif name == "ROI pattern":
+                panel = _ap.RoiPatternPanel(self.state)
+            else:
+                panel = _ap.PeakFitPanel(self.state)
         self.panels[name] = panel
         self._boxes[TABS.index(name)].children = (panel.widget,)
         return panel

@@ -33,6 +33,10 @@ class AppState(tl.HasTraits):
         Name of the result shown by default.
     status : str
         One line for a status bar.
+    roi : dict
+        The region of interest chosen in the analysis tabs: ``source`` (result name),
+        ``channels`` (half-open index range), ``range`` (spectral values of its first and last
+        channel), ``background``, ``edge_channels``, ``peaks`` (suggested positions).
     """
 
     raw = tl.Any(None, allow_none=True)
@@ -41,12 +45,14 @@ class AppState(tl.HasTraits):
     results = tl.Dict()
     current = tl.Unicode("")
     status = tl.Unicode("")
+    roi = tl.Dict()
 
     def set_data(self, stack, *, truth=None, name: str = ""):
         """Load a new sinogram stack (validated, canonical); clears results."""
         da = _data.validate_sinogram_stack(_data.as_dataarray(stack, "sinogram"), check_finite=False)
         self.results = {}
         self.current = ""
+        self.roi = {}
         self.truth = truth
         self.raw = da
         self.stack = da

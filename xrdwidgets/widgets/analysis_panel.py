@@ -1,0 +1,454 @@
+"""Analysis tabs of the App: ROI image, ROI pattern and peak fitting.
+
+Thin views over :mod:`xrdwidgets.analysis` and one shared :class:`AppState`:
+
+* :class:`RoiImagePanel` — a channel window of a result volume summed per pixel
+  (:func:`~xrdwidgets.analysis.roi.roi_image`), with optional background subtraction; the window
+  is published in ``state.roi`` for the other tabs.
+* :class:`RoiPatternPanel` — a threshold on that ROI image gives a mask; its mean pattern
+  (:func:`~xrdwidgets.analysis.roi.roi_pattern`) with the suggested peaks
+  (:func:`~xrdwidgets.analysis.roi.suggest_peaks`) overlaid; the peaks are published too.
+* :class:`PeakFitPanel` — the batch peak fit of every pixel
+  (:func:`~xrdwidgets.analysis.fitting.iterate_fit`) as a background job: the parameter map fills
+  in as the job runs; hovering (or clicking) a pixel of the map shows its data, the fit and the
+  residual.
+
+Each panel has one plotly figure (plotly.js travels to the browser once per figure); the
+computations of the ROI tabs are cheap views (a window sum, a masked mean), the fit is a job.
+"""
+from __future__ import annotations
+
+import functools
+import html
+import logging
+
+import ipywidgets as w
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .. import data as _data
+from .. import jobs as _jobs
+from .. import views as _v
+from . import _views as _fig
+from .state import AppState
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RoiImagePanel", "RoiPatternPanel", "PeakFitPanel", "parse_positions"]
+
+_STYLE = {"description_width": "100px"}
+_BACKGROUNDS = ("none", "edges", "linear")
+
+
+def _current_volume(state: AppState):
+    """``(name, volume)`` of the result the panels work on (the current one), or ``(None, None)``."""
+    results = state.results or {}
+    if not results:
+        return None, None
+    name = state.current if state.current in results else list(results)[-1]
+    return name, _data.as_dataarray(results[name], "volume")
+
+
+def _error(text: str) -> str:
+    return f"<span class='xrdw-msg xrdw-error' style='color:#b00020'>{html.escape(text)}</span>"
+
+
+def _heat_update(fig, trace_index: int, image, *, title: str | None = None, limits=None):
+    """Send a 2-D image to heatmap ``trace_index`` (binary float32 rows) with percentile limits."""
+    img = np.asarray(image, dtype=np.float32)
+    lo, hi = limits if limits is not None else _v.percentile_limits(img, (1.0, 99.0))
+    restyle = {"z": [_fig.z_rows(img)], "zmin": float(lo), "zmax": float(hi)}
+    fig.plotly_update(restyle_data=restyle, relayout_data={"title.text": title} if title else None,
+                      trace_indexes=[trace_index])
+    _fig.mirror_state(fig)
+
+
+def parse_positions(text: str) -> list[float]:
+    """Peak positions from text such as ``"3.1, 3.6"`` (numbers only; nothing is evaluated)."""
+    out = []
+    for part in str(text).replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            v = float(part)
+        except ValueError:
+            raise ValueError(f"peak positions must be numbers separated by commas, found {part!r}") from None
+        if not np.isfinite(v):
+            raise ValueError(f"peak positions must be finite, found {part!r}")
+        out.append(v)
+    return out
+
+
+class RoiImagePanel:
+    """Channel-window image of the current result with optional background subtraction."""
+
+    def __init__(self, state: AppState):
+        self.state = state
+        self.image = None
+        self.window = w.IntRangeSlider(description="channels", min=0, max=1, value=(0, 1),
+                                       continuous_update=False, style=_STYLE, layout=w.Layout(width="95%"))
+        self.window_label = w.HTML()
+        self.background = w.ToggleButtons(options=_BACKGROUNDS, value="none", description="background",
+                                          style={**_STYLE, "button_width": "70px"})
+        self.edge_channels = w.BoundedIntText(value=2, min=1, max=50, description="edge channels", style=_STYLE)
+        self.message = w.HTML()
+        self.fig = go.FigureWidget(make_subplots(rows=1, cols=1))
+        self.fig.add_heatmap(z=[[0.0]], colorscale="Viridis", colorbar={"thickness": 12})
+        self.fig.update_layout(width=520, height=460, autosize=False, margin=dict(l=50, r=10, t=40, b=40),
+                               title={"text": "", "font": {"size": 13}})
+        self.fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain")
+        self.fig.update_xaxes(constrain="domain")
+        for wd in (self.window, self.background, self.edge_channels):
+            wd.observe(self._on_change, "value")
+        state.observe(self._on_results, ["results", "current"])
+        controls = w.VBox([self.window, self.window_label, self.background, self.edge_channels, self.message],
+                          layout=w.Layout(width="420px"))
+        self.widget = w.HBox([controls, _fig.fixed_box(self.fig, 520, 460)])
+        self.widget.add_class("xrdw-roi-image-panel")
+        self._on_results()
+
+    def _on_results(self, *_):
+        name, vol = _current_volume(self.state)
+        if vol is None:
+            self.message.value = "<i>no reconstruction yet: run one in the Reconstruct tab</i>"
+            return
+        spec = vol.dims[-1]
+        n = vol.sizes[spec]
+        roi = self.state.roi or {}
+        lo, hi = roi.get("channels", (n // 3, min(n, n // 3 + max(1, n // 10))))
+        lo, hi = int(np.clip(lo, 0, n - 1)), int(np.clip(hi, lo + 1, n))
+        with self.window.hold_trait_notifications():
+            self.window.max = n
+            self.window.value = (lo, hi)
+        self.update()
+
+    def _on_change(self, *_):
+        self.update()
+
+    def update(self):
+        """Recompute the ROI image from the widgets and publish the window in ``state.roi``."""
+        from ..analysis.roi import roi_image
+
+        name, vol = _current_volume(self.state)
+        if vol is None:
+            return None
+        spec = vol.dims[-1]
+        lo, hi = self.window.value
+        hi = max(hi, lo + 1)
+        c = vol[spec]
+        units = c.attrs.get("units", "")
+        self.window_label.value = (f"<small>{hi - lo} channels, {spec} {float(c[lo]):.4g}–"
+                                   f"{float(c[hi - 1]):.4g} {units}</small>")
+        try:
+            img = roi_image(vol, lo, hi, by="index", background=self.background.value,
+                            edge_channels=int(self.edge_channels.value))
+        except ValueError as exc:
+            self.message.value = _error(str(exc))
+            return None
+        self.message.value = ""
+        self.image = img
+        shown = _v.decimate(img, 512)
+        _heat_update(self.fig, 0, shown.values, title=f"{name}: {img.attrs['long_name']}, {spec} "
+                     f"{float(c[lo]):.4g}–{float(c[hi - 1]):.4g} {units}")
+        self.state.roi = {**(self.state.roi or {}), "source": name, "channels": (lo, hi),
+                          "range": (float(c[lo]), float(c[hi - 1])), "background": self.background.value,
+                          "edge_channels": int(self.edge_channels.value)}
+        return img
+
+    def _ipython_display_(self):  # pragma: no cover
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class RoiPatternPanel:
+    """Mask by a threshold on the ROI image → mean pattern with suggested peaks."""
+
+    def __init__(self, state: AppState):
+        self.state = state
+        self.pattern = None
+        self.peaks = None
+        self.fraction = w.FloatSlider(value=0.5, min=0.0, max=0.99, step=0.01, description="threshold",
+                                      continuous_update=False, style=_STYLE, readout_format=".2f")
+        self.fraction.tooltip = "fraction of the ROI image's robust range (1st–99th percentile)"
+        self.above = w.ToggleButtons(options=[("above", True), ("below", False)], value=True,
+                                     description="keep pixels", style={**_STYLE, "button_width": "60px"})
+        self.prominence = w.BoundedFloatText(value=0.05, min=0.001, max=1.0, step=0.01,
+                                             description="peak prominence", style=_STYLE)
+        self.prominence.tooltip = "minimum peak prominence relative to the pattern's robust range"
+        self.message = w.HTML()
+        self.peak_list = w.HTML()
+        base = make_subplots(rows=1, cols=2, column_widths=[0.42, 0.58], horizontal_spacing=0.08,
+                             subplot_titles=("mask on the ROI image", "mean pattern of the mask"))
+        base.add_trace(go.Heatmap(z=[[0.0]], colorscale="Viridis", showscale=False, hoverinfo="skip"), row=1, col=1)
+        base.add_trace(go.Scatter(x=[], y=[], mode="lines", name="mean pattern"), row=1, col=2)
+        base.add_trace(go.Scatter(x=[], y=[], mode="markers", name="suggested peaks",
+                                  marker={"symbol": "triangle-down", "size": 10, "color": "#d62728"}), row=1, col=2)
+        base.update_layout(width=900, height=420, autosize=False, showlegend=False,
+                           margin=dict(l=50, r=10, t=40, b=40))
+        base.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", row=1, col=1)
+        base.update_xaxes(constrain="domain", row=1, col=1)
+        self.fig = go.FigureWidget(base)
+        for wd in (self.fraction, self.above, self.prominence):
+            wd.observe(self._on_change, "value")
+        state.observe(self._on_change, ["roi", "results", "current"])
+        controls = w.VBox([self.fraction, self.above, self.prominence, self.peak_list, self.message],
+                          layout=w.Layout(width="330px"))
+        self.widget = w.HBox([controls, _fig.fixed_box(self.fig, 900, 420)])
+        self.widget.add_class("xrdw-roi-pattern-panel")
+        self._busy = False
+        self.update()
+
+    def _on_change(self, change=None):
+        if self._busy:  # our own publication of the peaks
+            return
+        self.update()
+
+    def update(self):
+        """Mask, mean pattern and peaks from the widgets; peaks published in ``state.roi``."""
+        from ..analysis.roi import roi_image, roi_mask, roi_pattern, suggest_peaks
+
+        name, vol = _current_volume(self.state)
+        roi = self.state.roi or {}
+        if vol is None:
+            self.message.value = "<i>no reconstruction yet</i>"
+            return None
+        spec = vol.dims[-1]
+        lo, hi = roi.get("channels", (0, vol.sizes[spec]))
+        try:
+            img = roi_image(vol, lo, hi, by="index", background=roi.get("background", "none"),
+                            edge_channels=roi.get("edge_channels", 1))
+            mask = roi_mask(img, fraction=float(self.fraction.value), above=bool(self.above.value))
+            pattern = roi_pattern(vol, mask)
+            peaks = suggest_peaks(pattern, relative_prominence=float(self.prominence.value), max_peaks=8)
+        except ValueError as exc:
+            self.message.value = _error(str(exc))
+            return None
+        self.message.value = ""
+        self.pattern, self.peaks = pattern, peaks
+        m = np.asarray(mask.values, dtype=bool)
+        shown = np.where(m, np.asarray(img.values, dtype=np.float32), np.nan)
+        units = vol[spec].attrs.get("units", "")
+        pos = np.asarray(peaks.values, dtype=float)
+        heights = np.interp(pos, vol[spec].values, pattern.values) if pos.size else pos
+        with _fig.updating(self.fig):
+            self.fig.data[1].x = np.asarray(vol[spec].values, dtype=float)
+            self.fig.data[1].y = np.asarray(pattern.values, dtype=float)
+            self.fig.data[2].x = pos
+            self.fig.data[2].y = heights
+            self.fig.layout.xaxis2.title = f"{spec} ({units})" if units else spec
+        _heat_update(self.fig, 0, _v.decimate(img.copy(data=shown), 512).values)
+        self.peak_list.value = (f"<small>{int(m.sum())} pixels; suggested peaks ({units}): "
+                                + (", ".join(f"{p:.4g}" for p in pos) or "none") + "</small>")
+        self._busy = True
+        try:
+            self.state.roi = {**roi, "peaks": [float(p) for p in pos], "mask_fraction": float(self.fraction.value)}
+        finally:
+            self._busy = False
+        return pattern
+
+    def _ipython_display_(self):  # pragma: no cover
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class PeakFitPanel:
+    """Batch peak fitting of every pixel as a background job, with a linked map / pattern view."""
+
+    def __init__(self, state: AppState, *, queue=True):
+        from ..analysis.peaks import BACKGROUNDS, PROFILES
+
+        self.state = state
+        self.queue = queue
+        self.job: _jobs.Job | None = None
+        self.result = None
+        self._volume = None
+        self._model = None
+        self.profile = w.Dropdown(options=list(PROFILES), value="pseudo_voigt", description="profile", style=_STYLE)
+        self.n_peaks = w.BoundedIntText(value=1, min=1, max=6, description="peaks", style=_STYLE)
+        self.background = w.Dropdown(options=[b for b in BACKGROUNDS if b != "none"] or list(BACKGROUNDS),
+                                     value="linear", description="background", style=_STYLE)
+        self.fit_range = w.FloatRangeSlider(description="fit range", min=0.0, max=1.0, value=(0.0, 1.0), step=0.001,
+                                            continuous_update=False, readout_format=".3f", style=_STYLE,
+                                            layout=w.Layout(width="95%"))
+        self.positions = w.Text(value="", description="positions", placeholder="e.g. 3.10, 3.58", style=_STYLE)
+        self.positions.tooltip = "starting peak positions (spectral units), comma-separated; empty: data maxima"
+        self.fwhm_max = w.BoundedFloatText(value=0.0, min=0.0, max=1e6, step=0.01, description="max FWHM",
+                                           style=_STYLE)
+        self.fwhm_max.tooltip = "upper bound of every FWHM (spectral units); 0: the model's default"
+        self.max_iter = w.BoundedIntText(value=100, min=1, max=10000, description="max iterations", style=_STYLE)
+        self.start_button = w.Button(description="Fit", button_style="success", icon="play")
+        self.cancel_button = w.Button(description="Cancel", button_style="danger", icon="stop", disabled=True)
+        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, layout=w.Layout(width="60%"))
+        self.status = w.HTML("<i>no fit yet</i>")
+        self.error = w.HTML()
+        self.map_param = w.Dropdown(options=[], description="map", style=_STYLE)
+        base = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.1,
+                             subplot_titles=("parameter map", "pixel: data, fit, residual"))
+        base.add_trace(go.Heatmap(z=[[0.0]], colorscale="Viridis", colorbar={"thickness": 10, "x": 0.43},
+                                  hovertemplate="x %{x}, y %{y}: %{z:.4g}<extra></extra>"), row=1, col=1)
+        for nm, colour in (("data", "#1f3b73"), ("fit", "#d62728"), ("residual", "#7f7f7f")):
+            base.add_trace(go.Scatter(x=[], y=[], mode="lines", name=nm, line={"color": colour}), row=1, col=2)
+        base.update_layout(width=960, height=430, autosize=False, margin=dict(l=50, r=10, t=40, b=40),
+                           legend={"x": 1, "xanchor": "right", "y": 1})
+        base.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", row=1, col=1)
+        base.update_xaxes(constrain="domain", row=1, col=1)
+        self.fig = go.FigureWidget(base)
+        self.fig.data[0].on_hover(self._on_map_point)
+        self.fig.data[0].on_click(self._on_map_point)
+        self.start_button.on_click(lambda _: self.start())
+        self.cancel_button.on_click(lambda _: self.cancel())
+        self.map_param.observe(self._show_map, "value")
+        state.observe(self._on_roi, ["roi", "results", "current"])
+        for wd, cls in ((self.start_button, "xrdw-fit-start"), (self.cancel_button, "xrdw-fit-cancel"),
+                        (self.status, "xrdw-fit-status"), (self.error, "xrdw-fit-error")):
+            wd.add_class(cls)
+        controls = w.VBox([self.profile, self.n_peaks, self.background, self.fit_range, self.positions,
+                           self.fwhm_max, self.max_iter, w.HBox([self.start_button, self.cancel_button]),
+                           self.progress, self.status, self.error, self.map_param],
+                          layout=w.Layout(width="400px"))
+        self.widget = w.HBox([controls, _fig.fixed_box(self.fig, 960, 430)])
+        self.widget.add_class("xrdw-peakfit-panel")
+        self._on_roi()
+
+    # ------------------------------------------------------------------ form
+    def _on_roi(self, *_):
+        if self.job is not None and not self.job.done:
+            return
+        name, vol = _current_volume(self.state)
+        if vol is None:
+            return
+        spec = vol.dims[-1]
+        c = np.asarray(vol[spec].values, dtype=float)
+        step = float(abs(c[1] - c[0])) if c.size > 1 else 1.0
+        roi = self.state.roi or {}
+        lo, hi = roi.get("range", (float(c.min()), float(c.max())))
+        with self.fit_range.hold_trait_notifications():
+            self.fit_range.min, self.fit_range.max = float(c.min()), float(c.max())
+            self.fit_range.step = step
+            self.fit_range.value = (max(float(c.min()), lo), min(float(c.max()), hi))
+        peaks = [p for p in roi.get("peaks", []) if lo <= p <= hi]
+        if peaks:
+            self.positions.value = ", ".join(f"{p:.4g}" for p in peaks[:6])
+            self.n_peaks.value = len(peaks[:6])
+
+    def options(self) -> dict:
+        """The keyword arguments of :func:`~xrdwidgets.analysis.fitting.iterate_fit` given by the form
+        (``model`` included); raises ``ValueError`` with a message for the user."""
+        from ..analysis.peaks import PeakModel
+
+        model = PeakModel(n_peaks=int(self.n_peaks.value), profile=self.profile.value,
+                          background=self.background.value)
+        positions = parse_positions(self.positions.value)
+        if positions and len(positions) != model.n_peaks:
+            raise ValueError(f"give {model.n_peaks} peak position(s) for {model.n_peaks} peak(s), "
+                             f"found {len(positions)}")
+        bounds = None
+        if self.fwhm_max.value > 0:
+            bounds = {f"fwhm_{i}": (0.0, float(self.fwhm_max.value)) for i in range(model.n_peaks)}
+        return {"model": model, "tth_range": tuple(float(v) for v in self.fit_range.value),
+                "positions": positions or None, "bounds": bounds, "max_iter": int(self.max_iter.value)}
+
+    # ------------------------------------------------------------------ job
+    def start(self) -> _jobs.Job | None:
+        """Start the fit of the current result as a background job (returns it)."""
+        from ..analysis.fitting import iterate_fit
+
+        self.error.value = ""
+        name, vol = _current_volume(self.state)
+        if vol is None:
+            self.error.value = _error("no reconstruction to fit: run one in the Reconstruct tab")
+            return None
+        try:
+            opts = self.options()
+            model = opts.pop("model")
+            iterate_fit(vol, model, **opts).close()   # argument checks now, not in the worker
+        except (ValueError, TypeError) as exc:
+            self.error.value = _error(str(exc))
+            return None
+        self._volume, self._model, self.result = vol, model, None
+        self.job = _jobs.run(functools.partial(iterate_fit, vol, model, **opts), name=f"fit {name}",
+                             queue=self.queue, params={"source": name, **{k: v for k, v in opts.items()}})
+        self.cancel_button.disabled = False
+        self.start_button.disabled = True
+        self.progress.value = 0.0
+        self.job.subscribe(self._on_event)
+        return self.job
+
+    def cancel(self):
+        if self.job is not None:
+            self.job.cancel()
+
+    def _on_event(self, ev: _jobs.JobEvent):
+        """Runs in the job's dispatcher thread: sets traits only."""
+        p = ev.progress
+        if p is not None:
+            if p.total:
+                self.progress.value = min(1.0, p.iteration / p.total)
+            if p.preview is not None:
+                _heat_update(self.fig, 0, _v.decimate(np.asarray(p.preview, np.float32), 512),
+                             title=f"{self._model.param_names[0]} (fitting…)")
+            done = (p.metrics or {}).get("pixels_done")
+            total = (p.metrics or {}).get("pixels_total")
+            px = f", {done}/{total} pixels" if done is not None and total else ""
+            self.status.value = f"<b>{ev.job.name}</b> {ev.state.value}{px}, {ev.job.elapsed:.1f} s"
+        if ev.state.finished:
+            self.cancel_button.disabled = True
+            self.start_button.disabled = False
+            self.status.value = f"<b>{ev.job.name}</b> {ev.state.value}: {html.escape(ev.job.message)}"
+            if ev.state is _jobs.State.DONE:
+                self.progress.value = 1.0
+                self.result = ev.job.result
+                maps = [v for v in self.result.data_vars if self.result[v].ndim >= 2]
+                self.map_param.options = maps
+                self.map_param.value = maps[0] if maps else None
+                self._show_map()
+            elif ev.state is _jobs.State.FAILED:
+                self.error.value = _error(ev.job.message)
+
+    # ------------------------------------------------------------------ views
+    def _show_map(self, *_):
+        if self.result is None or not self.map_param.value:
+            return
+        da = self.result[self.map_param.value]
+        units = da.attrs.get("units", "")
+        _heat_update(self.fig, 0, _v.decimate(da.astype(np.float32), 512).values,
+                     title=f"{self.map_param.value}" + (f" ({units})" if units else ""))
+
+    def _on_map_point(self, trace, points, state=None):
+        if not points.xs or self._volume is None:
+            return
+        vol = self._volume
+        row, col = vol.dims[:2]
+        r = _v.nearest_index(vol[row].values, points.ys[0])
+        c = _v.nearest_index(vol[col].values, points.xs[0])
+        self.show_pixel(r, c)
+
+    def show_pixel(self, r: int, c: int):
+        """Show the data, the fit and the residual at pixel (row ``r``, column ``c``)."""
+        vol, model = self._volume, self._model
+        if vol is None or model is None:
+            return
+        spec = vol.dims[-1]
+        lo, hi = self.fit_range.value
+        sub = vol.isel({vol.dims[0]: r, vol.dims[1]: c}).sel({spec: slice(min(lo, hi), max(lo, hi))})
+        x = np.asarray(sub[spec].values, dtype=float)
+        y = np.asarray(sub.values, dtype=float)
+        fit = np.full_like(y, np.nan)
+        if self.result is not None:
+            params = np.array([float(self.result[n].values[r, c]) for n in model.param_names])
+            if np.all(np.isfinite(params)):
+                fit = np.asarray(model.evaluate(x, params[None, :]))[0]
+        with _fig.updating(self.fig):
+            self.fig.data[1].x, self.fig.data[1].y = x, y
+            self.fig.data[2].x, self.fig.data[2].y = x, fit
+            self.fig.data[3].x, self.fig.data[3].y = x, y - fit
+            self.fig.layout.annotations[1].text = f"pixel ({vol.dims[0]} {r}, {vol.dims[1]} {c}): data, fit, residual"
+
+    def _ipython_display_(self):  # pragma: no cover
+        from IPython.display import display
+
+        display(self.widget)
