@@ -128,3 +128,25 @@ def test_panels_without_results_say_so():
     assert "no reconstruction yet" in RoiPatternPanel(st).message.value
     p = PeakFitPanel(st, queue=jobs.JobQueue("fit-t3"))
     assert p.start() is None and "no reconstruction to fit" in p.error.value
+
+
+def test_hovering_the_fit_map_shows_that_pixel(state, volume):
+    from types import SimpleNamespace
+
+    _, vol = volume
+    RoiImagePanel(state).window.value = _strongest_window(vol, half=6)[:2]
+    RoiPatternPanel(state)
+    panel = PeakFitPanel(state, queue=jobs.JobQueue("fit-t4"))
+    panel.n_peaks.value = len(parse_positions(panel.positions.value))
+    panel.start().wait(timeout=120)
+    assert wait_until(lambda: panel.result is not None)
+    # the map's x/y are the volume's coordinates: a hover at (x, y) picks that pixel
+    heat = panel.fig.data[0]
+    np.testing.assert_allclose(np.asarray(heat.x, float), vol.x.values)
+    np.testing.assert_allclose(np.asarray(heat.y, float), vol.y.values)
+    r, c = 5, 17
+    panel._on_map_point(heat, SimpleNamespace(xs=[float(vol.x[c])], ys=[float(vol.y[r])]))
+    lo, hi = panel.fit_range.value
+    expected = vol.isel(y=r, x=c).sel(tth=slice(lo, hi)).values
+    np.testing.assert_allclose(np.asarray(panel.fig.data[1].y), expected)
+    assert f"y {r}, x {c}" in panel.fig.layout.annotations[1].text

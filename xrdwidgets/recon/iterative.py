@@ -22,6 +22,7 @@ import logging
 from .base import run_to_end
 from .cgls import cgls, cgls_array, iterate_cgls, iterate_cgls_array
 from .fbp import fbp, fbp_array, iterate_fbp
+from .sd2i import iterate_sd2i, iterate_sd2i_array, sd2i, sd2i_array
 from .sirt import iterate_sirt, iterate_sirt_array, sirt, sirt_array
 from .tv import LAM_REL, iterate_tv, iterate_tv_array, tv, tv_array
 
@@ -33,6 +34,7 @@ __all__ = [
     "iterate_cgls_array", "cgls_array", "iterate_cgls", "cgls",
     "iterate_tv_array", "tv_array", "iterate_tv", "tv", "LAM_REL",
     "fbp", "fbp_array", "iterate_fbp",
+    "iterate_sd2i_array", "sd2i_array", "iterate_sd2i", "sd2i",
 ]
 
 #: Stack-level generators by method name.
@@ -41,6 +43,7 @@ METHODS = {
     "sirt": iterate_sirt,
     "cgls": iterate_cgls,
     "tv": iterate_tv,
+    "sd2i": iterate_sd2i,
 }
 
 
@@ -51,7 +54,7 @@ def iterate(stack, method: str = "fbp", **kwargs):
     ----------
     stack : xarray.DataArray or Dataset
         Sinogram stack ``(translation, angle, spectral)`` (any dim order).
-    method : {"fbp", "sirt", "cgls", "tv"}
+    method : {"fbp", "sirt", "cgls", "tv", "sd2i"}
         Reconstruction method (case-insensitive).
     **kwargs
         Passed to ``iterate_<method>``; an unknown keyword raises a ``ValueError`` that lists the
@@ -91,7 +94,7 @@ def reconstruct(stack, method: str = "fbp", *, callback=None, **kwargs):
     ----------
     stack : xarray.DataArray or Dataset
         Sinogram stack (any dim order).
-    method : {"fbp", "sirt", "cgls", "tv"}
+    method : {"fbp", "sirt", "cgls", "tv", "sd2i"}
     callback : callable, optional
         Called with every :class:`~xrdwidgets.recon.base.Progress` event.
     **kwargs

@@ -42,25 +42,41 @@ _BACKGROUNDS = ("none", "edges", "linear")
 
 
 def _current_volume(state: AppState):
-    """``(name, volume)`` of the result the panels work on (the current one), or ``(None, None)``."""
+    """``(name, volume)`` of the result the panels work on (the current one), or ``(None, None)``.
+
+    The volume is ``(y, x, spectral)``: of a volume with leading ``time``/``z`` dims, the first
+    slice (the analysis tabs show one map).
+    """
     results = state.results or {}
     if not results:
         return None, None
     name = state.current if state.current in results else list(results)[-1]
-    return name, _data.as_dataarray(results[name], "volume")
+    da = _data.as_dataarray(results[name], "volume")
+    extra = {d: 0 for d in da.dims[:-3]}
+    return name, (da.isel(extra) if extra else da)
 
 
 def _error(text: str) -> str:
     return f"<span class='xrdw-msg xrdw-error' style='color:#b00020'>{html.escape(text)}</span>"
 
 
-def _heat_update(fig, trace_index: int, image, *, title: str | None = None, limits=None):
-    """Send a 2-D image to heatmap ``trace_index`` (binary float32 rows) with percentile limits."""
+def _heat_update(fig, trace_index: int, image, *, title: str | None = None, annotation: int | None = None):
+    """Send a 2-D image to heatmap ``trace_index`` (binary float32 rows) with percentile limits.
+
+    ``image``: a 2-D DataArray (its coordinates become the heatmap's x/y, so hover and click
+    events give coordinate values) or a bare array (x/y are then pixel indices). ``title`` goes
+    to the figure title, or to subplot title number ``annotation`` when given.
+    """
     img = np.asarray(image, dtype=np.float32)
-    lo, hi = limits if limits is not None else _v.percentile_limits(img, (1.0, 99.0))
+    lo, hi = _v.percentile_limits(img, (1.0, 99.0))
     restyle = {"z": [_fig.z_rows(img)], "zmin": float(lo), "zmax": float(hi)}
-    fig.plotly_update(restyle_data=restyle, relayout_data={"title.text": title} if title else None,
-                      trace_indexes=[trace_index])
+    if hasattr(image, "dims"):
+        restyle["y"] = [np.asarray(image[image.dims[0]].values, dtype=float)]
+        restyle["x"] = [np.asarray(image[image.dims[1]].values, dtype=float)]
+    relayout = None
+    if title:
+        relayout = {"title.text": title} if annotation is None else {f"annotations[{annotation}].text": title}
+    fig.plotly_update(restyle_data=restyle, relayout_data=relayout, trace_indexes=[trace_index])
     _fig.mirror_state(fig)
 
 
@@ -150,7 +166,7 @@ class RoiImagePanel:
         self.message.value = ""
         self.image = img
         shown = _v.decimate(img, 512)
-        _heat_update(self.fig, 0, shown.values, title=f"{name}: {img.attrs['long_name']}, {spec} "
+        _heat_update(self.fig, 0, shown, title=f"{name}: {img.attrs['long_name']}, {spec} "
                      f"{float(c[lo]):.4g}–{float(c[hi - 1]):.4g} {units}")
         self.state.roi = {**(self.state.roi or {}), "source": name, "channels": (lo, hi),
                           "range": (float(c[lo]), float(c[hi - 1])), "background": self.background.value,
@@ -239,7 +255,7 @@ class RoiPatternPanel:
             self.fig.data[2].x = pos
             self.fig.data[2].y = heights
             self.fig.layout.xaxis2.title = f"{spec} ({units})" if units else spec
-        _heat_update(self.fig, 0, _v.decimate(img.copy(data=shown), 512).values)
+        _heat_update(self.fig, 0, _v.decimate(img.copy(data=shown), 512))
         self.peak_list.value = (f"<small>{int(m.sum())} pixels; suggested peaks ({units}): "
                                 + (", ".join(f"{p:.4g}" for p in pos) or "none") + "</small>")
         self._busy = True
@@ -286,9 +302,9 @@ class PeakFitPanel:
         self.status = w.HTML("<i>no fit yet</i>")
         self.error = w.HTML()
         self.map_param = w.Dropdown(options=[], description="map", style=_STYLE)
-        base = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.1,
+        base = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.14,
                              subplot_titles=("parameter map", "pixel: data, fit, residual"))
-        base.add_trace(go.Heatmap(z=[[0.0]], colorscale="Viridis", colorbar={"thickness": 10, "x": 0.43},
+        base.add_trace(go.Heatmap(z=[[0.0]], colorscale="Viridis", colorbar={"thickness": 10, "x": 0.40},
                                   hovertemplate="x %{x}, y %{y}: %{z:.4g}<extra></extra>"), row=1, col=1)
         for nm, colour in (("data", "#1f3b73"), ("fit", "#d62728"), ("residual", "#7f7f7f")):
             base.add_trace(go.Scatter(x=[], y=[], mode="lines", name=nm, line={"color": colour}), row=1, col=2)
@@ -388,9 +404,10 @@ class PeakFitPanel:
         if p is not None:
             if p.total:
                 self.progress.value = min(1.0, p.iteration / p.total)
-            if p.preview is not None:
-                _heat_update(self.fig, 0, _v.decimate(np.asarray(p.preview, np.float32), 512),
-                             title=f"{self._model.param_names[0]} (fitting…)")
+            if p.preview is not None and np.ndim(p.preview) == 2:
+                ref = self._volume.isel({self._volume.dims[-1]: 0}, drop=True)
+                _heat_update(self.fig, 0, _v.decimate(ref.copy(data=np.asarray(p.preview, np.float32)), 512),
+                             title=f"{self._model.param_names[0]} (fitting…)", annotation=0)
             done = (p.metrics or {}).get("pixels_done")
             total = (p.metrics or {}).get("pixels_total")
             px = f", {done}/{total} pixels" if done is not None and total else ""
@@ -415,8 +432,8 @@ class PeakFitPanel:
             return
         da = self.result[self.map_param.value]
         units = da.attrs.get("units", "")
-        _heat_update(self.fig, 0, _v.decimate(da.astype(np.float32), 512).values,
-                     title=f"{self.map_param.value}" + (f" ({units})" if units else ""))
+        _heat_update(self.fig, 0, _v.decimate(da.astype(np.float32), 512),
+                     title=f"{self.map_param.value}" + (f" ({units})" if units else ""), annotation=0)
 
     def _on_map_point(self, trace, points, state=None):
         if not points.xs or self._volume is None:
