@@ -133,7 +133,12 @@ class RoiImagePanel:
         spec = vol.dims[-1]
         n = vol.sizes[spec]
         roi = self.state.roi or {}
-        lo, hi = roi.get("channels", (n // 3, min(n, n // 3 + max(1, n // 10))))
+        if "channels" in roi:
+            lo, hi = roi["channels"]
+        else:  # start on the strongest peak of the mean pattern, ± 4 % of the axis
+            k = int(np.nanargmax(np.asarray(vol.mean(vol.dims[:-1]).values)))
+            half = max(2, n // 25)
+            lo, hi = max(0, k - half), min(n, k + half + 1)
         lo, hi = int(np.clip(lo, 0, n - 1)), int(np.clip(hi, lo + 1, n))
         with self.window.hold_trait_notifications():
             self.window.max = n
