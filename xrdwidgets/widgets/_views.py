@@ -37,10 +37,13 @@ import ipywidgets as w
 import numpy as np
 import plotly.graph_objects as go
 
+from ._plotly_widget import FigureWidget
+
 log = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_SIZE",
+    "FigureWidget",
     "OVERLAY_COLOURS",
     "PATTERN_SIZE",
     "MessageMeter",
@@ -106,7 +109,7 @@ def image_figure(*, width: int, height: int, cmap: str, equal_aspect: bool) -> g
                        title={"text": "", "x": 0.02, "font": {"size": 13}}, hovermode="closest",
                        plot_bgcolor="white", dragmode="zoom", uirevision="keep",
                        shapes=[marker])
-    return go.FigureWidget(data=[heat], layout=layout)
+    return FigureWidget(data=[heat], layout=layout)
 
 
 def pattern_figure(*, width: int, height: int) -> go.FigureWidget:
@@ -122,7 +125,7 @@ def pattern_figure(*, width: int, height: int) -> go.FigureWidget:
                        plot_bgcolor="white", dragmode="select", selectdirection="h",
                        legend={"x": 1, "xanchor": "right", "y": 1, "bgcolor": "rgba(255,255,255,0.6)"},
                        uirevision="keep", shapes=[window])
-    return go.FigureWidget(layout=layout)
+    return FigureWidget(layout=layout)
 
 
 def mirror_state(fig: go.FigureWidget) -> None:

@@ -110,7 +110,7 @@ class RoiImagePanel:
                                           style={**_STYLE, "button_width": "70px"})
         self.edge_channels = w.BoundedIntText(value=2, min=1, max=50, description="edge channels", style=_STYLE)
         self.message = w.HTML()
-        self.fig = go.FigureWidget(make_subplots(rows=1, cols=1))
+        self.fig = _fig.FigureWidget(make_subplots(rows=1, cols=1))
         self.fig.add_heatmap(z=[[0.0]], colorscale="Viridis", colorbar={"thickness": 12})
         self.fig.update_layout(width=520, height=460, autosize=False, margin=dict(l=50, r=10, t=40, b=40),
                                title={"text": "", "font": {"size": 13}})
@@ -211,7 +211,7 @@ class RoiPatternPanel:
                            margin=dict(l=50, r=10, t=40, b=40))
         base.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", row=1, col=1)
         base.update_xaxes(constrain="domain", row=1, col=1)
-        self.fig = go.FigureWidget(base)
+        self.fig = _fig.FigureWidget(base)
         for wd in (self.fraction, self.above, self.prominence):
             wd.observe(self._on_change, "value")
         state.observe(self._on_change, ["roi", "results", "current"])
@@ -317,7 +317,7 @@ class PeakFitPanel:
                            legend={"x": 1, "xanchor": "right", "y": 1})
         base.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", row=1, col=1)
         base.update_xaxes(constrain="domain", row=1, col=1)
-        self.fig = go.FigureWidget(base)
+        self.fig = _fig.FigureWidget(base)
         self.fig.data[0].on_hover(self._on_map_point)
         self.fig.data[0].on_click(self._on_map_point)
         self.start_button.on_click(lambda _: self.start())

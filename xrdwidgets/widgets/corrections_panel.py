@@ -50,7 +50,7 @@ def _before_after_figure():
         base.update_xaxes(title_text="translation", row=1, col=col)
         base.update_yaxes(title_text="angle", autorange="reversed", row=1, col=col)
     base.update_layout(height=320, width=640, autosize=False, margin=dict(l=50, r=10, t=30, b=40))
-    return go.FigureWidget(base)
+    return _fig.FigureWidget(base)
 
 
 class CorrectionsPanel:
@@ -84,7 +84,7 @@ class CorrectionsPanel:
         controls = w.VBox([self.decay, self.air, self.jitter, self.centre, self.centre_apply,
                            w.HBox([self.run_button, self.use_button, self.reset_button]), self.status,
                            self.report_html], layout=w.Layout(width="430px"))
-        self.widget = w.HBox([controls, self.fig])
+        self.widget = w.HBox([controls, _fig.fixed_box(self.fig, 640, 320)])
 
     def _ipython_display_(self):  # pragma: no cover
         from IPython.display import display

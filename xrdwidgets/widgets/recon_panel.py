@@ -139,7 +139,7 @@ class ReconPanel:
         base.update_yaxes(type="log", row=1, col=1)
         base.update_xaxes(visible=False, row=1, col=2)
         base.update_yaxes(visible=False, autorange="reversed", scaleanchor="x2", row=1, col=2)
-        self.fig = go.FigureWidget(base)
+        self.fig = _fig.FigureWidget(base)
         self.loss_trace, self.preview_trace = self.fig.data
         self.method.observe(self._on_method, "value")
         self.channels.observe(self._on_channels, "value")
@@ -152,7 +152,7 @@ class ReconPanel:
                            self.batch, self.device, w.HBox([self.start_button, self.cancel_button]),
                            self.progress, self.status, self.error, self.job_list],
                           layout=w.Layout(width="430px"))
-        self.widget = w.VBox([w.HBox([controls, self.fig]),
+        self.widget = w.VBox([w.HBox([controls, _fig.fixed_box(self.fig, 640, 300)]),
                               w.HTML("<b>log</b>"), self.log])
         for wd, cls in ((self.widget, "xrdw-recon-panel"), (self.method, "xrdw-method"),
                         (self.channels, "xrdw-channels"), (self.channel_label, "xrdw-channel-label"),
