@@ -109,3 +109,19 @@ def test_corrections_panel_recovers_centre_and_applies(state):
     assert state.stack is panel.result and state.stack is not state.raw
     panel.reset_button.click()
     assert state.stack is state.raw
+
+
+def test_recon_panel_runs_sd2i_as_a_job(state):
+    panel = ReconPanel(state, queue=jobs.JobQueue("t-sd2i"))
+    panel.method.value = "sd2i"
+    assert set(panel.param_widgets) == {p.name for p in METHOD_PARAMS["sd2i"]}
+    panel.param_widgets["epochs"].value = 15
+    panel.channels.value = (20, 24)
+    job = panel.start()
+    assert job is not None, panel.error.value
+    job.wait(timeout=120)
+    assert job.state is jobs.State.DONE, job.message
+    assert _wait(lambda: "sd2i #1" in state.results)
+    vol = state.results["sd2i #1"]
+    assert vol.dims == ("y", "x", "tth") and vol.sizes["tth"] == 4
+    assert len(panel.loss_trace.y) >= 2

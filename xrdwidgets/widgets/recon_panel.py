@@ -55,9 +55,16 @@ METHOD_PARAMS = {
     "tv": (Param("n_iter", "int", 200, "number of iterations", 1, 100000), _NONNEG,
            Param("lam_rel", "float", 0.02, "TV weight relative to the image range (larger → "
                  "smoother); λ = lam_rel × robust range of the FBP image", 0.0, 10.0)),
+    "sd2i": (Param("epochs", "int", 1000, "training epochs (the paper: 6000; the learning rate halves "
+                   "after 300 epochs without improvement and training stops at its floor)", 1, 100000),
+             Param("arch", "choice", "sd2iu", "generator: SD2Iu (upsampling, the default for 2-D) or the "
+                   "original SD2I", choices=("sd2iu", "sd2i")),
+             Param("lr", "float", 5e-4, "Adam learning rate (5e-4; up to 1e-3)", 1e-6, 0.01),
+             Param("loss", "choice", "mae_ssim", "loss in sinogram space: (1−μ)·MAE + μ·(1−SSIM), μ = 0.84, "
+                   "or plain MAE/MSE", choices=("mae_ssim", "mae", "mse"))),
 }
 _METHOD_LABELS = {"fbp": "FBP (filtered back-projection)", "sirt": "SIRT", "cgls": "CGLS",
-                  "tv": "TV (total variation, PDHG)"}
+                  "tv": "TV (total variation, PDHG)", "sd2i": "SD2I (self-supervised neural)"}
 
 
 def _param_widget(p: Param):
