@@ -125,3 +125,12 @@ def test_recon_panel_runs_sd2i_as_a_job(state):
     vol = state.results["sd2i #1"]
     assert vol.dims == ("y", "x", "tth") and vol.sizes["tth"] == 4
     assert len(panel.loss_trace.y) >= 2
+
+
+def test_recon_panel_offers_parallaxnet_with_the_datas_distance(state):
+    panel = ReconPanel(state, queue=jobs.JobQueue("t-pnet"))
+    panel.method.value = "parallaxnet"
+    assert panel.param_widgets["distance_mm"].value == 0.0
+    assert "distance_mm" not in panel.parameters()        # 0 → the scan geometry's distance
+    panel.param_widgets["distance_mm"].value = 500.0
+    assert panel.parameters()["distance_mm"] == 500.0

@@ -22,6 +22,7 @@ import logging
 from .base import run_to_end
 from .cgls import cgls, cgls_array, iterate_cgls, iterate_cgls_array
 from .fbp import fbp, fbp_array, iterate_fbp
+from .parallaxnet import iterate_parallaxnet, parallaxnet
 from .sd2i import iterate_sd2i, iterate_sd2i_array, sd2i, sd2i_array
 from .sirt import iterate_sirt, iterate_sirt_array, sirt, sirt_array
 from .tv import LAM_REL, iterate_tv, iterate_tv_array, tv, tv_array
@@ -34,7 +35,7 @@ __all__ = [
     "iterate_cgls_array", "cgls_array", "iterate_cgls", "cgls",
     "iterate_tv_array", "tv_array", "iterate_tv", "tv", "LAM_REL",
     "fbp", "fbp_array", "iterate_fbp",
-    "iterate_sd2i_array", "sd2i_array", "iterate_sd2i", "sd2i",
+    "iterate_sd2i_array", "sd2i_array", "iterate_sd2i", "sd2i", "iterate_parallaxnet", "parallaxnet",
 ]
 
 #: Stack-level generators by method name.
@@ -44,6 +45,7 @@ METHODS = {
     "cgls": iterate_cgls,
     "tv": iterate_tv,
     "sd2i": iterate_sd2i,
+    "parallaxnet": iterate_parallaxnet,
 }
 
 

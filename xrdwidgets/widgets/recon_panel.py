@@ -62,9 +62,16 @@ METHOD_PARAMS = {
              Param("lr", "float", 5e-4, "Adam learning rate (5e-4; up to 1e-3)", 1e-6, 0.01),
              Param("loss", "choice", "mae_ssim", "loss in sinogram space: (1−μ)·MAE + μ·(1−SSIM), μ = 0.84, "
                    "or plain MAE/MSE", choices=("mae_ssim", "mae", "mse"))),
+    "parallaxnet": (Param("epochs", "int", 500, "training epochs per channel batch", 1, 100000),
+                    Param("distance_mm", "float", 0.0, "sample-to-detector distance; 0: from the data's "
+                          "scan geometry", 0.0, 1e6, units="mm"),
+                    Param("overlap", "int", 40, "channels shared by neighbouring channel batches (merged "
+                          "by a cross-fade)", 0, 10000),
+                    Param("lr", "float", 5e-4, "Adam learning rate", 1e-6, 0.01)),
 }
 _METHOD_LABELS = {"fbp": "FBP (filtered back-projection)", "sirt": "SIRT", "cgls": "CGLS",
-                  "tv": "TV (total variation, PDHG)", "sd2i": "SD2I (self-supervised neural)"}
+                  "tv": "TV (total variation, PDHG)", "sd2i": "SD2I (self-supervised neural)",
+                  "parallaxnet": "ParallaxNet (parallax-free volume)"}
 
 
 def _param_widget(p: Param):
@@ -205,6 +212,8 @@ class ReconPanel:
     def parameters(self) -> dict:
         """The keyword arguments the current form gives to the method."""
         kw = {name: wd.value for name, wd in self.param_widgets.items()}
+        if kw.get("distance_mm") == 0.0:   # "from the data": the method reads the geometry
+            del kw["distance_mm"]
         kw["batch"] = int(self.batch.value)
         kw["device"] = self.device.value
         return kw

@@ -1,0 +1,197 @@
+"""Channel batches with overlap: split a spectral axis, run something per batch, merge back.
+
+Methods that couple neighbouring channels (ParallaxNet: parallax moves intensity by a few 2θ
+channels) cannot treat a batch's edge channels as well as its middle — intensity that shifts in
+from outside the batch is missing. Batches therefore overlap, and the overlaps are merged with
+weights that favour each batch's interior.
+
+``plan_batches(M, B, O)``
+    Batches of ``B`` channels (all the same size, so one model shape serves all) whose starts are
+    spread evenly over ``[0, M − B]``: consecutive batches overlap by at least ``O`` channels
+    (more when the spacing does not divide evenly). ``M ≤ B`` gives one batch of ``M``.
+
+``merge_batches(results, slices, M, weights="linear")``
+    Each channel is the weighted mean of the batches covering it. ``"linear"`` (default):
+    cross-fade — a batch's weight ramps linearly from ``1/(r+1)`` at its edge to 1 over ``r``
+    channels, where ``r`` is the overlap with its neighbour on that side (no ramp at the ends of
+    the axis), so in an overlap the weights of the two batches go down / up linearly and the
+    result is continuous. ``"mean"``: plain average. The weights are normalised per channel, so
+    merging identical data returns it exactly.
+
+``map_batches(fn, array, B, O)`` does both: ``fn`` receives each batch (and its slice) and
+returns an array with the same spectral length.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["MERGE_WEIGHTS", "batch_weights", "map_batches", "merge_batches", "plan_batches"]
+
+#: Accepted ``weights`` of :func:`merge_batches`.
+MERGE_WEIGHTS = ("linear", "mean")
+
+
+def _int(caller, name, value, minimum):
+    integral = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    whole_float = isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer()
+    if not (integral or whole_float):
+        raise ValueError(f"{caller}: {name} must be an integer >= {minimum}, found {value!r}")
+    v = int(value)
+    if v < minimum:
+        raise ValueError(f"{caller}: {name} must be an integer >= {minimum}, found {value!r}")
+    return v
+
+
+def plan_batches(n_channels: int, batch: int, overlap: int = 0) -> list[slice]:
+    """Slices of at most ``batch`` channels covering ``range(n_channels)``, overlapping by ``>= overlap``.
+
+    Parameters
+    ----------
+    n_channels : int
+        Length ``M`` of the spectral axis (>= 1).
+    batch : int
+        Channels per batch ``B`` (>= 1).
+    overlap : int
+        Minimum overlap ``O`` of consecutive batches (``0 <= O < B``).
+
+    Returns
+    -------
+    list of slice
+        In increasing order; all of length ``min(B, M)``; the first starts at 0, the last stops
+        at ``M``.
+    """
+    c = "plan_batches"
+    M = _int(c, "n_channels", n_channels, 1)
+    B = _int(c, "batch", batch, 1)
+    O = _int(c, "overlap", overlap, 0)
+    if O >= B:
+        raise ValueError(f"{c}: overlap must be smaller than batch (overlap {O}, batch {B})")
+    if M <= B:
+        return [slice(0, M)]
+    k = math.ceil((M - O) / (B - O))                 # batches needed at spacing B − O
+    starts = np.floor(np.linspace(0, M - B, k) + 0.5).astype(int)
+    return [slice(int(s), int(s) + B) for s in starts]
+
+
+def _check_slices(caller, slices, n_channels):
+    M = _int(caller, "n_channels", n_channels, 1)
+    if not slices:
+        raise ValueError(f"{caller}: slices is empty")
+    out = []
+    for i, s in enumerate(slices):
+        if not isinstance(s, slice) or s.step not in (None, 1):
+            raise ValueError(f"{caller}: slices[{i}] must be a slice with step 1, found {s!r}")
+        start, stop = s.start or 0, s.stop
+        if stop is None or not (0 <= start < stop <= M):
+            raise ValueError(f"{caller}: slices[{i}] = {s!r} is not a non-empty range within 0..{M}")
+        out.append((int(start), int(stop)))
+    cover = np.zeros(M, int)
+    for a, b in out:
+        cover[a:b] += 1
+    if (cover == 0).any():
+        missing = np.flatnonzero(cover == 0)
+        raise ValueError(f"{caller}: the slices leave {missing.size} channels uncovered "
+                         f"(first {missing[:5].tolist()})")
+    return M, out
+
+
+def batch_weights(slices, n_channels: int, weights: str = "linear") -> list[np.ndarray]:
+    """Merge weight of every channel of every batch (before normalisation), one array per slice.
+
+    See the module docstring for ``"linear"`` (cross-fade) and ``"mean"``.
+    """
+    c = "batch_weights"
+    if weights not in MERGE_WEIGHTS:
+        raise ValueError(f"{c}: weights must be one of {MERGE_WEIGHTS}, found {weights!r}")
+    _M, rng = _check_slices(c, slices, n_channels)
+    out = []
+    for i, (a, b) in enumerate(rng):
+        w = np.ones(b - a)
+        if weights == "linear":
+            # overlap with the neighbours on each side (batches sorted by start)
+            left = max([pb - a for j, (pa, pb) in enumerate(rng) if j != i and pa < a and pb > a] or [0])
+            right = max([b - pa for j, (pa, pb) in enumerate(rng) if j != i and pb > b and pa < b] or [0])
+            left, right = min(left, b - a), min(right, b - a)
+            if left:
+                w[:left] = np.minimum(w[:left], (np.arange(left) + 1.0) / (left + 1.0))
+            if right:
+                w[b - a - right:] = np.minimum(w[b - a - right:], (np.arange(right, 0, -1)) / (right + 1.0))
+        out.append(w)
+    return out
+
+
+def merge_batches(results, slices, n_channels: int, *, weights: str = "linear", axis: int = -1):
+    """Merge per-batch results into the full spectral axis.
+
+    Parameters
+    ----------
+    results : sequence of arrays
+        One per slice, the spectral axis (``axis``) of length ``len(slice)``; other axes equal.
+        numpy arrays or torch tensors (converted to numpy).
+    slices : sequence of slice
+        The batches (e.g. from :func:`plan_batches`); together they must cover every channel.
+    n_channels : int
+        Length ``M`` of the full spectral axis.
+    weights : {"linear", "mean"}
+        Cross-fade or plain average in the overlaps (module docstring).
+    axis : int
+        The spectral axis of the results (default last).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape of a result with the spectral axis of length ``M`` (float64 unless all results are
+        float32).
+    """
+    c = "merge_batches"
+    if len(results) != len(slices):
+        raise ValueError(f"{c}: {len(results)} results for {len(slices)} slices; give one result per slice")
+    ws = batch_weights(slices, n_channels, weights)
+    arrs = []
+    for i, r in enumerate(results):
+        if hasattr(r, "detach"):
+            r = r.detach().cpu().numpy()
+        arrs.append(np.asarray(r))
+    M = int(n_channels)
+    shape = None
+    for i, (arr, s) in enumerate(zip(arrs, slices)):
+        if arr.ndim == 0:
+            raise ValueError(f"{c}: results[{i}] is a scalar; expected an array with a spectral axis")
+        ax = axis % arr.ndim
+        n_s = s.stop - (s.start or 0)
+        if arr.shape[ax] != n_s:
+            raise ValueError(f"{c}: results[{i}] has {arr.shape[ax]} channels on axis {axis} but its slice "
+                             f"{s!r} has {n_s}")
+        rest = arr.shape[:ax] + arr.shape[ax + 1:]
+        if shape is None:
+            shape = (rest, ax)
+        elif shape != (rest, ax):
+            raise ValueError(f"{c}: results[{i}] has shape {arr.shape}, not matching the others "
+                             f"(non-spectral shape {shape[0]})")
+    rest, ax = shape
+    dtype = np.float32 if all(a.dtype == np.float32 for a in arrs) else np.float64
+    acc = np.zeros(rest + (M,), dtype)
+    wsum = np.zeros(M, dtype)
+    for arr, s, w in zip(arrs, slices, ws):
+        a0 = s.start or 0
+        acc[..., a0:s.stop] += np.moveaxis(arr, ax, -1) * w.astype(dtype)
+        wsum[a0:s.stop] += w
+    return np.moveaxis(acc / wsum, -1, ax)
+
+
+def map_batches(fn, array, batch: int, overlap: int = 0, *, axis: int = -1, weights: str = "linear"):
+    """Run ``fn(batch_array, slice)`` on overlapping channel batches of ``array`` and merge.
+
+    ``fn`` returns an array whose ``axis`` has the batch's length (other axes free but equal
+    across batches). Returns the merged numpy array (:func:`merge_batches`).
+    """
+    arr = np.asarray(array)
+    if arr.ndim == 0:
+        raise ValueError("map_batches: array must have a spectral axis, found a scalar")
+    ax = axis % arr.ndim
+    M = arr.shape[ax]
+    slices = plan_batches(M, batch, overlap)
+    results = [fn(np.take(arr, np.arange(s.start, s.stop), axis=ax), s) for s in slices]
+    return merge_batches(results, slices, M, weights=weights, axis=axis)

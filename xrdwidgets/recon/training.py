@@ -1,0 +1,499 @@
+"""One training driver for every generator-network reconstruction (SD2I, ParallaxNet, …).
+
+A generator network (:mod:`~xrdwidgets.recon.nets`) has no data input: ``model()`` returns its
+output (an image batch ``(y, x, C)`` or a volume). A method plugs in with a *closure*
+``loss_fn(output) -> scalar tensor`` that applies its forward operator (the projector for SD2I,
+the parallax operator for ParallaxNet) and compares with the measured data. :func:`train` runs
+the optimisation as a generator of :class:`~xrdwidgets.recon.base.Progress` events::
+
+    gen = train(model, lambda out: mae_ssim(op(out), target), max_epochs=6000, seed=0)
+    result = run_to_end(gen)          # TrainResult: output, model, losses, stop reason
+
+Schedule
+    Adam (``lr`` = 5e-4); the learning rate is multiplied by ``factor`` (0.5) after ``patience``
+    (300) epochs without a relative improvement of ``threshold`` (1e-4) — PyTorch's
+    ``ReduceLROnPlateau``; training stops after ``max_epochs`` (6000) or as soon as the learning
+    rate falls below ``min_lr`` (1e-6: nine halvings of 5e-4).
+
+Optional pre-training (``pretrain_target=``, ``pretrain_epochs=``, about 1000): the output is
+first fitted to a target (for SD2I the FBP image) by MSE with its own Adam optimiser, which
+speeds up the main training.
+
+Checkpoints and resume
+    With ``checkpoint_every=N`` every ``N``-th epoch's :class:`Progress` (but the last one's:
+    the result follows) carries ``metrics["checkpoint"]``, a dict the job system
+    (:mod:`xrdwidgets.jobs`) writes to ``checkpoint.pt`` (tensors, numpy arrays and plain values
+    only, so it loads with ``torch.load(weights_only=True)``): ``{"format", "phase", "epoch", "model", "optimizer",
+    "pretrain_optimizer", "scheduler", "scaler", "best_loss", "best_output", "losses",
+    "rng_torch", "rng_numpy", "rng_cuda"}`` plus the caller's ``checkpoint_extra`` (all tensors
+    copied to the CPU). When the generator is closed early (a cancelled job) and
+    ``checkpoint_path`` is given, the state at that point is written there atomically (a yield is
+    not possible while closing). ``train(..., checkpoint=torch.load(path))`` on a freshly built
+    model continues exactly where the checkpoint was taken: on the CPU a resumed seeded run gives
+    the same losses and weights as an uninterrupted one.
+
+Per-channel normalisation (ParallaxNet paper): :class:`ChannelScaling` divides each channel's
+sinogram by its maximum and each image channel by the matching factor, so every channel weighs
+alike in the loss while the result keeps absolute intensities.
+
+Mixed precision (``amp=True``: bfloat16 autocast of the model's forward, float16 with a gradient
+scaler where bfloat16 is missing) and ``compile=True`` (``torch.compile`` of the model) act on
+CUDA only; on the CPU they are ignored with an ``INFO`` log line (bfloat16 convolutions and the
+inductor compiler are slow or missing on most CPUs). The loss is always computed in float32.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import driver as _drv
+from .base import Progress
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "ChannelScaling",
+    "TrainResult",
+    "default_preview",
+    "save_checkpoint",
+    "train",
+]
+
+#: ``checkpoint["format"]`` of :func:`train`'s checkpoints.
+CHECKPOINT_FORMAT = "xrdwidgets.train/1"
+
+
+# ---------------------------------------------------------------------------- normalisation
+@dataclass(frozen=True)
+class ChannelScaling:
+    """Per-channel normalisation factors (channel axis last).
+
+    A normalised sinogram is ``b / sino`` (each channel's maximum becomes 1); a normalised image
+    is ``x / image``. With ``image = sino · gain``, the forward projection of a normalised image
+    times ``gain`` is the normalised sinogram: ``A(x)/sino = A(x̃ · gain)``.
+
+    Attributes
+    ----------
+    sino : torch.Tensor
+        ``(C,)`` sinogram factors: each channel's maximum (its maximum absolute value where the
+        maximum is ≤ 0; 1 for an all-zero channel).
+    image : torch.Tensor
+        ``(C,)`` image factors, ``sino · gain``.
+    """
+
+    sino: torch.Tensor
+    image: torch.Tensor
+
+    @classmethod
+    def from_sinogram(cls, sino: torch.Tensor, *, gain=None) -> ChannelScaling:
+        """Factors of a sinogram batch ``(n_t, n_angles, C)`` (any leading axes, channel last).
+
+        ``gain`` (a number or ``C`` of them, default 1) sets ``image = sino · gain``.
+        """
+        if not isinstance(sino, torch.Tensor) or sino.dim() < 1:
+            raise TypeError("ChannelScaling.from_sinogram: sino must be a torch tensor with the channel "
+                             f"axis last, found {type(sino).__name__}")
+        flat = sino.detach().reshape(-1, sino.shape[-1]).float()
+        mx = flat.max(0).values
+        amax = flat.abs().max(0).values
+        s = torch.where(mx > 0, mx, torch.where(amax > 0, amax, torch.ones_like(mx)))
+        g = torch.ones_like(s) if gain is None else torch.as_tensor(gain, dtype=s.dtype, device=s.device)
+        if g.numel() not in (1, s.numel()) or not bool(torch.isfinite(g).all()) or bool((g <= 0).any()):
+            raise ValueError(f"ChannelScaling.from_sinogram: gain must be a number > 0 or {s.numel()} of "
+                             f"them, found {gain!r}")
+        return cls(sino=s, image=s * g.reshape(-1).expand_as(s))
+
+    def normalise_sino(self, b: torch.Tensor) -> torch.Tensor:
+        """``b / sino`` (channel axis last)."""
+        return b / self.sino
+
+    def denormalise_sino(self, b: torch.Tensor) -> torch.Tensor:
+        """``b · sino``: normalised sinograms back to absolute units."""
+        return b * self.sino
+
+    def normalise_image(self, x: torch.Tensor) -> torch.Tensor:
+        """``x / image`` (channel axis last)."""
+        return x / self.image
+
+    def denormalise_image(self, x: torch.Tensor) -> torch.Tensor:
+        """``x · image``: normalised images back to absolute units."""
+        return x * self.image
+
+
+# ---------------------------------------------------------------------------- result
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    output : torch.Tensor
+        Detached model output: the one of lowest loss (``keep_best=True``) or after the last step.
+    model : torch.nn.Module
+        The trained model (weights after the last step).
+    best_loss : float
+        Lowest loss of the main training.
+    epochs : int
+        Main-training epochs done (counting those before a resume).
+    stop_reason : str
+        ``"max_epochs"`` or ``"min_lr"``.
+    losses : list of float
+        Loss of every main-training epoch (before a resume included).
+    """
+
+    output: torch.Tensor
+    model: nn.Module
+    best_loss: float
+    epochs: int
+    stop_reason: str
+    losses: list = field(default_factory=list)
+
+
+def default_preview(output: torch.Tensor) -> np.ndarray:
+    """2-D numpy preview of a model output: trailing axes summed until two remain."""
+    x = output.detach().float()
+    while x.dim() > 2:
+        x = x.sum(-1)
+    return x.cpu().numpy()
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _cpu_copy(obj):
+    """Deep copy with every tensor detached, cloned and on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+def save_checkpoint(ckpt: dict, path) -> Path:
+    """Write a checkpoint dict with ``torch.save`` atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _check_checkpoint(caller, ckpt):
+    if not isinstance(ckpt, dict):
+        raise TypeError(f"{caller}: checkpoint must be a dict (as loaded by torch.load) or None, "
+                         f"found {type(ckpt).__name__}")
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{caller}: checkpoint is not a training checkpoint (format "
+                         f"{ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
+    missing = [k for k in ("phase", "epoch", "model", "optimizer", "scheduler") if k not in ckpt]
+    if missing:
+        raise ValueError(f"{caller}: checkpoint lacks {missing}")
+    return ckpt
+
+
+# ---------------------------------------------------------------------------- mixed precision / compile
+class _Forward:
+    """``model()``, optionally compiled and under autocast (CUDA only); output in float32."""
+
+    def __init__(self, model, device, amp, compile_):
+        self.model = model
+        self.dtype = None
+        self.scaler = None
+        self.compiled = None
+        if amp and device.type == "cuda":
+            self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            if self.dtype == torch.float16:
+                self.scaler = torch.amp.GradScaler("cuda")
+        elif amp:
+            log.info("train: amp=True ignored on %s (mixed precision acts on CUDA only)", device)
+        if compile_ and device.type == "cuda":
+            self.compiled = torch.compile(model)
+        elif compile_:
+            log.info("train: compile=True ignored on %s (torch.compile acts on CUDA only)", device)
+
+    def __call__(self):
+        ctx = torch.autocast("cuda", dtype=self.dtype) if self.dtype is not None else contextlib.nullcontext()
+        with ctx:
+            if self.compiled is not None:
+                try:
+                    out = self.compiled()
+                except Exception as exc:  # noqa: BLE001 - compilation problems fall back to eager
+                    log.warning("train: torch.compile failed (%s); running the model eagerly", exc)
+                    self.compiled = None
+                    out = self.model()
+            else:
+                out = self.model()
+        return out.float()
+
+    def step(self, loss, opt):
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+
+
+def _split_loss(caller, value, epoch):
+    extra = {}
+    if isinstance(value, tuple):
+        value, extra = value[0], dict(value[1]) if len(value) > 1 else {}
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        raise ValueError(f"{caller}: loss_fn must return a scalar tensor (or (tensor, dict)), found "
+                         f"{type(value).__name__}{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}")
+    v = float(value.detach())
+    if not math.isfinite(v):
+        raise FloatingPointError(f"{caller}: the loss is {v} at epoch {epoch}; lower lr or check the data "
+                                 "for NaN/inf")
+    return value.reshape(()), v, {k: float(x) for k, x in extra.items()}
+
+
+# ---------------------------------------------------------------------------- driver
+def train(model: nn.Module, loss_fn, *, lr: float = 5e-4, max_epochs: int = 6000, patience: int = 300,
+          factor: float = 0.5, min_lr: float = 1e-6, threshold: float = 1e-4, keep_best: bool = True,
+          preview_every: int = 100, preview_fn=None, checkpoint_every: int = 0, checkpoint=None,
+          checkpoint_path=None, checkpoint_extra: dict | None = None, seed: int | None = None,
+          pretrain_target: torch.Tensor | None = None, pretrain_epochs: int = 1000,
+          pretrain_lr: float | None = None, amp: bool = False, compile: bool = False):
+    """Train a generator network, as a generator of :class:`Progress` events.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Generator with no input: ``model()`` returns its output (any shape).
+    loss_fn : callable
+        ``loss_fn(output) -> scalar tensor`` (or ``(tensor, dict)``: the dict's numbers are added to
+        the event's ``metrics``). ``output`` is float32.
+    lr : float
+        Adam learning rate (> 0).
+    max_epochs : int
+        Most main-training epochs (>= 1).
+    patience, factor, threshold : int, float, float
+        Plateau schedule: ``lr ← factor·lr`` after ``patience`` epochs without a relative
+        improvement of ``threshold``.
+    min_lr : float
+        Training stops as soon as the learning rate falls below it (>= 0).
+    keep_best : bool
+        Return the output of the lowest loss (else the output after the last step).
+    preview_every : int
+        A preview every this many epochs and at the last (0: last only).
+    preview_fn : callable, optional
+        ``preview_fn(output) -> 2-D numpy`` (default :func:`default_preview`).
+    checkpoint_every : int
+        Every this many main-training (and pre-training) epochs an event carries
+        ``metrics["checkpoint"]`` (0: never; not at the last epoch, which returns the result).
+    checkpoint : dict, optional
+        A checkpoint of this driver to resume from (``model`` must have the same architecture).
+    checkpoint_path : path-like, optional
+        Also write every checkpoint there, and the current state when the generator is closed
+        before the end.
+    checkpoint_extra : dict, optional
+        Added to every checkpoint (read when the checkpoint is made, so it may be updated).
+    seed : int, optional
+        Seeds torch's and NumPy's global RNGs at the start (not on resume: the checkpoint's RNG
+        states are restored). Weight initialisation happens when the model is built, before.
+    pretrain_target : torch.Tensor, optional
+        Fit the output to this tensor (same shape) by MSE first.
+    pretrain_epochs : int
+        Pre-training epochs when ``pretrain_target`` is given (1000).
+    pretrain_lr : float, optional
+        Pre-training learning rate (default ``lr``).
+    amp, compile : bool
+        Mixed precision / ``torch.compile`` (CUDA only; see the module docstring).
+
+    Yields
+    ------
+    Progress
+        One per epoch: ``iteration`` counts pre-training then training epochs (``total`` =
+        pre-training + ``max_epochs``); ``loss``; ``metrics``: ``phase`` (``"pretrain"`` or
+        ``"train"``), ``epoch`` (within the phase), ``lr`` (used for this epoch's step),
+        ``best_loss``, the loss function's extras, and ``checkpoint`` every
+        ``checkpoint_every`` epochs; ``preview`` every ``preview_every`` epochs.
+
+    Returns
+    -------
+    TrainResult
+    """
+    caller = "train"
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{caller}: model must be a torch.nn.Module, found {type(model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"{caller}: loss_fn must be callable, found {type(loss_fn).__name__}")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"{caller}: model has no trainable parameters")
+    cfg = {
+        "lr": _drv.check_float(caller, "lr", lr, minimum=0.0, strict=True),
+        "max_epochs": _drv.check_int(caller, "max_epochs", max_epochs),
+        "patience": _drv.check_int(caller, "patience", patience, minimum=0),
+        "factor": _drv.check_float(caller, "factor", factor, minimum=0.0, strict=True, maximum=1.0),
+        "min_lr": _drv.check_float(caller, "min_lr", min_lr, minimum=0.0),
+        "threshold": _drv.check_float(caller, "threshold", threshold, minimum=0.0),
+        "preview_every": _drv.check_int(caller, "preview_every", preview_every, minimum=0),
+        "checkpoint_every": _drv.check_int(caller, "checkpoint_every", checkpoint_every, minimum=0),
+        "keep_best": bool(keep_best),
+    }
+    if preview_fn is not None and not callable(preview_fn):
+        raise TypeError(f"{caller}: preview_fn must be callable or None, found {type(preview_fn).__name__}")
+    if seed is not None:
+        seed = _drv.check_int(caller, "seed", seed, minimum=0)
+    if checkpoint is not None:
+        _check_checkpoint(caller, checkpoint)
+    if checkpoint_extra is not None and not isinstance(checkpoint_extra, dict):
+        raise TypeError(f"{caller}: checkpoint_extra must be a dict or None, found {type(checkpoint_extra).__name__}")
+    n_pre = 0
+    if pretrain_target is not None:
+        if not isinstance(pretrain_target, torch.Tensor):
+            raise TypeError(f"{caller}: pretrain_target must be a torch tensor, found "
+                             f"{type(pretrain_target).__name__}")
+        n_pre = _drv.check_int(caller, "pretrain_epochs", pretrain_epochs, minimum=0)
+    cfg["pretrain_lr"] = cfg["lr"] if pretrain_lr is None else \
+        _drv.check_float(caller, "pretrain_lr", pretrain_lr, minimum=0.0, strict=True)
+    return _train(model, loss_fn, cfg, n_pre, pretrain_target, preview_fn or default_preview, checkpoint,
+                  None if checkpoint_path is None else Path(checkpoint_path), checkpoint_extra, seed,
+                  bool(amp), bool(compile))
+
+
+def _train(model, loss_fn, cfg, n_pre, pre_target, preview_fn, ckpt_in, ckpt_path, extra, seed, amp, compile_):
+    caller = "train"
+    device = next(model.parameters()).device
+    fwd = _Forward(model, device, amp, compile_)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt_pre = torch.optim.Adam(params, lr=cfg["pretrain_lr"])
+    opt = torch.optim.Adam(params, lr=cfg["lr"])
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=cfg["factor"], patience=cfg["patience"], threshold=cfg["threshold"],
+        threshold_mode="rel", min_lr=0.0)
+    if pre_target is not None:
+        pre_target = pre_target.detach().to(device=device, dtype=torch.float32)
+    st = {"phase": "pretrain" if n_pre > 0 else "train", "epoch": 0, "best_loss": math.inf,
+          "best_output": None, "losses": []}
+
+    def make_checkpoint():
+        ck = {"format": CHECKPOINT_FORMAT, "phase": st["phase"], "epoch": st["epoch"],
+              "model": _cpu_copy(model.state_dict()), "optimizer": _cpu_copy(opt.state_dict()),
+              "pretrain_optimizer": _cpu_copy(opt_pre.state_dict()),
+              "scheduler": _cpu_copy(sched.state_dict()),
+              "scaler": None if fwd.scaler is None else _cpu_copy(fwd.scaler.state_dict()),
+              "best_loss": st["best_loss"], "best_output": _cpu_copy(st["best_output"]),
+              "losses": list(st["losses"]), "rng_torch": torch.get_rng_state(),
+              "rng_numpy": np.random.get_state(),
+              "rng_cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}
+        if extra:
+            ck.update({k: _cpu_copy(v) for k, v in extra.items()})
+        return ck
+
+    if ckpt_in is not None:
+        try:
+            model.load_state_dict(ckpt_in["model"])
+        except RuntimeError as exc:
+            raise ValueError(f"{caller}: checkpoint does not fit the model: {exc}") from None
+        opt.load_state_dict(ckpt_in["optimizer"])
+        if ckpt_in.get("pretrain_optimizer") is not None:
+            opt_pre.load_state_dict(ckpt_in["pretrain_optimizer"])
+        sched.load_state_dict(ckpt_in["scheduler"])
+        if fwd.scaler is not None and ckpt_in.get("scaler"):
+            fwd.scaler.load_state_dict(ckpt_in["scaler"])
+        st.update(phase=ckpt_in["phase"], epoch=int(ckpt_in["epoch"]),
+                  best_loss=float(ckpt_in.get("best_loss", math.inf)), losses=list(ckpt_in.get("losses", [])))
+        bo = ckpt_in.get("best_output")
+        st["best_output"] = None if bo is None else bo.to(device)
+        if ckpt_in.get("rng_torch") is not None:
+            torch.set_rng_state(ckpt_in["rng_torch"])
+        if ckpt_in.get("rng_numpy") is not None:
+            np.random.set_state(ckpt_in["rng_numpy"])
+        if ckpt_in.get("rng_cuda") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state_all(ckpt_in["rng_cuda"])
+        if st["phase"] == "pretrain" and st["epoch"] >= n_pre:
+            st.update(phase="train", epoch=0)
+        log.info("train: resuming at %s epoch %d", st["phase"], st["epoch"] + 1)
+    elif seed is not None:
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+
+    total = n_pre + cfg["max_epochs"]
+    every = cfg["checkpoint_every"]
+    stop_reason = "max_epochs"
+
+    def checkpoint_metric(epoch, last):
+        if not every or epoch % every or last:
+            return {}
+        ck = make_checkpoint()
+        if ckpt_path is not None:
+            save_checkpoint(ck, ckpt_path)
+        return {"checkpoint": ck}
+
+    try:
+        # ------------------------------------------------------------ pre-training
+        if st["phase"] == "pretrain":
+            for e in range(st["epoch"] + 1, n_pre + 1):
+                opt_pre.zero_grad(set_to_none=True)
+                out = fwd()
+                if out.shape != pre_target.shape:
+                    raise ValueError(f"{caller}: pretrain_target has shape {tuple(pre_target.shape)} but the "
+                                     f"model output has shape {tuple(out.shape)}")
+                loss = torch.mean((out - pre_target) ** 2)
+                loss, v, _ = _split_loss(caller, loss, e)
+                fwd.step(loss, opt_pre)
+                st["epoch"] = e
+                metrics = {"phase": "pretrain", "epoch": e, "lr": cfg["pretrain_lr"]}
+                metrics.update(checkpoint_metric(e, False))
+                yield Progress(iteration=e, total=total, loss=v, metrics=metrics,
+                               preview=preview_fn(out) if _drv.want_preview(e, n_pre, cfg["preview_every"])
+                               else None)
+            st.update(phase="train", epoch=0)
+        # ------------------------------------------------------------ training
+        for e in range(st["epoch"] + 1, cfg["max_epochs"] + 1):
+            lr_used = opt.param_groups[0]["lr"]
+            opt.zero_grad(set_to_none=True)
+            out = fwd()
+            loss, v, extras = _split_loss(caller, loss_fn(out), e)
+            fwd.step(loss, opt)
+            st["losses"].append(v)
+            if v < st["best_loss"]:
+                st["best_loss"] = v
+                if cfg["keep_best"]:
+                    st["best_output"] = out.detach().clone()
+            sched.step(v)
+            st["epoch"] = e
+            stop = opt.param_groups[0]["lr"] < cfg["min_lr"]
+            metrics = {"phase": "train", "epoch": e, "lr": lr_used, "best_loss": st["best_loss"], **extras}
+            metrics.update(checkpoint_metric(e, stop or e == cfg["max_epochs"]))
+            show = stop or _drv.want_preview(e, cfg["max_epochs"], cfg["preview_every"])
+            yield Progress(iteration=n_pre + e, total=total, loss=v, metrics=metrics,
+                           preview=preview_fn(out) if show else None)
+            if stop:
+                stop_reason = "min_lr"
+                log.info("train: learning rate %.3g below min_lr %.3g after epoch %d: stopping",
+                         opt.param_groups[0]["lr"], cfg["min_lr"], e)
+                break
+    except GeneratorExit:
+        if ckpt_path is not None:
+            save_checkpoint(make_checkpoint(), ckpt_path)
+            log.info("train: closed at %s epoch %d; state written to %s", st["phase"], st["epoch"], ckpt_path)
+        raise
+
+    if cfg["keep_best"] and st["best_output"] is not None:
+        output = st["best_output"]
+    else:
+        with torch.no_grad():
+            output = fwd().detach()
+    return TrainResult(output=output, model=model, best_loss=st["best_loss"], epochs=st["epoch"],
+                       stop_reason=stop_reason, losses=list(st["losses"]))
