@@ -131,3 +131,21 @@ def test_matrix_free_numba_operator_matches_sparse():
     lhs = float(np.sum(free(x).astype(np.float64) * y))
     rhs = float(np.sum(x.astype(np.float64) * free.T(y)))
     assert lhs == pytest.approx(rhs, rel=1e-5)
+
+
+def test_numba_kernels_leave_torchs_thread_count_alone():
+    # numba's OpenMP layer would set the shared OpenMP thread count to all cores
+    import subprocess
+    import sys
+
+    pytest.importorskip("numba")
+    code = ("import numpy as np, torch\n"
+            "from xrdwidgets.ops.projector import ParallelProjector\n"
+            "op = ParallelProjector(32, np.linspace(0, 180, 12, endpoint=False), memory_budget=0)\n"
+            "op(np.random.rand(32, 32).astype(np.float32)); op.T(np.random.rand(32, 12).astype(np.float32))\n"
+            "import numba; assert numba.threading_layer() is not None\n"
+            "print(torch.get_num_threads())\n")
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "1"

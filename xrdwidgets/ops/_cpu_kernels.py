@@ -13,6 +13,7 @@ the right (no bounds checks in the loops); images ``(n, n, C)``.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -78,6 +79,27 @@ if HAVE_NUMBA:
         return sp
 
 
+@contextmanager
+def _threads_like_torch():
+    """Run a numba kernel with torch's thread count, and leave torch's count as it was.
+
+    numba's OpenMP threading layer sets the process-wide OpenMP thread count to its own (all
+    cores) when it starts; torch shares that OpenMP runtime, so after one numba call a torch set
+    to 1 thread (``OMP_NUM_THREADS=1``) would run with all cores — measured 12× slower for a
+    small convolution on this 2-core machine when other work competes for the cores.
+    """
+    import numba
+    import torch
+
+    n = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+
 def _trig(angles_deg):
     th = np.deg2rad(np.asarray(angles_deg, np.float64))
     return np.cos(th).astype(np.float32), np.sin(th).astype(np.float32)
@@ -109,8 +131,9 @@ def backproject(sino, angles_deg, n: int, centre_offset: float, col_start, col_s
     sp[:, 1:n_t + 1] = np.transpose(sino, (1, 0, 2))
     out = np.zeros((n, n, C), np.float32)
     cos_t, sin_t = _trig(angles_deg)
-    _bp(sp, cos_t, sin_t, int(n), (n_t - 1) / 2.0 + float(centre_offset),
-        np.asarray(col_start, np.int64), np.asarray(col_stop, np.int64), out)
+    with _threads_like_torch():
+        _bp(sp, cos_t, sin_t, int(n), (n_t - 1) / 2.0 + float(centre_offset),
+            np.asarray(col_start, np.int64), np.asarray(col_stop, np.int64), out)
     return out
 
 
@@ -136,6 +159,7 @@ def project(img, angles_deg, n_t: int, centre_offset: float, col_start, col_stop
     n, _, C = img.shape
     cos_t, sin_t = _trig(angles_deg)
     sp = np.zeros((cos_t.size, n_t + 3, C), np.float32)
-    _fp(np.ascontiguousarray(img, np.float32), cos_t, sin_t, (n_t - 1) / 2.0 + float(centre_offset),
-        np.asarray(col_start, np.int64), np.asarray(col_stop, np.int64), sp)
+    with _threads_like_torch():
+        _fp(np.ascontiguousarray(img, np.float32), cos_t, sin_t, (n_t - 1) / 2.0 + float(centre_offset),
+            np.asarray(col_start, np.int64), np.asarray(col_stop, np.int64), sp)
     return np.ascontiguousarray(np.transpose(sp[:, 1:n_t + 1], (1, 0, 2)))
