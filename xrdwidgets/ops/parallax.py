@@ -85,7 +85,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .projector import circle_mask, default_device
+from .projector import LinearOperator, circle_mask, default_device
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ class _Apply(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------------------- the operator
-class ParallaxProjector:
+class ParallaxProjector(LinearOperator):
     """Pencil-beam projector with thick-sample parallax: volume ``(y, x, tth)`` → sinograms.
 
     Parameters
@@ -529,11 +529,6 @@ class ParallaxProjector:
         """Sinogram shape ``(n_translations, n_angles, m)`` (translation, angle, tth)."""
         return (self.n_translations, self.angles_deg.size, self.n_channels)
 
-    @property
-    def T(self) -> _Adjoint:
-        """The adjoint operator (``op.T(sino)``)."""
-        return _Adjoint(self)
-
     # ------------------------------------------------------------------ rotation matrices
     def _block(self, b):
         """Per depth chunk, the ``(W, Wᵀ)`` torch CSR pair of angle block ``b``."""
@@ -673,19 +668,16 @@ class ParallaxProjector:
             out[torch.as_tensor(self._support[0] * n + self._support[1], device=y.device)] = acc
         return out.reshape(n, n, m).to(dtype)
 
-    def _call(self, fn, x):
-        if isinstance(x, torch.Tensor):
-            return fn(x.to(self.device))
-        arr = np.asarray(x, dtype=np.float32)
-        return fn(torch.from_numpy(arr).to(self.device)).detach().cpu().numpy()
+    def _apply(self, t: torch.Tensor, adjoint: bool) -> torch.Tensor:
+        return _Apply.apply(t, self, adjoint)
 
     def __call__(self, vol):
         """Forward projection of a volume ``(n, n, m)`` (y, x, tth) → ``(n_t, n_angles, m)``."""
-        return self._call(lambda t: _Apply.apply(t, self, False), vol)
+        return self._call(vol, False)
 
     def adjoint(self, sino):
         """Adjoint (back-projection with the inverse shifts) of ``(n_t, n_angles, m)`` → ``(n, n, m)``."""
-        return self._call(lambda t: _Apply.apply(t, self, True), sino)
+        return self._call(sino, True)
 
     def __repr__(self):
         return (f"ParallaxProjector(n={self.n}, angles={self.angles_deg.size}, channels={self.n_channels}, "
@@ -693,22 +685,3 @@ class ParallaxProjector:
                 f"n_translations={self.n_translations}, centre_offset={self.centre_offset}, "
                 f"formula={self.formula!r}, depth_step={self.depth_step:.4g}, device='{self.device}')")
 
-
-class _Adjoint:
-    def __init__(self, op):
-        self._op = op
-
-    def __call__(self, y):
-        return self._op.adjoint(y)
-
-    @property
-    def T(self):
-        return self._op
-
-    @property
-    def domain_shape(self):
-        return self._op.range_shape
-
-    @property
-    def range_shape(self):
-        return self._op.domain_shape

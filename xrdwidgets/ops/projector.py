@@ -125,7 +125,32 @@ class _Project(torch.autograd.Function):
         return (op._forward(g) if ctx.adjoint else op._adjoint(g)), None, None
 
 
-class ParallelProjector:
+class LinearOperator:
+    """What every operator of :mod:`xrdwidgets.ops` shares: numpy or torch in and out, ``.T``.
+
+    Subclasses set ``device`` and define ``_apply(t, adjoint)`` on a float32 tensor on that
+    device (an autograd function, so gradients flow through both directions). A numpy argument
+    gives a numpy result; a tensor gives a tensor (moved to the operator's device).
+    """
+
+    device: torch.device
+
+    def _apply(self, t: torch.Tensor, adjoint: bool) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _call(self, x, adjoint: bool):
+        if isinstance(x, torch.Tensor):
+            return self._apply(x.to(self.device), adjoint)
+        arr = np.asarray(x, dtype=np.float32)
+        return self._apply(torch.from_numpy(arr).to(self.device), adjoint).detach().cpu().numpy()
+
+    @property
+    def T(self) -> "_Adjoint":
+        """The adjoint operator (``op.T(y)`` is ``op.adjoint(y)``)."""
+        return _Adjoint(self)
+
+
+class ParallelProjector(LinearOperator):
     """Pencil-beam projector for one scan geometry, batched over channels.
 
     Parameters
@@ -213,11 +238,6 @@ class ParallelProjector:
     def range_shape(self) -> tuple:
         """Sinogram shape ``(n_translations, n_angles)`` (a trailing channel axis may be added)."""
         return (self.n_translations, self.angles_deg.size)
-
-    @property
-    def T(self) -> "_Adjoint":
-        """The adjoint (back-projection) operator."""
-        return _Adjoint(self)
 
     @property
     def matrix_bytes(self) -> int:
@@ -345,19 +365,16 @@ class ParallelProjector:
         out[:, idx] = acc
         return out.T.reshape(self.n, self.n, C)
 
-    def _call(self, fn_tensor, x):
-        if isinstance(x, torch.Tensor):
-            return fn_tensor(x.to(self.device))
-        arr = np.asarray(x, dtype=np.float32)
-        return fn_tensor(torch.from_numpy(arr).to(self.device)).cpu().numpy()
+    def _apply(self, t: torch.Tensor, adjoint: bool) -> torch.Tensor:
+        return _Project.apply(t, self, adjoint)
 
     def __call__(self, x):
         """Forward projection of ``x`` (``(n, n)`` or ``(n, n, C)``)."""
-        return self._call(lambda t: _Project.apply(t, self, False), x)
+        return self._call(x, False)
 
     def adjoint(self, y):
         """Back-projection of ``y`` (``(n_t, n_angles)`` or ``(n_t, n_angles, C)``)."""
-        return self._call(lambda t: _Project.apply(t, self, True), y)
+        return self._call(y, True)
 
     def __repr__(self):
         return (f"ParallelProjector(n={self.n}, angles={self.angles_deg.size}, "
@@ -366,6 +383,8 @@ class ParallelProjector:
 
 
 class _Adjoint:
+    """The adjoint of an operator as an operator (``op.T``): its call is ``op.adjoint``."""
+
     def __init__(self, op):
         self._op = op
 
