@@ -206,9 +206,12 @@ def _decode(obj):
     return obj
 
 
-def _atomic_torch_save(obj, path: Path):
+def atomic_torch_save(obj, path) -> Path:
+    """``torch.save(obj, path)`` through a temporary file in the same folder and an atomic rename
+    (a crash leaves the previous file or the new one, never half of one); returns the path."""
     import torch
 
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -217,6 +220,10 @@ def _atomic_torch_save(obj, path: Path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    return path
+
+
+_atomic_torch_save = atomic_torch_save
 
 
 def _atomic_save_npy(path: Path, arr):

@@ -78,6 +78,7 @@ from .batching import MERGE_WEIGHTS, merge_batches, plan_batches
 from .fbp import fbp_array
 from .losses import LAMBDA_PARALLAXNET, mse_ssim
 from .nets import SD2Vol
+from . import training as _training
 from .training import CHECKPOINT_FORMAT, ChannelScaling, save_checkpoint, train
 
 log = logging.getLogger(__name__)
@@ -107,10 +108,7 @@ _PRETRAIN_EPOCHS = 500
 # ---------------------------------------------------------------------------- checks
 def _config(caller, epochs, lr, lam, seed, patience, min_lr, pretrain, preview_every, checkpoint_every,
             net_options):
-    if isinstance(pretrain, (bool, np.bool_)):
-        n_pre = _PRETRAIN_EPOCHS if pretrain else 0
-    else:
-        n_pre = _drv.check_int(caller, "pretrain", pretrain, minimum=0)
+    n_pre = _training.pretrain_epochs(caller, pretrain, _PRETRAIN_EPOCHS)
     if net_options is not None and not isinstance(net_options, dict):
         raise ValueError(f"{caller}: net_options must be a dict or None, found {type(net_options).__name__}")
     return {

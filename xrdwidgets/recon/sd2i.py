@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 
 from ..ops.projector import ParallelProjector
@@ -48,6 +47,7 @@ from .base import run_to_end
 from .fbp import fbp_array
 from .losses import LOSSES, get_loss
 from .nets import ARCHITECTURES, build_generator
+from . import training as _training
 from .training import ChannelScaling, train
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,7 @@ def _check_common(caller, arch, loss, k, epochs, lr, patience, min_lr, pretrain,
         raise ValueError(f"{caller}: arch must be one of {tuple(ARCHITECTURES)}, found {arch!r}")
     if not callable(loss) and str(loss).lower() not in LOSSES:
         raise ValueError(f"{caller}: loss must be one of {tuple(LOSSES)} or a callable, found {loss!r}")
-    if isinstance(pretrain, (bool, np.bool_)):
-        n_pre = PRETRAIN_EPOCHS if pretrain else 0
-    else:
-        n_pre = _drv.check_int(caller, "pretrain", pretrain, minimum=0)
+    n_pre = _training.pretrain_epochs(caller, pretrain, PRETRAIN_EPOCHS)
     if net_options is not None and not isinstance(net_options, dict):
         raise TypeError(f"{caller}: net_options must be a dict or None, found {type(net_options).__name__}")
     return {

@@ -47,8 +47,6 @@ import contextlib
 import copy
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,17 +180,19 @@ def _cpu_copy(obj):
 
 def save_checkpoint(ckpt: dict, path) -> Path:
     """Write a checkpoint dict with ``torch.save`` atomically (temporary file, then rename)."""
+    from ..jobs import atomic_torch_save
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_torch_save(ckpt, path)
+
+
+def pretrain_epochs(caller: str, pretrain, default: int) -> int:
+    """Epochs of pre-training from a method's ``pretrain`` argument: ``True`` → ``default``,
+    ``False`` → 0, an integer ≥ 0 as given (else a ValueError naming ``caller``)."""
+    if isinstance(pretrain, (bool, np.bool_)):
+        return int(default) if pretrain else 0
+    return _drv.check_int(caller, "pretrain", pretrain, minimum=0)
 
 
 def _check_checkpoint(caller, ckpt):
