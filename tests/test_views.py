@@ -232,3 +232,17 @@ def test_save_patterns_xy_h5_png(tmp_path):
 
 def test_export_name_is_safe():
     assert views.export_name("FBP run/1", "tth", "5.1-5.3deg") == "FBP_run_1_tth_5.1-5.3deg"
+
+
+def test_window_index_sums_like_the_direct_sum():
+    from xrdwidgets.views import WindowIndex, sum_channels
+
+    rng = np.random.default_rng(3)
+    a = rng.random((7, 5, 300)).astype(np.float32)
+    idx = WindowIndex(a, block=16)
+    for i0, i1 in [(0, 300), (0, 1), (5, 6), (3, 17), (16, 32), (15, 33), (100, 299), (31, 290)]:
+        np.testing.assert_allclose(idx.window(i0, i1), a[:, :, i0:i1].sum(-1, dtype=np.float64), rtol=2e-6)
+        assert idx.window(i0, i1).dtype == np.float32
+        np.testing.assert_allclose(idx.window(i0, i1), sum_channels(a, i0, i1), rtol=2e-5)
+    with pytest.raises(Exception, match="block must be an integer >= 1"):
+        WindowIndex(a, block=0)

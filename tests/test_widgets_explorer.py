@@ -18,6 +18,8 @@ from xrdwidgets.widgets._views import MessageMeter, decode_z
 from xrdwidgets.widgets.explorer import Explorer
 from xrdwidgets.widgets.sinogram_view import SinogramView
 
+from waiting import wait_until  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def demo():
@@ -295,3 +297,16 @@ def test_sinogram_view_follows_state(demo):
     st.stack = st.raw * 2
     assert set(sv.compare) == {"raw", "clean"}
     np.testing.assert_allclose(sv.pattern_fig.data[0].y, 2 * demo["sinogram"].values[sv.pixel], rtol=1e-6)
+
+
+def test_large_volumes_get_a_window_index_and_the_same_images(monkeypatch):
+    from xrdwidgets.widgets import explorer as _ex
+
+    monkeypatch.setattr(_ex.Explorer, "WINDOW_INDEX_MIN", 1)
+    rng = np.random.default_rng(5)
+    vol = xrdwidgets.data.volume(rng.random((12, 10, 300)).astype(np.float32),
+                                 spectral=np.linspace(2, 8, 300))
+    ex = _ex.Explorer(vol)
+    assert wait_until(lambda: ex._window_index is not None)
+    ex.select_window(40, 250, by="index")
+    np.testing.assert_allclose(ex.image.values, vol.values[:, :, 40:250].sum(-1), rtol=1e-5)

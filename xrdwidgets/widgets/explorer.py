@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -150,6 +151,7 @@ class Explorer(tl.HasTraits):
         self._pattern_size = tuple(pattern_size)
         self._da: xr.DataArray | None = None
         self._arr: np.ndarray | None = None
+        self._window_index = None
         self._compare: dict = {}
         self._name = ""
         self._busy = False            # suppresses trait observers while the data change
@@ -355,6 +357,7 @@ class Explorer(tl.HasTraits):
             self._da, self._arr, self._compare = old_da, old_arr, old_compare
             raise
         old = old_da
+        self._start_window_index(arr)
         self._name = str(name or da.name or self.KIND)
         self._busy = True
         try:
@@ -560,14 +563,38 @@ class Explorer(tl.HasTraits):
             return f"{label} = {a:.5g} {units} (channel {i0})"
         return f"{label} {min(a, b):.5g}–{max(a, b):.5g} {units} (channels {i0}–{i1 - 1}, Σ {i1 - i0})"
 
+    #: Volumes with at least this many channels × pixels get a window index (built in the background).
+    WINDOW_INDEX_MIN = 64 * 2**20
+
+    def _start_window_index(self, arr):
+        """Build a :class:`~xrdwidgets.views.WindowIndex` of ``arr`` in a background thread (large
+        volumes only); until it is ready, windows are summed directly. The thread only computes
+        numpy arrays and sets one attribute: it touches no widget."""
+        self._window_index = None
+        if arr is None or arr.size < self.WINDOW_INDEX_MIN or arr.shape[2] < 4 * 64:
+            return
+
+        def build():
+            try:
+                index = _v.WindowIndex(arr)
+            except Exception:  # pragma: no cover - the direct sum keeps working
+                log.exception("explorer: window index not built")
+                return
+            if self._arr is arr:
+                self._window_index = index
+
+        threading.Thread(target=build, name="xrdwidgets-window-index", daemon=True).start()
+
     def _render_image(self):
         """Compute the window image, decimate, and send it with its colour limits."""
         if self._da is None or self._busy:
             return
         t0 = time.perf_counter()
         i0, i1 = self.window
-        image = _v._image_from(self._da, _v.sum_channels(self._arr, i0, i1), i0, i1,
-                               summed=i1 - i0 > 1)
+        index = self._window_index
+        summed = index.window(i0, i1) if index is not None and index.array is self._arr \
+            else _v.sum_channels(self._arr, i0, i1)
+        image = _v._image_from(self._da, summed, i0, i1, summed=i1 - i0 > 1)
         self.image = image
         shown = _v.decimate(image, self.max_image_size)
         if self.w_log.value:
