@@ -188,7 +188,7 @@ def test_reconstruct_dispatches_by_name():
     events = []
     vol = it.reconstruct(da, method="CGLS", n_iter=4, callback=events.append)
     assert len(events) == 4 and vol.attrs["provenance_producer"] == "xrdwidgets.recon.cgls"
-    assert {"fbp", "sirt", "cgls", "tv", "sd2i", "parallaxnet"} <= set(it.METHODS)
+    assert {"fbp", "sirt", "cgls", "tv", "sd2i", "parallaxnet", "noise2inverse"} <= set(it.METHODS)
 
 
 # ---------------------------------------------------------------------------- bad input

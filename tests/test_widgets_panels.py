@@ -134,3 +134,17 @@ def test_recon_panel_offers_parallaxnet_with_the_datas_distance(state):
     assert "distance_mm" not in panel.parameters()        # 0 → the scan geometry's distance
     panel.param_widgets["distance_mm"].value = 500.0
     assert panel.parameters()["distance_mm"] == 500.0
+
+
+def test_recon_panel_runs_noise2inverse_as_a_job(state):
+    panel = ReconPanel(state, queue=jobs.JobQueue("t-n2i"))
+    panel.method.value = "noise2inverse"
+    panel.param_widgets["epochs"].value = 2
+    panel.param_widgets["net"].value = "unet"
+    panel.channels.value = (20, 24)
+    job = panel.start()
+    assert job is not None, panel.error.value
+    job.wait(timeout=180)
+    assert job.state is jobs.State.DONE, job.message
+    assert _wait(lambda: "noise2inverse #1" in state.results)
+    assert state.results["noise2inverse #1"].dims == ("y", "x", "tth")

@@ -7,6 +7,7 @@ from .base import Progress, run_to_end
 from .cgls import cgls, iterate_cgls
 from .fbp import fbp, fbp_array, iterate_fbp
 from .iterative import METHODS, iterate, reconstruct
+from .noise2inverse import iterate_noise2inverse, noise2inverse
 from .parallaxnet import iterate_parallaxnet, parallaxnet
 from .sd2i import iterate_sd2i, sd2i
 from .sirt import iterate_sirt, sirt
@@ -14,4 +15,5 @@ from .tv import iterate_tv, tv
 
 __all__ = ["Progress", "run_to_end", "METHODS", "iterate", "reconstruct", "fbp", "fbp_array",
            "iterate_fbp", "sirt", "iterate_sirt", "cgls", "iterate_cgls", "tv", "iterate_tv",
-           "sd2i", "iterate_sd2i", "parallaxnet", "iterate_parallaxnet"]
+           "sd2i", "iterate_sd2i", "parallaxnet", "iterate_parallaxnet",
+           "noise2inverse", "iterate_noise2inverse"]

@@ -22,6 +22,7 @@ import logging
 from .base import run_to_end
 from .cgls import cgls, cgls_array, iterate_cgls, iterate_cgls_array
 from .fbp import fbp, fbp_array, iterate_fbp
+from .noise2inverse import iterate_noise2inverse, noise2inverse
 from .parallaxnet import iterate_parallaxnet, parallaxnet
 from .sd2i import iterate_sd2i, iterate_sd2i_array, sd2i, sd2i_array
 from .sirt import iterate_sirt, iterate_sirt_array, sirt, sirt_array
@@ -36,6 +37,7 @@ __all__ = [
     "iterate_tv_array", "tv_array", "iterate_tv", "tv", "LAM_REL",
     "fbp", "fbp_array", "iterate_fbp",
     "iterate_sd2i_array", "sd2i_array", "iterate_sd2i", "sd2i", "iterate_parallaxnet", "parallaxnet",
+    "iterate_noise2inverse", "noise2inverse",
 ]
 
 #: Stack-level generators by method name.
@@ -46,6 +48,7 @@ METHODS = {
     "tv": iterate_tv,
     "sd2i": iterate_sd2i,
     "parallaxnet": iterate_parallaxnet,
+    "noise2inverse": iterate_noise2inverse,
 }
 
 

@@ -68,10 +68,16 @@ METHOD_PARAMS = {
                     Param("overlap", "int", 40, "channels shared by neighbouring channel batches (merged "
                           "by a cross-fade)", 0, 10000),
                     Param("lr", "float", 5e-4, "Adam learning rate", 1e-6, 0.01)),
+    "noise2inverse": (Param("epochs", "int", 50, "training epochs of the denoising network", 1, 100000),
+                      Param("k", "int", 4, "angle sections (interleaved j::k); the network maps the mean "
+                            "of k−1 section reconstructions to the held-out one", 2, 64),
+                      Param("net", "choice", "msd", "denoising network: mixed-scale dense (depth 100, "
+                            "width 1) or a small U-Net", choices=("msd", "unet"))),
 }
 _METHOD_LABELS = {"fbp": "FBP (filtered back-projection)", "sirt": "SIRT", "cgls": "CGLS",
                   "tv": "TV (total variation, PDHG)", "sd2i": "SD2I (self-supervised neural)",
-                  "parallaxnet": "ParallaxNet (parallax-free volume)"}
+                  "parallaxnet": "ParallaxNet (parallax-free volume)",
+                  "noise2inverse": "Noise2Inverse (self-supervised denoising)"}
 
 
 def _param_widget(p: Param):
