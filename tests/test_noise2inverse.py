@@ -12,6 +12,8 @@ from xrdwidgets.recon.base import run_to_end
 from xrdwidgets.recon.fbp import fbp
 from xrdwidgets.recon.noise2inverse import (
     CHECKPOINT_KIND,
+    _apply,
+    _dihedral,
     _image_indices,
     iterate_noise2inverse,
     noise2inverse,
@@ -102,7 +104,21 @@ def test_short_training_lowers_loss_and_beats_fbp(noisy):
     assert vol.values[0, 0].max() == 0.0                                 # outside the circle
 
 
+def test_flip_averaging_undoes_its_transforms():
+    torch = pytest.importorskip("torch")
+    x = torch.randn(3, 5, 7)
+    torch.testing.assert_close(_apply(lambda b: b, x, True), x)          # identity stays identity
+    for code in range(8):
+        y = _dihedral(x, code)
+        assert y.shape[-2:] == ((7, 5) if code & 4 else (5, 7))
+    def net(b):  # equivariant (a 180° rotation commutes with every flip/transpose): same output
+        return b * 2.0 + b.flip(-1).flip(-2)
+
+    torch.testing.assert_close(_apply(net, x, True), _apply(net, x, False))
+
+
 @pytest.mark.parametrize("opts", [dict(net="msd", net_options=dict(depth=4)), dict(strategy="1:X"),
+                                  dict(tta=False, lr_schedule="cosine"),
                                   dict(method="sirt", method_options=dict(n_iter=3)), dict(batch=3)])
 def test_variants_run(noisy, opts):
     vol = noise2inverse(noisy, **{**FAST, **opts})
@@ -182,9 +198,11 @@ def test_resume_equals_uninterrupted_run(noisy):
     (dict(strategy="2:2"), "strategy must be one of"),
     (dict(method="tv"), "linear reconstruction method"),
     (dict(method="sirt", method_options=dict(nonneg=True)), "non-linear"),
+    (dict(method_options=dict(n_iter=3)), "does not take"),
     (dict(epochs=0), "epochs must be an integer >= 1"),
     (dict(patch=2), "patch must be an integer >= 4"),
     (dict(lr=-1.0), "lr must be a finite number > 0"),
+    (dict(lr_schedule="step"), "lr_schedule must be one of"),
     (dict(net_options=dict(depth=-1)), "depth"),
     (dict(angle_offsets=[0.0]), "angle_offsets is for domain='time'"),
 ])
