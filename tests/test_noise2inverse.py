@@ -2,6 +2,8 @@
 
 Test data are exact line integrals of analytic phantoms (``acquire_analytic``): no inverse crime.
 """
+import functools
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -218,3 +220,27 @@ def test_bad_stack_rejected(noisy):
         noise2inverse(noisy.rename(translation="t"), **FAST)
     with pytest.raises(TypeError, match="checkpoint must be a dict"):
         iterate_noise2inverse(noisy, checkpoint="ck.pt", **FAST)
+
+
+def test_job_on_disk_crash_then_resume(noisy, tmp_path):
+    from xrdwidgets import jobs
+
+    kw = dict(net="msd", net_options=dict(depth=5), epochs=3, steps_per_epoch=2, batch_size=4, batch=4,
+              checkpoint_every=1, preview_every=0, seed=1)
+    full = noise2inverse(noisy, **kw)
+
+    def crashing(checkpoint=None):
+        for i, ev in enumerate(iterate_noise2inverse(noisy, checkpoint=checkpoint, **kw)):
+            if i == 4:
+                raise RuntimeError("simulated crash")
+            yield ev
+
+    wd = tmp_path / "n2i"
+    job = jobs.Job(crashing, workdir=wd)
+    job.start()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        job.wait(timeout=60)
+    ck = jobs.load_checkpoint(wd)                     # written by the job: safe types only
+    assert ck["kind"] == CHECKPOINT_KIND and sorted(ck["chunks"]) == ["0_0_4"] and ck["running"]["group"] == 1
+    vol = jobs.resume(wd, functools.partial(iterate_noise2inverse, noisy, **kw)).wait(timeout=60)
+    np.testing.assert_array_equal(vol.values, full.values)

@@ -69,6 +69,12 @@ Geometry: that of :class:`~xrdwidgets.ops.projector.ParallelProjector` (rotation
 translation step; the result is in the units of the reconstruction method (FBP: sinogram units
 per step), like :func:`~xrdwidgets.recon.fbp.fbp`.
 
+Memory: a channel group of ``C`` channels over ``L`` leading slices holds its ``K`` section
+reconstructions, their sum and the inference input on the device — about
+``4·(K + 2)·L·C·n²`` bytes — plus the network's activations for one batch of patches (and for
+one whole slice at inference; MS-D: ``4·(C·(2·context + 1) + depth)·n²`` bytes per slice).
+Lower ``batch`` (channels per network) to bound it.
+
 Cost: reconstructing the sections costs ``K`` FBPs; training dominates. On a two-core CPU, a
 step of 16 patches of 32² takes about 0.13 s (16 channels) to 0.26 s (128 channels) with MS-D
 (depth 100) and 0.02–0.04 s with the U-Net; inference is a fraction of a second per slice. Use
@@ -450,26 +456,42 @@ def _restore(caller, checkpoint, fingerprint, groups, n_lead, n):
 
 # ---------------------------------------------------------------------------- one group
 class _Data:
-    """Training pairs and inference inputs of one channel group, unit-range, NCHW tensors.
+    """Sections and inference inputs of one channel group, unit-range tensors ``(…, C, H, W)``.
 
-    ``inp``/``tgt``: ``(S, V, Z, C, H, W)`` — section, volume (time step), slice; a training image
-    is ``(s, v, z)``. ``inf``: a list of ``(V', Z, C, H, W)`` arrays whose network outputs are
-    averaged (one for X:1 and time, ``K`` for 1:X). ``scale``: ``(C,)`` channel factors.
+    ``sec``: ``(S, V, Z, C, H, W)`` — section, volume (time step), slice; ``total``: their sum
+    ``(1, V, Z, C, H, W)``. A training image is ``(s, v, z)``: for ``"X:1"`` the input is the mean
+    of the other sections, ``(total − sec[s]) / (S − 1)``, and the target ``sec[s]``; ``"1:X"``
+    swaps them. Pairs are formed per patch, so a group holds ``S + 1`` copies of its images (plus
+    the inference input), not ``2·S``. ``inf``: a list of ``(V', Z, C, H, W)`` tensors whose
+    network outputs are averaged (one for X:1 and time, ``S`` for 1:X). ``scale``: ``(C,)``.
     """
 
-    def __init__(self, inp, tgt, inf, scale, context):
-        self.inp, self.tgt, self.inf, self.scale, self.context = inp, tgt, inf, scale, context
-        S, V, Z = inp.shape[:3]
+    def __init__(self, sec, total, inf, scale, context, x_to_1):
+        self.sec, self.total, self.inf, self.scale, self.context = sec, total, inf, scale, context
+        self.x_to_1 = x_to_1
+        S, V, Z = sec.shape[:3]
         self.n_images = S * V * Z
+        self.shape = tuple(sec.shape)
+
+    def neighbours(self, z, Z):
+        c = self.context
+        return [min(max(z + d, 0), Z - 1) for d in range(-c, c + 1)]
 
     def stacked(self, arr, v, z):
-        """``(C·(2c+1), H, W)``: slice ``z`` of volume ``v`` with its ``context`` neighbours."""
-        c = self.context
-        if c == 0:
+        """``(C·(2c+1), H, W)``: slice ``z`` of volume ``v`` of ``arr`` with its ``context`` neighbours."""
+        if self.context == 0:
             return arr[v, z]
-        Z = arr.shape[1]
-        idx = [min(max(z + d, 0), Z - 1) for d in range(-c, c + 1)]
-        return arr[v, idx].reshape(-1, *arr.shape[-2:])
+        return arr[v, self.neighbours(z, arr.shape[1])].reshape(-1, *arr.shape[-2:])
+
+    def pair(self, s, v, z, ys, xs):
+        """Input ``(C·(2c+1), h, w)`` and target ``(C, h, w)`` of training image ``(s, v, z)`` on a window."""
+        S, Z = self.shape[0], self.shape[2]
+        zs = self.neighbours(z, Z)
+        one = self.sec[s, v, zs, :, ys, xs]
+        others = (self.total[0, v, zs, :, ys, xs] - one) / (S - 1)
+        inp, tgt = (others, one) if self.x_to_1 else (one, others)
+        mid = self.context
+        return inp.reshape(-1, *inp.shape[-2:]), tgt[mid]
 
 
 def _group_data(sino5, plan, cfg, offsets) -> _Data:
@@ -491,21 +513,11 @@ def _group_data(sino5, plan, cfg, offsets) -> _Data:
             if key not in cache:
                 cache[key] = op if key == 0.0 else projector(op.angles_deg + key)
             recs[t] = _stacked(sino5[t:t + 1], cache[key], method, mopts)[0]
-        sec = recs[:K][:, None]                             # (K, 1, Z, C, n, n)
-        total = sec.sum(0, keepdims=True)
-        inp, tgt = sec, (total - sec) / (K - 1)
-        inf = [recs]                                        # (T, Z, C, n, n)
+        inf = [recs]                                        # (T, Z, C, n, n); sections: the first K steps
     else:
         idx = split_angles(op.angles_deg.size, K)
         sec = np.stack([_stacked(sino5[:, :, :, ix], projector(op.angles_deg[ix]), method, mopts) for ix in idx])
-        total = sec.sum(0, keepdims=True)
-        others = (total - sec) / (K - 1)                    # (K, T, Z, C, n, n)
-        if cfg["strategy"] == "X:1":
-            inp, tgt = others, sec
-            inf = [_stacked(sino5, op, method, mopts)]
-        else:
-            inp, tgt = sec, others
-            inf = list(sec)
+        inf = [_stacked(sino5, op, method, mopts)] if cfg["strategy"] == "X:1" else list(sec)
     support = np.ones((op.n, op.n), bool) if op.mask is None else op.mask
     ref = np.abs(np.mean(inf, axis=0))[..., support]      # (V, Z, C, m)
     ref = np.moveaxis(ref, 2, 0).reshape(ref.shape[2], -1)
@@ -518,7 +530,13 @@ def _group_data(sino5, plan, cfg, offsets) -> _Data:
         return torch.as_tensor(a / scale[:, None, None], dtype=torch.float32, device=dev)
 
     ctx = cfg["context"] if cfg["domain"] == "space" else 0
-    return _Data(tensor(inp), tensor(tgt), [tensor(a) for a in inf], scale, ctx)
+    if cfg["domain"] == "time":
+        inf_t = [tensor(recs)]
+        sec_t = inf_t[0][:K, None]                         # (K, 1, Z, C, n, n), a view
+        return _Data(sec_t, sec_t.sum(0, keepdim=True), inf_t, scale, ctx, x_to_1=False)
+    sec_t = tensor(sec)
+    inf_t = [tensor(inf[0])] if cfg["strategy"] == "X:1" else list(sec_t)
+    return _Data(sec_t, sec_t.sum(0, keepdim=True), inf_t, scale, ctx, x_to_1=cfg["strategy"] == "X:1")
 
 
 def _dihedral(x: torch.Tensor, code: int) -> torch.Tensor:
@@ -551,15 +569,14 @@ def _image_indices(seed: int, start: int, count: int, n_images: int) -> list[int
 
 def _sample(data: _Data, gen: torch.Generator, images: list[int], p: int):
     """A batch of random ``p × p`` patches (input, target) of the given training images, augmented alike."""
-    S, V, Z, C, H, W = data.inp.shape
+    S, V, Z, C, H, W = data.shape
     draw = torch.randint(0, 2**31 - 1, (len(images), 3), generator=gen).tolist()
     xs, ys = [], []
     for i, (r_y, r_x, r_aug) in zip(images, draw):
         s, rest = divmod(i, V * Z)
         v, z = divmod(rest, Z)
         y0, x0 = r_y % (H - p + 1), r_x % (W - p + 1)
-        xin = data.stacked(data.inp[s], v, z)[:, y0:y0 + p, x0:x0 + p]
-        tg = data.tgt[s, v, z, :, y0:y0 + p, x0:x0 + p]
+        xin, tg = data.pair(s, v, z, slice(y0, y0 + p), slice(x0, x0 + p))
         xs.append(_dihedral(xin, r_aug % 8))
         ys.append(_dihedral(tg, r_aug % 8))
     return torch.stack(xs), torch.stack(ys)
@@ -611,7 +628,7 @@ def _cpu(obj):
 def _train_group(data: _Data, cfg, gi, device, state, preview_slice, support):
     """Train one group's network: a generator of per-epoch ``(epoch, loss, metrics, preview)``; returns
     the denoised inference output ``(V, Z, C, H, W)`` in unit range."""
-    S, V, Z, C, H, W = data.inp.shape
+    S, V, Z, C, H, W = data.shape
     c_in = C * (2 * data.context + 1)
     seed = cfg["seed"] * 1009 + gi
     with torch.random.fork_rng(devices=[]):
@@ -692,7 +709,7 @@ def _run(plan, cfg, groups, offsets, fingerprint, done, running):
         data = _group_data(sino5, plan, cfg, offsets)
         timing = {"seconds_sections": time.perf_counter() - t0}
         log.debug("noise2inverse: group %d/%d (channels %d:%d): %d training images of %s", gi + 1, n_g, s, e,
-                  data.n_images, tuple(data.inp.shape[-3:]))
+                  data.n_images, data.shape[-3:])
         state = None
         if running is not None and running["group"] == gi:
             state, running = running, None
