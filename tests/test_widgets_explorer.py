@@ -76,6 +76,21 @@ def test_pixel_update_is_small(ex):
     assert ex.timings["pattern"] < 0.5
 
 
+def test_marker_and_window_move_by_replacing_the_shapes_array(ex):
+    # plotly.js recomputes every trace for a relayout of 'shapes[0].xanchor' (edit type calc):
+    # ~80 ms for a 512² heatmap per hover. Replacing the array only redraws the shapes.
+    sent = []
+    for fig in (ex.image_fig, ex.pattern_fig):
+        fig.observe(lambda c: c["new"] and sent.append(c["new"]), "_py2js_update")
+        fig.observe(lambda c: c["new"] and sent.append(c["new"]), "_py2js_relayout")
+    ex.select_pixel(2, 3)
+    ex.select_window(4, 9, by="index")
+    keys = [k for m in sent for k in (m.get("layout_data") or m.get("relayout_data") or {})]
+    assert "shapes" in keys and not [k for k in keys if k.startswith("shapes[")], keys
+    assert ex.image_fig.layout.shapes[0].visible and ex.pattern_fig.layout.shapes[0].visible
+    assert ex.image_fig.layout.shapes[0].xsizemode == "pixel"          # the rest of the shape kept
+
+
 def test_late_frontend_gets_current_figure(ex, vol):
     # plotly syncs _widget_data only at construction; the view keeps it current (Voila)
     ex.select_pixel(5, 6)
@@ -141,6 +156,23 @@ def test_image_click_and_hover_select_pixel(ex, vol):
     assert ex.pixel == (2, 20)                         # hover link off
     heat._dispatch_on_click(_points([], []), None)     # plotly calls every trace, often empty
     assert ex.pixel == (2, 20)
+
+
+def test_marker_follows_click_at_once_and_hover_on_leaving(ex, vol):
+    heat = ex.image_fig.data[0]
+    marker = lambda: (ex.image_fig.layout.shapes[0].xanchor, ex.image_fig.layout.shapes[0].yanchor)  # noqa: E731
+    heat._dispatch_on_click(_points([float(vol.x[3])], [float(vol.y[11])]), None)
+    assert marker() == pytest.approx((float(vol.x[3]), float(vol.y[11])))
+    meter = MessageMeter(ex.image_fig)
+    with meter.measure() as m:                         # a hover sends nothing to the image
+        heat._dispatch_on_hover(_points([float(vol.x[20])], [float(vol.y[2])]), None)
+    assert ex.pixel == (2, 20) and m.messages == 0
+    assert marker() == pytest.approx((float(vol.x[3]), float(vol.y[11])))
+    heat._dispatch_on_unhover(_points([float(vol.x[20])], [float(vol.y[2])]), None)
+    assert marker() == pytest.approx((float(vol.x[20]), float(vol.y[2])))
+    with meter.measure() as m:                         # nothing stale: leaving again sends nothing
+        heat._dispatch_on_unhover(_points([], []), None)
+    assert m.messages == 0
 
 
 def test_pattern_click_hover_and_box_select(ex, vol):

@@ -7,8 +7,8 @@ box-select on the pattern or the range slider picks a window.
 
 The widget is a thin view: images, windows and patterns come from :mod:`xrdwidgets.views`.
 It sends the browser only what it shows — per pixel update one float32 pattern per visible
-trace (binary) plus the pixel marker (``batch_update``: one message per figure, 17 kB for two
-2000-channel patterns), per window update one image block-averaged to at most
+trace (binary) in one ``batch_update`` message (17 kB for two 2000-channel patterns; the pixel
+marker on the image follows on click, or when a hovering cursor leaves the image), per window update one image block-averaged to at most
 ``max_image_size`` pixels per axis (float32 rows, binary: 1.09 MB for 512×512). Window sums
 use :func:`xrdwidgets.views.sum_channels` (BLAS on the contiguous volume, no index, no extra
 memory). ``benchmarks/bench_explorer.py`` measures server time, bytes and browser latency.
@@ -47,6 +47,7 @@ from ._views import (
     image_figure,
     mirror_state,
     pattern_figure,
+    replace_shape,
     updating,
     z_rows,
 )
@@ -201,6 +202,9 @@ class Explorer(tl.HasTraits):
         heat = self.image_fig.data[0]
         heat.on_click(self._on_image_click)
         heat.on_hover(self._on_image_hover)
+        heat.on_unhover(self._on_image_unhover)
+        self._hovering = False           # a hover is being handled: the marker waits
+        self._marker_stale = False       # the marker is not on self.pixel yet
 
         small = {"layout": w.Layout(width="auto"), "indent": False}
         self.w_window = w.IntRangeSlider(value=(0, 0), min=0, max=1, description="window",
@@ -546,12 +550,26 @@ class Explorer(tl.HasTraits):
                 if fig.data[i].visible != on:
                     fig.data[i].visible = on
             fig.layout.title.text = title
-        with updating(self.image_fig):
-            marker = self.image_fig.layout.shapes[0]
-            marker.xanchor, marker.yanchor = xc, yr
-            if not marker.visible:
-                marker.visible = True
+        if self._hovering:               # the cursor marks the pixel; the marker follows on leave
+            self._marker_stale = True
+        else:
+            self._move_marker()
         self.timings["pattern"] = time.perf_counter() - t0
+
+    def _move_marker(self):
+        """Put the image's pixel marker on :attr:`pixel`.
+
+        Any layout change plotly's widget sends (even of one shape) makes plotly.js recompute and
+        redraw the heatmap: 70–80 ms of the browser's main thread for 512×512 in headless Chromium,
+        during which the next hover waits. So hovers leave the marker alone (the cursor shows the
+        pixel) and it moves when the cursor leaves the image, on click and on ``select_pixel``.
+        """
+        self._marker_stale = False
+        r, c = self.pixel
+        row, col, _spec = self._da.dims
+        with updating(self.image_fig):
+            replace_shape(self.image_fig, 0, xanchor=float(self._da[col].values[c]),
+                          yanchor=float(self._da[row].values[r]), visible=True)
 
     def _window_text(self) -> str:
         spec = self._da[self._da.dims[2]]
@@ -636,10 +654,7 @@ class Explorer(tl.HasTraits):
         step = abs(float(spec[1] - spec[0])) if spec.size > 1 else 1.0
         a, b = sorted((float(spec[i0]), float(spec[i1 - 1])))
         with updating(self.pattern_fig):
-            rect = self.pattern_fig.layout.shapes[0]
-            rect.x0, rect.x1 = a - step / 2, b + step / 2
-            if not rect.visible:
-                rect.visible = True
+            replace_shape(self.pattern_fig, 0, x0=a - step / 2, x1=b + step / 2, visible=True)
         self._busy_slider = True
         try:
             self.w_window.value = (i0, i1 - 1)
@@ -664,7 +679,16 @@ class Explorer(tl.HasTraits):
     @_guarded
     def _on_image_hover(self, trace, points, state=None):
         if self.w_hover.value:
-            self._on_image_click(trace, points, state)
+            self._hovering = True
+            try:
+                self._on_image_click(trace, points, state)
+            finally:
+                self._hovering = False
+
+    @_guarded
+    def _on_image_unhover(self, trace, points, state=None):
+        if self._marker_stale and self._da is not None:
+            self._move_marker()
 
     def _point_to_channel(self, points):
         if not points.xs or points.xs[0] is None:
