@@ -12,7 +12,10 @@ SD2Iu
     without improvement, loss ``mae_ssim``) for ``--epochs`` epochs (paper: 6000). On a CPU that is
     hours at 256²: ``--budget`` (seconds, default 600) caps the run — a few epochs are timed
     first and the number of epochs is cut to what fits. The PSNR of the image along the run is
-    printed every ``--every`` epochs.
+    printed every ``--every`` epochs. ``--workdir DIR`` runs all ``--epochs`` as a resumable job
+    instead: ``--budget`` is then the wall time of this invocation, the job checkpoints every
+    ``--every`` epochs and on stopping, and the same command continues it (e.g. over several
+    sessions on a CPU) until the last epoch, when the table is printed.
 
 Real data (``--real``)
     ``/work/shared/data/sd2i_experimental_sinograms.h5`` (skipped when absent): the
@@ -21,11 +24,13 @@ Real data (``--real``)
 
 Metrics: PSNR and SSIM (scikit-image, data range of the reference), over the whole image.
 
-Run: ``python benchmarks/bench_sd2i.py [--epochs 6000] [--budget 600] [--device cuda] [--real]``.
+Run: ``python benchmarks/bench_sd2i.py [--epochs 6000] [--budget 600] [--device cuda] [--real]
+[--workdir DIR]``.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -39,6 +44,7 @@ from skimage.transform import radon, resize
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import N, skimage_radon_projector
 
+from xrdwidgets import jobs
 from xrdwidgets.ops import ParallelProjector
 from xrdwidgets.recon.base import run_to_end
 from xrdwidgets.recon.cgls import cgls_array
@@ -65,26 +71,108 @@ def time_per_epoch(sino, op, device, epochs=6, **kw):
     return float(np.median(np.diff(stamps)))
 
 
-def run_sd2i(sino, op, args, ref, crop, label):
-    """SD2Iu for as many epochs as ``args`` allow; returns (image, epochs, seconds, s/epoch, trace)."""
-    kw = {"loss": args.loss, "pretrain": args.pretrain}
-    t_ep = time_per_epoch(sino, op, args.device, **kw)
-    epochs = args.epochs
-    if args.budget:
-        epochs = max(1, min(epochs, int((args.budget - args.pretrain * t_ep) / t_ep)))
-    print(f"  … {label}: {t_ep:.3f} s/epoch → {epochs} epochs", flush=True)
-    trace = []
-
+def _psnr_printer(ref, crop, trace):
     def cb(ev):
         if ev.preview is not None and ev.metrics.get("phase") == "train":
             s = scores(ev.preview[crop], ref)
             trace.append((ev.metrics["epoch"], ev.loss, s["psnr"], s["ssim"], ev.metrics["lr"]))
             print(f"      epoch {ev.metrics['epoch']:5d}  loss {ev.loss:.5f}  lr {ev.metrics['lr']:.2e}  "
                   f"PSNR {s['psnr']:6.2f} dB  SSIM {s['ssim']:.4f}", flush=True)
+    return cb
 
+
+def _numpy(x):
+    return np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
+
+
+def run_sd2i(sino, op, args, ref, crop, label):
+    """SD2Iu for as many epochs as ``args`` allow; returns (image, epochs, seconds, s/epoch, trace)."""
+    kw = {"loss": args.loss, "pretrain": args.pretrain}
+    t_ep = time_per_epoch(sino, op, args.device, **kw)
+    if args.workdir:
+        return run_sd2i_job(sino, op, args, ref, crop, label, t_ep)
+    epochs = args.epochs
+    if args.budget:
+        epochs = max(1, min(epochs, int((args.budget - args.pretrain * t_ep) / t_ep)))
+    print(f"  … {label}: {t_ep:.3f} s/epoch → {epochs} epochs", flush=True)
+    trace = []
     t0 = time.perf_counter()
-    x = run_to_end(iterate_sd2i_array(sino, op, epochs=epochs, preview_every=args.every, **kw), cb)
-    return np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x)[crop], epochs, time.perf_counter() - t0, t_ep, trace
+    x = run_to_end(iterate_sd2i_array(sino, op, epochs=epochs, preview_every=args.every, **kw),
+                   _psnr_printer(ref, crop, trace))
+    return _numpy(x)[crop], epochs, time.perf_counter() - t0, t_ep, trace
+
+
+def _with_callback(make, cb, checkpoint=None):
+    """``make(checkpoint=...)``'s events passed through ``cb``; returns the generator's result."""
+    gen = make(checkpoint=checkpoint)
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        cb(ev)
+        yield ev
+
+
+def _save_image(result, path):
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f["image"] = _numpy(result)
+
+
+def run_sd2i_job(sino, op, args, ref, crop, label, t_ep):
+    """All ``args.epochs`` as a resumable job in ``args.workdir``, for at most ``args.budget`` s now.
+
+    Returns the same tuple as :func:`run_sd2i` when the last epoch is done, else ``None`` (the
+    job is stopped with a checkpoint; run the same command again to continue)."""
+    wd = Path(args.workdir)
+    info = jobs.job_info(wd) or {}
+    seconds_before = float(info.get("params", {}).get("seconds_total", 0.0)) if info else 0.0
+    make = functools.partial(iterate_sd2i_array, sino, op, epochs=args.epochs, preview_every=args.every,
+                             checkpoint_every=args.every, loss=args.loss, pretrain=args.pretrain)
+    trace = []
+    t0 = time.perf_counter()
+    job = jobs.run(functools.partial(_with_callback, make, _psnr_printer(ref, crop, trace)), name=label,
+                   workdir=wd, resume=True, save_result=_save_image,
+                   params={"epochs": args.epochs, "loss": args.loss, "pretrain": args.pretrain,
+                           "angles": args.angles, "seconds_total": seconds_before})
+    start = (job.resumed_from or {}).get("iteration", 0) if job.resumed_from else 0
+    print(f"  … {label}: {t_ep:.3f} s/epoch, {args.epochs} epochs as a job in {wd} "
+          f"(continuing after {start})" if start else
+          f"  … {label}: {t_ep:.3f} s/epoch, {args.epochs} epochs as a job in {wd}", flush=True)
+    try:
+        job.wait(timeout=args.budget or None, raise_on_error=True)
+    except TimeoutError:
+        pass
+    secs = time.perf_counter() - t0
+    if not job.done:
+        job.cancel()
+        job.wait(timeout=600)
+        ck = job.last_checkpoint or {}
+        print(f"  … stopped after {secs:.0f} s at epoch {ck.get('iteration', '?')} (checkpoint in {wd}); "
+              "run the same command to continue", flush=True)
+        _record_seconds(wd, seconds_before + secs)
+        return None
+    _record_seconds(wd, seconds_before + secs)
+    import h5py
+
+    with h5py.File(wd / "result.h5", "r") as f:
+        x = f["image"][()]
+    return x[crop], args.epochs, seconds_before + secs, t_ep, trace
+
+
+def _record_seconds(wd, total):
+    """Keep the wall time of all invocations in ``job.json`` (``params.seconds_total``)."""
+    import json
+
+    path = Path(wd) / "job.json"
+    try:
+        meta = json.loads(path.read_text())
+        meta.setdefault("params", {})["seconds_total"] = total
+        path.write_text(json.dumps(meta, indent=1))
+    except (OSError, ValueError):
+        pass
 
 
 def simulated(args):
@@ -102,14 +190,18 @@ def simulated(args):
         rows.append({"method": name, "iters": iters, "time_s": seconds, **scores(x, truth)})
         print(f"  … {name:<18} {rows[-1]['psnr']:6.2f} dB  SSIM {rows[-1]['ssim']:.4f}  ({seconds:.1f} s)", flush=True)
 
-    for name, fn, it in [("FBP (ramp)", lambda: fbp_array(s, th, projector=op), ""),
-                         ("SIRT (x>=0)", lambda: sirt_array(s, op, args.sirt, nonneg=True, preview_every=0), args.sirt),
-                         ("CGLS", lambda: cgls_array(s, op, args.cgls, preview_every=0), args.cgls),
-                         ("TV (x>=0)", lambda: tv_array(s, op, args.tv, nonneg=True, preview_every=0), args.tv)]:
+    classic = [("FBP (ramp)", lambda: fbp_array(s, th, projector=op), ""),
+               ("SIRT (x>=0)", lambda: sirt_array(s, op, args.sirt, nonneg=True, preview_every=0), args.sirt),
+               ("CGLS", lambda: cgls_array(s, op, args.cgls, preview_every=0), args.cgls),
+               ("TV (x>=0)", lambda: tv_array(s, op, args.tv, nonneg=True, preview_every=0), args.tv)]
+    for name, fn, it in classic[:1] if args.skip_classic else classic:
         t0 = time.perf_counter()
         x = fn()
         add(name, it, time.perf_counter() - t0, x.cpu().numpy()[crop])
-    x, epochs, secs, t_ep, trace = run_sd2i(s, op, args, truth, crop, f"SD2Iu {N}²")
+    got = run_sd2i(s, op, args, truth, crop, f"SD2Iu {N}²")
+    if got is None:
+        return rows, None, []
+    x, epochs, secs, t_ep, trace = got
     add(f"SD2Iu ({args.loss})", epochs, secs, x)
     return rows, t_ep, trace
 
@@ -169,6 +261,9 @@ def main(argv=None):
     p.add_argument("--real", action="store_true", help="also the SD2I paper's experimental data")
     p.add_argument("--only-real", action="store_true", help="only the experimental data")
     p.add_argument("--dataset", default="photocatalyst_angsamp")
+    p.add_argument("--workdir", default=None,
+                   help="run all --epochs as a resumable job in this folder (--budget: seconds now)")
+    p.add_argument("--skip-classic", action="store_true", help="simulated data: only SD2Iu")
     args = p.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}", flush=True)
     if not args.only_real:
@@ -176,6 +271,8 @@ def main(argv=None):
         rows, t_ep, trace = simulated(args)
         print()
         print(table(rows))
+        if t_ep is None:
+            return
         print(f"\nSD2Iu time per epoch at {N + 1}² ({args.device}): {t_ep:.3f} s "
               f"(6000 epochs ≈ {6000 * t_ep / 3600:.1f} h). Paper target: 40.10 dB / 0.9931 after 6000 epochs.")
         if trace:
