@@ -547,55 +547,78 @@ def _fingerprint_differences(old, new: dict) -> list[str]:
     return diffs
 
 
+def check_fingerprint(caller: str, old, new: dict) -> None:
+    """Raise a ValueError listing what differs when a checkpoint's fingerprint ``old`` is not ``new``."""
+    diffs = _fingerprint_differences(old, new)
+    if diffs:
+        raise ValueError(f"{caller}: the checkpoint belongs to another reconstruction ({'; '.join(diffs)}). "
+                         "Resume with the stack and parameters it was made with, or start afresh "
+                         "(checkpoint=None, or a new workdir)")
+
+
+def check_stack_checkpoint(caller: str, checkpoint, fingerprint: dict, *, kind: str, version: int,
+                           description: str) -> dict:
+    """The checks every stack-level checkpoint gets: a dict, of ``kind`` and ``version``, made from
+    the same stack and parameters (``fingerprint``). Returns its ``chunks`` (a dict, maybe empty).
+
+    ``description`` completes "checkpoint is not … checkpoint" (e.g. ``"a Noise2Inverse"``).
+    """
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f"{caller}: checkpoint must be a dict (e.g. xrdwidgets.jobs.load_checkpoint(workdir)) "
+                        f"or None, found {type(checkpoint).__name__}")
+    found = checkpoint.get("kind")
+    if found != kind:
+        raise ValueError(f"{caller}: checkpoint is not {description} checkpoint (kind {found!r}, expected {kind!r})")
+    found = checkpoint.get("version")
+    if found != version:
+        raise ValueError(f"{caller}: checkpoint version {found!r} is not supported (this xrdwidgets reads "
+                         f"version {version})")
+    check_fingerprint(caller, checkpoint.get("fingerprint"), fingerprint)
+    chunks = checkpoint.get("chunks") or {}
+    if not isinstance(chunks, dict):
+        raise TypeError(f"{caller}: checkpoint 'chunks' must be a dict, found {type(chunks).__name__}")
+    return chunks
+
+
+def chunk_key(caller: str, key, *, what: str = "chunk") -> tuple[int, int, int]:
+    """``(lead, start, stop)`` of a chunk named ``'<lead>_<start>_<stop>'``."""
+    m = _CHUNK_KEY.fullmatch(str(key))
+    if m is None:
+        raise ValueError(f"{caller}: checkpoint {what} {key!r} is not named '<lead>_<start>_<stop>'")
+    li, s, e = (int(g) for g in m.groups())
+    return li, s, e
+
+
+def chunk_array(caller: str, key, arr, shape: tuple) -> np.ndarray:
+    """A checkpoint chunk as an array of the expected ``shape`` (else a ValueError naming it)."""
+    a = np.asarray(arr)
+    if a.shape != tuple(shape):
+        raise ValueError(f"{caller}: checkpoint chunk {key!r} has shape {a.shape}, expected {tuple(shape)}")
+    return a
+
+
 def _restore(plan: StackPlan, checkpoint, fingerprint: dict, flat_out: np.ndarray, done: np.ndarray):
     """Check a stack checkpoint against ``plan`` and copy its chunks into ``flat_out``.
 
     Returns ``(step, n_chunks, running)``; marks the restored channels in ``done``.
     """
     caller = plan.caller
-    if not isinstance(checkpoint, dict):
-        raise TypeError(f"{caller}: checkpoint must be a dict (e.g. xrdwidgets.jobs.load_checkpoint(workdir)) "
-                         f"or None, found {type(checkpoint).__name__}")
-    kind = checkpoint.get("kind")
-    if kind != STACK_CHECKPOINT_KIND:
-        raise ValueError(f"{caller}: checkpoint is not a stack reconstruction checkpoint "
-                         f"(kind {kind!r}, expected {STACK_CHECKPOINT_KIND!r})")
-    version = checkpoint.get("version")
-    if version != _STACK_CHECKPOINT_VERSION:
-        raise ValueError(f"{caller}: checkpoint version {version!r} is not supported "
-                         f"(this xrdwidgets reads version {_STACK_CHECKPOINT_VERSION})")
-    diffs = _fingerprint_differences(checkpoint.get("fingerprint"), fingerprint)
-    if diffs:
-        raise ValueError(f"{caller}: the checkpoint belongs to another reconstruction ({'; '.join(diffs)}). "
-                         "Resume with the stack and parameters it was made with, or start afresh "
-                         "(checkpoint=None, or a new workdir)")
-    chunks = checkpoint.get("chunks") or {}
-    if not isinstance(chunks, dict):
-        raise TypeError(f"{caller}: checkpoint 'chunks' must be a dict, found {type(chunks).__name__}")
+    chunks = check_stack_checkpoint(caller, checkpoint, fingerprint, kind=STACK_CHECKPOINT_KIND,
+                                    version=_STACK_CHECKPOINT_VERSION, description="a stack reconstruction")
     n_lead, C = done.shape
     n = flat_out.shape[1]
     for key, arr in chunks.items():
-        m = _CHUNK_KEY.fullmatch(str(key))
-        if m is None:
-            raise ValueError(f"{caller}: checkpoint chunk {key!r} is not named '<lead>_<start>_<stop>'")
-        li, s, e = (int(g) for g in m.groups())
+        li, s, e = chunk_key(caller, key)
         if not (li < n_lead and 0 <= s < e <= C):
             raise ValueError(f"{caller}: checkpoint chunk {key!r} lies outside the stack "
                              f"({n_lead} leading slice(s), {C} channels)")
-        a = np.asarray(arr)
-        if a.shape != (n, n, e - s):
-            raise ValueError(f"{caller}: checkpoint chunk {key!r} has shape {a.shape}, expected {(n, n, e - s)}")
-        flat_out[li, :, :, s:e] = a
+        flat_out[li, :, :, s:e] = chunk_array(caller, key, arr, (n, n, e - s))
         done[li, s:e] = True
     running = checkpoint.get("running")
     if running is not None:
         if not (isinstance(running, dict) and isinstance(running.get("key"), str) and "state" in running):
             raise ValueError(f"{caller}: checkpoint 'running' must be a dict with 'key' and 'state'")
-        m = _CHUNK_KEY.fullmatch(running["key"])
-        if m is None:
-            raise ValueError(f"{caller}: checkpoint running batch {running['key']!r} is not named "
-                             "'<lead>_<start>_<stop>'")
-        li, s, e = (int(g) for g in m.groups())
+        li, s, e = chunk_key(caller, running["key"], what="running batch")
         if not (li < n_lead and 0 <= s < e <= C) or done[li, s:e].any():
             running = None  # outside the stack or already finished: nothing to continue
     step = checkpoint.get("step", 0)

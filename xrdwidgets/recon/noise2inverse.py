@@ -412,34 +412,16 @@ def noise2inverse(stack, **kwargs):
 
 # ---------------------------------------------------------------------------- checkpoints
 def _restore(caller, checkpoint, fingerprint, groups, n_lead, n):
-    if checkpoint.get("kind") != CHECKPOINT_KIND:
-        raise ValueError(f"{caller}: checkpoint is not a Noise2Inverse checkpoint (kind {checkpoint.get('kind')!r}, "
-                         f"expected {CHECKPOINT_KIND!r})")
-    if checkpoint.get("version") != _CHECKPOINT_VERSION:
-        raise ValueError(f"{caller}: checkpoint version {checkpoint.get('version')!r} is not supported "
-                         f"(this xrdwidgets reads version {_CHECKPOINT_VERSION})")
-    diffs = _drv._fingerprint_differences(checkpoint.get("fingerprint"), fingerprint)
-    if diffs:
-        raise ValueError(f"{caller}: the checkpoint belongs to another reconstruction ({'; '.join(diffs)}). "
-                         "Resume with the stack and parameters it was made with, or start afresh "
-                         "(checkpoint=None, or a new workdir)")
-    chunks = checkpoint.get("chunks") or {}
-    if not isinstance(chunks, dict):
-        raise ValueError(f"{caller}: checkpoint 'chunks' must be a dict, found {type(chunks).__name__}")
+    chunks = _drv.check_stack_checkpoint(caller, checkpoint, fingerprint, kind=CHECKPOINT_KIND,
+                                         version=_CHECKPOINT_VERSION, description="a Noise2Inverse")
     index = {g: i for i, g in enumerate(groups)}
     parts: dict = {}
     for key, arr in chunks.items():
-        m = _drv._CHUNK_KEY.fullmatch(str(key))
-        if m is None:
-            raise ValueError(f"{caller}: checkpoint chunk {key!r} is not named '<lead>_<start>_<stop>'")
-        li, s, e = (int(v) for v in m.groups())
+        li, s, e = _drv.chunk_key(caller, key)
         if (s, e) not in index or li >= n_lead:
             raise ValueError(f"{caller}: checkpoint chunk {key!r} does not match the channel groups {groups} "
                              f"and {n_lead} leading slice(s) of this run")
-        a = np.asarray(arr)
-        if a.shape != (n, n, e - s):
-            raise ValueError(f"{caller}: checkpoint chunk {key!r} has shape {a.shape}, expected {(n, n, e - s)}")
-        parts.setdefault(index[(s, e)], {})[li] = a
+        parts.setdefault(index[(s, e)], {})[li] = _drv.chunk_array(caller, key, arr, (n, n, e - s))
     done = {gi: p for gi, p in parts.items() if len(p) == n_lead}
     running = checkpoint.get("running")
     if running is not None:

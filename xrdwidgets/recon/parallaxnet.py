@@ -375,10 +375,7 @@ def _restore(caller, checkpoint, fingerprint, slices, n_lead, op):
     made = checkpoint.get("parallaxnet")
     if made is None:
         raise ValueError(f"{caller}: checkpoint is not a ParallaxNet checkpoint (no 'parallaxnet' entry)")
-    diffs = _drv._fingerprint_differences(made, fingerprint)
-    if diffs:
-        raise ValueError(f"{caller}: the checkpoint belongs to another reconstruction ({'; '.join(diffs)}). "
-                         "Resume with the stack and parameters it was made with, or start afresh")
+    _drv.check_fingerprint(caller, made, fingerprint)
     done = {}
     n_b = len(slices)
     for key, arr in (checkpoint.get("chunks") or {}).items():
@@ -388,11 +385,7 @@ def _restore(caller, checkpoint, fingerprint, slices, n_lead, op):
         if i >= n_b * n_lead:
             raise ValueError(f"{caller}: checkpoint chunk {key!r} is beyond the {n_b * n_lead} batches of this run")
         s = slices[i % n_b]
-        a = np.asarray(arr)
-        if a.shape != (op.n, op.n, s.stop - s.start):
-            raise ValueError(f"{caller}: checkpoint chunk {key!r} has shape {a.shape}, expected "
-                             f"{(op.n, op.n, s.stop - s.start)}")
-        done[i] = a
+        done[i] = _drv.chunk_array(caller, key, arr, (op.n, op.n, s.stop - s.start))
     running = None
     if checkpoint.get("format") == CHECKPOINT_FORMAT:
         idx = checkpoint.get("batch_index")
