@@ -192,6 +192,18 @@ def test_pattern_click_hover_and_box_select(ex, vol):
     assert ex.window == (5, 10) and "outside" in ex.w_status.value
 
 
+
+def test_box_select_reaching_every_trace_is_handled_once(ex, vol):
+    # plotly dispatches a selection to every trace (main + overlay): one window, one message
+    sent = []
+    ex.pattern_fig.observe(lambda c: c["new"] and sent.append(c["new"]), "_py2js_relayout")
+    box = BoxSelector(xrange=[float(vol.tth[12]), float(vol.tth[20])], yrange=[0, 1])
+    for tr in ex.pattern_fig.data:
+        tr._dispatch_on_selection(_points([], []), box)
+    assert len(ex.pattern_fig.data) == 2 and ex.window == (12, 21)
+    assert sum("selections" in m["relayout_data"] for m in sent) == 1
+
+
 # ---------------------------------------------------------------------------- overlays
 def test_compare_overlay_at_same_pixel(ex, vol, demo):
     ex.select_pixel(12, 12)

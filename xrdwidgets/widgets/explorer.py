@@ -709,6 +709,8 @@ class Explorer(tl.HasTraits):
 
     @_guarded
     def _on_pattern_select(self, trace, points, selector=None):
+        if self.pattern_fig.data and trace is not self.pattern_fig.data[0] and selector is not None:
+            return                      # plotly calls every trace with the same box: act once
         xr_ = getattr(selector, "xrange", None)
         if xr_ is not None and len(xr_) == 2 and None not in xr_:
             lo, hi = xr_
