@@ -135,6 +135,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=250, help="channels per batch (250)")
     p.add_argument("--overlap", type=int, default=40, help="overlap of channel batches (40)")
     p.add_argument("--filters", type=str, default="8", help="SD2Vol hidden conv filters, comma separated ('8')")
+    p.add_argument("--interp", choices=("linear", "cubic"), default="linear",
+                   help="2θ interpolation of ParallaxNet's operator (ParallaxProjector interp; 'linear')")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     a = p.parse_args(argv)
@@ -155,7 +157,7 @@ def main(argv=None):
     print(f"Ni at {a.energy:g} keV: reflections at {np.round(lines, 4).tolist()} deg; {a.n} translations x "
           f"{a.n} angles (0-180 deg), step {a.step_mm} mm, sample radius {half_mm:.1f} mm, L = {a.distance_mm} mm; "
           f"{a.channels} channels of {ch * 1e3:.2f} mdeg; largest parallax shift {shift / ch:.1f} channels; "
-          f"device {device}, {torch.get_num_threads()} threads")
+          f"device {device}, {torch.get_num_threads()} threads; operator interp {a.interp}")
 
     t0 = time.perf_counter()
     ds, masks = phantom(a.n, a.energy, tth, a.step_mm)
@@ -172,7 +174,7 @@ def main(argv=None):
     filters = tuple(int(f) for f in a.filters.split(",") if f.strip())
     gen = iterate_parallaxnet(par["sinogram"], epochs=a.epochs, lr=a.lr, pretrain=a.pretrain, batch=a.batch,
                               overlap=a.overlap, seed=0, device=device, preview_every=0,
-                              net_options={"conv_filters": filters})
+                              net_options={"conv_filters": filters}, operator_options={"interp": a.interp})
     t0 = time.perf_counter()
     stamps, losses = [], []
     while True:
