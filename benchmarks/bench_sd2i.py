@@ -232,7 +232,10 @@ def real(args):
     sino = torch.as_tensor(np.asarray(under.isel(channel=0).transpose("translation", "angle").values, np.float32),
                            device=op.device)
     crop = (slice(None), slice(None))
-    x, epochs, secs, _t_ep, _ = run_sd2i(sino, op, args, ref_c, crop, f"SD2Iu {n}²")
+    got = run_sd2i(sino, op, args, ref_c, crop, f"SD2Iu {n}²")
+    if got is None:                                  # a --workdir job stopped by --budget
+        return None
+    x, epochs, secs, _t_ep, _ = got
     rows.append({"method": f"SD2Iu ({args.loss})", "iters": epochs, "time_s": secs, **scores(x, ref_c)})
     return rows
 
