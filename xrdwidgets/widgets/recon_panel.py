@@ -60,8 +60,8 @@ METHOD_PARAMS = {
              Param("arch", "choice", "sd2iu", "generator: SD2Iu (upsampling, the default for 2-D) or the "
                    "original SD2I", choices=("sd2iu", "sd2i")),
              Param("lr", "float", 5e-4, "Adam learning rate (5e-4; up to 1e-3)", 1e-6, 0.01),
-             Param("loss", "choice", "mae_ssim", "loss in sinogram space: (1−μ)·MAE + μ·(1−SSIM), μ = 0.84, "
-                   "or plain MAE/MSE", choices=("mae_ssim", "mae", "mse"))),
+             Param("loss", "choice", "mae", "loss in sinogram space: plain MAE (robust to model mismatch), the "
+                   "paper's (1−μ)·MAE + μ·(1−SSIM), μ = 0.84, or MSE", choices=("mae", "mae_ssim", "mse"))),
     "parallaxnet": (Param("epochs", "int", 500, "training epochs per channel batch", 1, 100000),
                     Param("distance_mm", "float", 0.0, "sample-to-detector distance; 0: from the data's "
                           "scan geometry", 0.0, 1e6, units="mm"),
