@@ -135,8 +135,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=250, help="channels per batch (250)")
     p.add_argument("--overlap", type=int, default=40, help="overlap of channel batches (40)")
     p.add_argument("--filters", type=str, default="8", help="SD2Vol hidden conv filters, comma separated ('8')")
-    p.add_argument("--interp", choices=("linear", "cubic"), default="cubic",
-                   help="2θ interpolation of ParallaxNet's operator (ParallaxProjector interp; 'cubic')")
+    p.add_argument("--interp", choices=("linear", "cubic", "lanczos3"), default="lanczos3",
+                   help="2θ interpolation of ParallaxNet's operator (ParallaxProjector interp; 'lanczos3')")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     a = p.parse_args(argv)
