@@ -33,7 +33,7 @@ Metrics
     Time: wall-clock seconds on this machine (training and inference of Noise2Inverse from its
     events' ``seconds_*`` metrics).
 
-Real data (``--real``): ``/work/shared/data/sd2i_experimental_sinograms.h5`` has no clean
+Real data (``--real``): ``../shared/data/sd2i_experimental_sinograms.h5`` has no clean
 reference; the notebook ``notebooks/08_noise2inverse.ipynb`` shows FBP and Noise2Inverse side by side.
 
 Run: ``python benchmarks/bench_noise2inverse.py [--small] [--nets unet,msd] [--steps 1500]``.
