@@ -49,9 +49,9 @@ against non-negative CGLS of the full angle set; ``benchmarks/bench_sd2i.py --on
     SD2Iu is far ahead of FBP (+3.7 to +6.4 dB) and level with the iterative methods in PSNR
     (best on POX), a little behind them in SSIM; on the photocatalyst it peaked at 26.1 dB near
     epoch 2100 and then slowly fitted noise. Around the photocatalyst its image keeps a faint halo
-    of streak residue (1 % of the background pixels within 145 px of the centre above 25 % of the
-    sample's brightness; TV and the reference: 10 %) that ends on a sharp circle, with a clean zero
-    background beyond; the background holds 14 % of its squared error.
+    of streak residue (99th percentile of the background within 145 px of the centre: 23–35 % of
+    the sample's brightness; TV and the reference: 5–12 %) that ends on a sharp circle, with a
+    clean zero background beyond; the background holds 14 % of its squared error.
 
 Geometry, axis order and rotation centre: those of the projector
 (:class:`~xrdwidgets.ops.projector.ParallelProjector`, centre ``(n-1)/2``).
