@@ -67,10 +67,11 @@ def built(op):
     return op
 
 
-def skimage_radon_projector(angles_deg):
-    """Projector on skimage's pixel lattice (centre n // 2) for an even ``N``: see the docstring."""
-    return built(ParallelProjector(N + 1, angles_deg, n_translations=N, centre_offset=0.5, mask=True,
-                                   device="cpu"))
+def skimage_radon_projector(angles_deg, n=N, device="cpu"):
+    """Projector on skimage's pixel lattice (centre ``n // 2``) for an even ``n`` (default ``N``):
+    an ``(n + 1)²`` grid whose rows/columns ``0 … n − 1`` are radon's image; see the docstring."""
+    return built(ParallelProjector(n + 1, angles_deg, n_translations=n, centre_offset=0.5, mask=True,
+                                   device=device))
 
 
 def astra_recon(sino, angles_deg, algorithm, iters, min_constraint=None):

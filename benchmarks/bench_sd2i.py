@@ -63,11 +63,31 @@ from xrdwidgets.recon.tv import tv_array
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sd2i_experimental_sinograms.h5"
 
 
+def add_row(rows, name, iters, seconds, x, ref):
+    """Append the table row of image ``x`` (PSNR, SSIM against ``ref``) and print it."""
+    rows.append({"method": name, "iters": iters, "time_s": seconds, **scores(x, ref)})
+    print(f"  … {name:<18} {rows[-1]['psnr']:6.2f} dB  SSIM {rows[-1]['ssim']:.4f}  ({seconds:.1f} s)", flush=True)
+
+
+def classic_rows(rows, runs, ref, skip):
+    """Time each ``(name, iters, fn)`` of ``runs`` (``fn()`` → numpy image; only the first when
+    ``skip``) and add its row."""
+    for name, iters, fn in runs[:1] if skip else runs:
+        t0 = time.perf_counter()
+        x = fn()
+        add_row(rows, name, iters, time.perf_counter() - t0, x, ref)
+
+
 def scores(x, ref):
     x = np.asarray(x, np.float64)
     rng = float(ref.max() - ref.min())
     mse = float(np.mean((x - ref) ** 2))
     return {"psnr": 10 * np.log10(rng**2 / mse), "ssim": structural_similarity(x, ref, data_range=rng)}
+
+
+def _sd2i_kwargs(args):
+    """The SD2Iu settings taken from the command line (``iterate_sd2i_array`` keywords)."""
+    return {"loss": args.loss, "pretrain": args.pretrain, "net_options": {"upsample": args.upsample}}
 
 
 def _sd2i_label(args):
@@ -98,7 +118,7 @@ def _numpy(x):
 
 def run_sd2i(sino, op, args, ref, crop, label):
     """SD2Iu for as many epochs as ``args`` allow; returns (image, epochs, seconds, s/epoch, trace)."""
-    kw = {"loss": args.loss, "pretrain": args.pretrain, "net_options": {"upsample": args.upsample}}
+    kw = _sd2i_kwargs(args)
     t_ep = time_per_epoch(sino, op, args.device, **kw)
     if args.workdir:
         return run_sd2i_job(sino, op, args, ref, crop, label, t_ep)
@@ -141,8 +161,7 @@ def run_sd2i_job(sino, op, args, ref, crop, label, t_ep):
     info = jobs.job_info(wd) or {}
     seconds_before = float(info.get("params", {}).get("seconds_total", 0.0)) if info else 0.0
     make = functools.partial(iterate_sd2i_array, sino, op, epochs=args.epochs, preview_every=args.every,
-                             checkpoint_every=args.every, loss=args.loss, pretrain=args.pretrain,
-                             net_options={"upsample": args.upsample})
+                             checkpoint_every=args.every, **_sd2i_kwargs(args))
     trace = []
     t0 = time.perf_counter()
     job = jobs.run(functools.partial(_with_callback, make, _psnr_printer(ref, crop, trace)), name=label,
@@ -192,30 +211,25 @@ def simulated(args):
     truth = resize(shepp_logan_phantom(), (N, N), anti_aliasing=True)
     th = np.linspace(0.0, 180.0, args.angles, endpoint=False)
     sino = radon(truth, th, circle=True).astype(np.float32)
-    op = skimage_radon_projector(th)
-    if args.device != "cpu":
-        op = ParallelProjector(N + 1, th, n_translations=N, centre_offset=0.5, mask=True, device=args.device)
+    op = skimage_radon_projector(th, device=args.device)
     crop = (slice(0, N), slice(0, N))
     s = torch.as_tensor(sino, device=op.device)
     rows = []
 
-    def add(name, iters, seconds, x):
-        rows.append({"method": name, "iters": iters, "time_s": seconds, **scores(x, truth)})
-        print(f"  … {name:<18} {rows[-1]['psnr']:6.2f} dB  SSIM {rows[-1]['ssim']:.4f}  ({seconds:.1f} s)", flush=True)
+    def image(x):
+        return x.cpu().numpy()[crop]
 
-    classic = [("FBP (ramp)", lambda: fbp_array(s, th, projector=op), ""),
-               ("SIRT (x>=0)", lambda: sirt_array(s, op, args.sirt, nonneg=True, preview_every=0), args.sirt),
-               ("CGLS", lambda: cgls_array(s, op, args.cgls, preview_every=0), args.cgls),
-               ("TV (x>=0)", lambda: tv_array(s, op, args.tv, nonneg=True, preview_every=0), args.tv)]
-    for name, fn, it in classic[:1] if args.skip_classic else classic:
-        t0 = time.perf_counter()
-        x = fn()
-        add(name, it, time.perf_counter() - t0, x.cpu().numpy()[crop])
+    classic_rows(rows, [
+        ("FBP (ramp)", "", lambda: image(fbp_array(s, th, projector=op))),
+        ("SIRT (x>=0)", args.sirt, lambda: image(sirt_array(s, op, args.sirt, nonneg=True, preview_every=0))),
+        ("CGLS", args.cgls, lambda: image(cgls_array(s, op, args.cgls, preview_every=0))),
+        ("TV (x>=0)", args.tv, lambda: image(tv_array(s, op, args.tv, nonneg=True, preview_every=0))),
+    ], truth, args.skip_classic)
     got = run_sd2i(s, op, args, truth, crop, f"SD2Iu {N}²")
     if got is None:
         return rows, None, []
     x, epochs, secs, t_ep, trace = got
-    add(_sd2i_label(args), epochs, secs, x)
+    add_row(rows, _sd2i_label(args), epochs, secs, x, truth)
     return rows, t_ep, trace
 
 
@@ -236,16 +250,16 @@ def real(args):
     print(f"  reference CGLS ({args.cgls} it, x>=0) of the full set: {time.perf_counter() - t0:.1f} s", flush=True)
     ref_c = np.clip(ref, 0, None)
     rows = []
-    classic = [("FBP (ramp)", "fbp", {}, ""),
-               ("SIRT (x>=0)", "sirt", {"n_iter": args.sirt, "nonneg": True}, args.sirt),
-               ("CGLS (x>=0)", "cgls", {"n_iter": args.cgls, "nonneg": True}, args.cgls),
-               ("TV (x>=0)", "tv", {"n_iter": args.tv, "nonneg": True}, args.tv)]
-    for name, method, kw, it in classic[:1] if args.skip_classic else classic:
-        t0 = time.perf_counter()
-        x = reconstruct(under, method, device=args.device, **kw).isel(channel=0).values
-        rows.append({"method": name, "iters": it, "time_s": time.perf_counter() - t0, **scores(x, ref_c)})
-        print(f"  … {name:<18} {rows[-1]['psnr']:6.2f} dB  SSIM {rows[-1]['ssim']:.4f}  "
-              f"({rows[-1]['time_s']:.1f} s)", flush=True)
+
+    def image(method, **kw):
+        return reconstruct(under, method, device=args.device, **kw).isel(channel=0).values
+
+    classic_rows(rows, [
+        ("FBP (ramp)", "", lambda: image("fbp")),
+        ("SIRT (x>=0)", args.sirt, lambda: image("sirt", n_iter=args.sirt, nonneg=True)),
+        ("CGLS (x>=0)", args.cgls, lambda: image("cgls", n_iter=args.cgls, nonneg=True)),
+        ("TV (x>=0)", args.tv, lambda: image("tv", n_iter=args.tv, nonneg=True)),
+    ], ref_c, args.skip_classic)
     th = under.angle.values
     n = under.sizes["translation"]
     op = ParallelProjector(n, th, mask=True, device=args.device or "cpu")
@@ -256,7 +270,7 @@ def real(args):
     if got is None:                                  # a --workdir job stopped by --budget
         return None
     x, epochs, secs, _t_ep, _ = got
-    rows.append({"method": _sd2i_label(args), "iters": epochs, "time_s": secs, **scores(x, ref_c)})
+    add_row(rows, _sd2i_label(args), epochs, secs, x, ref_c)
     return rows
 
 

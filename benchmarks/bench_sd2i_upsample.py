@@ -20,21 +20,25 @@ tenth of the run.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from skimage.data import shepp_logan_phantom
 from skimage.transform import radon, resize
 
-from xrdwidgets.ops import ParallelProjector
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_quality import skimage_radon_projector
+
 from xrdwidgets.recon.sd2i import iterate_sd2i_array
 
 
 def run(n, epochs, loss, mode, data="radon"):
     truth = resize(shepp_logan_phantom(), (n, n), anti_aliasing=True)
     th = np.linspace(0.0, 180.0, 64, endpoint=False)
-    op = ParallelProjector(n + 1, th, n_translations=n, centre_offset=0.5, mask=True, device="cpu")
+    op = skimage_radon_projector(th, n)
     if data == "radon":
         sino = torch.as_tensor(radon(truth, th, circle=True).astype(np.float32))
     else:  # the inverse crime, on purpose: data from the projector the reconstruction inverts

@@ -122,10 +122,10 @@ __all__ = ["FORMULAS", "INTERPS", "ParallaxProjector", "apparent_tth", "true_tth
 
 #: Accepted apparent-angle formulas (see the module docstring).
 FORMULAS = ("atan", "arcsin")
-#: Accepted 2θ resampling kernels (see the module docstring).
-INTERPS = ("linear", "cubic", "lanczos3")
-#: taps of each 2θ interpolation kernel
+#: Taps of each accepted 2θ resampling kernel (see the module docstring).
 TAPS = {"linear": 2, "cubic": 4, "lanczos3": 6}
+#: Accepted 2θ resampling kernels.
+INTERPS = tuple(TAPS)
 
 
 # ---------------------------------------------------------------------------- the physics
