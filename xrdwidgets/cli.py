@@ -1,4 +1,7 @@
-"""Command line: ``xrdwidgets demo | info | reconstruct | app``.
+"""Command line: ``xrdwidgets demo | info | reconstruct | resume | methods | app``.
+
+``reconstruct`` offers every method of the registry (:mod:`xrdwidgets.recon.registry`), with the
+method's parameters as flags generated from it.
 
 Run ``xrdwidgets --help`` or ``xrdwidgets COMMAND --help``.
 """
@@ -18,8 +21,13 @@ examples:
                                         xrdwidgets-output/demo.h5 and demo.png
   xrdwidgets info xrdwidgets-output/demo.h5
                                         dims, coordinates, geometry and value ranges of a file
-  xrdwidgets reconstruct scan.h5 --method fbp --out recon.h5
+  xrdwidgets reconstruct scan.h5 --method fbp -o recon.h5
                                         reconstruct a sinogram stack (own HDF5, nDTomo or SD2I file)
+  xrdwidgets methods                    list the methods: fbp sirt cgls tv sd2i parallaxnet noise2inverse
+  xrdwidgets reconstruct scan.h5 --method sd2i --help
+                                        the method's parameters, defaults and units
+  xrdwidgets reconstruct scan.h5 --method sd2i --epochs 3000 --workdir run1 -o sd2i.h5
+  xrdwidgets resume run1                continue it after Ctrl-C, a crash or a killed job
   xrdwidgets app --data-dir ~/beamtime   serve the dashboard app (Voila) at http://127.0.0.1:8866/
 """
 
@@ -88,37 +96,115 @@ def cmd_info(args) -> int:
     return 0
 
 
-def _method_kwargs(args) -> dict:
-    """The keyword arguments of ``--method`` given on the command line."""
-    import inspect
+def cmd_methods(args) -> int:
+    from .recon.registry import methods
 
-    from .recon.iterative import METHODS
+    for spec in methods().values():
+        print(f"{spec.name:<14} {spec.label}: {spec.help}")
+        if args.long:
+            for p in spec.params:
+                print(f"    {p.cli_flag:<20} {_default_text(p)}  {p.help}")
+            for name in spec.presets:
+                print(f"    preset {name!r}: {spec.presets[name]}")
+    print("\nxrdwidgets reconstruct FILE --method NAME --help lists a method's parameters")
+    return 0
 
-    fn = METHODS[args.method]
-    accepted = {p for p, v in inspect.signature(fn).parameters.items() if v.kind == v.KEYWORD_ONLY}
-    given = {"filter": args.filter, "n_iter": args.n_iter, "nonneg": args.nonneg or None,
-             "lam_rel": args.lam_rel, "batch": args.batch, "device": args.device}
-    return {k: v for k, v in given.items() if v is not None and k in accepted}
+
+def _default_text(p) -> str:
+    if p.default is None:
+        return "(default: automatic)"
+    return f"(default: {p.default}{' ' + p.units if p.units else ''})"
 
 
-def cmd_reconstruct(args) -> int:
+def _method_kwargs(args, spec) -> dict:
+    """Every parameter of ``spec`` from the command line (its default where not given)."""
+    return {p.name: getattr(args, "param_" + p.name) for p in spec.params}
+
+
+def _check_out(out: Path, overwrite: bool) -> bool:
+    if out.exists() and not overwrite:
+        print(f"error: {out} exists; pass --overwrite or choose --out", file=sys.stderr)
+        return False
+    return True
+
+
+def _source(record: dict):
+    """The resumable job source of a recorded reconstruction: ``iterate(stack, method, **params)``."""
+    import functools
+
     from . import io
     from .recon.iterative import iterate
 
-    src = Path(args.file)
-    out = Path(args.out) if args.out else src.with_name(src.stem + f"_{args.method}.h5")
-    if out.exists() and not args.overwrite:
-        print(f"error: {out} exists; pass --overwrite or choose --out", file=sys.stderr)
+    obj = io.load(record["file"])
+    if record.get("variable"):
+        obj = obj[record["variable"]]
+    return functools.partial(iterate, obj, record["method"], **record["parameters"])
+
+
+def _run_job(record: dict, *, workdir, resume: bool, quiet: bool) -> int:
+    """Run a recorded reconstruction (as a :class:`~xrdwidgets.jobs.Job`), write ``record["out"]``."""
+    from . import io, jobs
+
+    out = Path(record["out"])
+    if not _check_out(out, record.get("overwrite", False)):
         return 2
-    obj = io.load(src)
-    if args.variable:
-        obj = obj[args.variable]
-    kwargs = _method_kwargs(args)
-    rec = _run_with_bar(iterate(obj, args.method, **kwargs), args.method.upper(), args.quiet)
-    io.save(rec, out, overwrite=args.overwrite, producer=f"xrdwidgets reconstruct --method {args.method}",
-            parameters={"source": str(src), **kwargs})
+    source = _source(record)
+    name = f"{record['method']} {Path(record['file']).name}"
+    if resume:
+        job = jobs.resume(workdir, source, name=name)
+    else:
+        job = jobs.run(source, name=name, workdir=workdir, params={"cli": record})
+    try:
+        rec = job.wait(progress=not quiet)
+    except KeyboardInterrupt:
+        job.cancel()
+        job.wait(timeout=30, raise_on_error=False)
+        print("interrupted" + (f"; continue with: xrdwidgets resume {workdir}" if workdir else ""),
+              file=sys.stderr)
+        return 130
+    if job.state is not jobs.State.DONE:
+        print(f"error: {job.message}", file=sys.stderr)
+        return 1
+    io.save(rec, out, overwrite=record.get("overwrite", False),
+            producer=f"xrdwidgets reconstruct --method {record['method']}",
+            parameters={"source": record["file"], **record["parameters"]})
     print(f"wrote {out}")
     return 0
+
+
+def cmd_reconstruct(args) -> int:
+    from .recon.registry import get_method
+
+    spec = get_method(args.method)
+    src = Path(args.file)
+    out = Path(args.out) if args.out else src.with_name(src.stem + f"_{spec.name}.h5")
+    if not _check_out(out, args.overwrite):
+        return 2
+    if args.workdir:
+        from .jobs import CHECKPOINT_FILE, RESULT_FILE
+
+        wd = Path(args.workdir)
+        if (wd / CHECKPOINT_FILE).exists() or (wd / RESULT_FILE).exists():
+            print(f"error: {wd} holds a former run; continue it with: xrdwidgets resume {wd} "
+                  "(or choose another --workdir)", file=sys.stderr)
+            return 2
+    record = {"command": "reconstruct", "file": str(src.resolve()), "variable": args.variable,
+              "method": spec.name, "parameters": _method_kwargs(args, spec), "out": str(out.resolve()),
+              "overwrite": bool(args.overwrite)}
+    return _run_job(record, workdir=args.workdir, resume=False, quiet=args.quiet)
+
+
+def cmd_resume(args) -> int:
+    from .jobs import job_info
+
+    wd = Path(args.workdir)
+    info = job_info(wd)
+    record = (info or {}).get("params", {}).get("cli") if isinstance(info, dict) else None
+    if not isinstance(record, dict) or record.get("command") != "reconstruct":
+        print(f"error: {wd} is not the work folder of an `xrdwidgets reconstruct --workdir` run "
+              f"(no reconstruct record in {wd / 'job.json'})", file=sys.stderr)
+        return 2
+    return _run_job(record, workdir=wd, resume=True, quiet=args.quiet)
 
 
 def cmd_app(args) -> int:
@@ -141,7 +227,69 @@ def cmd_app(args) -> int:
                            cull_idle_timeout=args.cull_idle)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_method_flags(parser, spec):
+    """One flag per registry parameter of ``spec`` (defaults and units shown in ``--help``)."""
+    g = parser.add_argument_group(f"{spec.name} parameters", spec.help)
+    for p in spec.params:
+        kw = {"dest": "param_" + p.name, "default": p.default}
+        rng = ""
+        if p.minimum is not None or p.maximum is not None:
+            rng = f", range {'' if p.minimum is None else p.minimum}..{'' if p.maximum is None else p.maximum}"
+        text = p.help if p.default is None and "default" in p.help else f"{p.help} {_default_text(p)[:-1]}{rng})"
+        if p.kind == "bool":
+            g.add_argument(p.cli_flag, action=argparse.BooleanOptionalAction, help=text, **kw)
+            continue
+        if p.kind == "choice":
+            kw["choices"] = p.choices
+        else:
+            kw["type"] = {"int": int, "float": float, "str": str}[p.kind]
+            kw["metavar"] = p.units.upper().replace(" ", "_") if p.units else p.kind.upper()
+        g.add_argument(p.cli_flag, help=text.replace("%", "%%"), **kw)
+
+
+def _add_reconstruct(sub, method):
+    r = sub.add_parser("reconstruct", help="reconstruct a sinogram stack from a file (any method)",
+                       description="Reconstruct every channel of a sinogram stack with a registered method "
+                                   "and write the volume (y, x, spectral) to an HDF5 file. "
+                                   "`xrdwidgets methods` lists the methods; `--method M --help` lists M's "
+                                   "parameters. With --workdir the run checkpoints there and "
+                                   "`xrdwidgets resume DIR` continues it after a stop or a crash.")
+    r.add_argument("file", help="input file with a sinogram stack (own HDF5, nDTomo or SD2I file, zarr)")
+    names = ["fbp", "sirt", "cgls", "tv", "sd2i", "parallaxnet", "noise2inverse"]
+    if method is not None:
+        from .recon.registry import methods
+
+        names = list(methods())
+    r.add_argument("-m", "--method", default="fbp", choices=names, help="reconstruction method (default fbp)")
+    r.add_argument("--variable", default=None, help="variable to use when the file holds several")
+    r.add_argument("-o", "--out", default=None, help="output file (default: INPUT_METHOD.h5 next to the input)")
+    r.add_argument("--workdir", default=None, metavar="DIR",
+                   help="work folder: checkpoints as it runs; `xrdwidgets resume DIR` continues it")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_reconstruct)
+    if method is not None:
+        from .recon.registry import get_method
+
+        _add_method_flags(r, get_method(method))
+
+
+def _requested_method(argv) -> str | None:
+    """The ``--method`` of a ``reconstruct`` command line (``fbp`` when absent; None for other commands)."""
+    argv = list(argv)
+    if "reconstruct" not in argv:
+        return None
+    rest = argv[argv.index("reconstruct") + 1:]
+    for i, a in enumerate(rest):
+        if a in ("-m", "--method") and i + 1 < len(rest):
+            return rest[i + 1].lower()
+        if a.startswith("--method="):
+            return a.split("=", 1)[1].lower()
+    return "fbp"
+
+
+def build_parser(method: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; ``method`` adds that method's parameter flags to ``reconstruct``."""
     from ._version import __version__
 
     p = argparse.ArgumentParser(
@@ -174,25 +322,22 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file", help="HDF5 (.h5/.hdf5) file or zarr folder")
     i.set_defaults(func=cmd_info)
 
-    r = sub.add_parser("reconstruct", help="reconstruct a sinogram stack from a file",
-                       description="Reconstruct every channel of a sinogram stack and write the "
-                                   "volume (y, x, spectral) to an HDF5 file.")
-    r.add_argument("file", help="input file with a sinogram stack")
-    r.add_argument("--method", default="fbp", choices=["fbp", "sirt", "cgls", "tv"],
-                   help="fbp: filtered back-projection (fast); sirt, cgls: iterative least squares; "
-                        "tv: total-variation regularised (best at few angles / noisy data)")
-    r.add_argument("--filter", default=None, help="FBP filter: ramp, shepp-logan, cosine, hamming, hann")
-    r.add_argument("--n-iter", dest="n_iter", type=int, default=None, help="iterations (sirt, cgls, tv)")
-    r.add_argument("--nonneg", action="store_true", help="non-negative images (sirt, cgls, tv)")
-    r.add_argument("--lam-rel", dest="lam_rel", type=float, default=None,
-                   help="tv: weight relative to the image range (default 0.06; raise for noisy data)")
-    r.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if present)")
-    r.add_argument("--variable", default=None, help="variable to use when the file holds several")
-    r.add_argument("--batch", type=int, default=None, help="channels reconstructed at once (bounds memory)")
-    r.add_argument("--out", default=None, help="output file (default: INPUT_METHOD.h5 next to the input)")
-    r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    r.set_defaults(func=cmd_reconstruct)
+    _add_reconstruct(sub, method)
+
+    rs = sub.add_parser("resume", help="continue a `reconstruct --workdir DIR` run after a stop or crash",
+                        description="Continue the reconstruction whose work folder is WORKDIR (after Ctrl-C, a "
+                                    "crash or a killed job): finished channel batches are taken from its "
+                                    "checkpoint, the running one continues from its saved state where the "
+                                    "method saves one, and the output file named then is written.")
+    rs.add_argument("workdir", metavar="WORKDIR", help="the --workdir of the run to continue")
+    rs.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    rs.set_defaults(func=cmd_resume)
+
+    m = sub.add_parser("methods", help="list the reconstruction methods",
+                       description="List the reconstruction methods (the registry); --long adds their "
+                                   "parameters with defaults and units, and the named presets.")
+    m.add_argument("-l", "--long", action="store_true", help="also list each method's parameters")
+    m.set_defaults(func=cmd_methods)
 
     a = sub.add_parser("app", help="serve the dashboard app with Voila on 127.0.0.1",
                        description="Serve the xrdwidgets dashboard (dashboards/app.ipynb) with Voila "
@@ -216,7 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    method = _requested_method(argv)
+    if method is not None:
+        from .recon.registry import methods
+
+        if method not in methods():
+            method = None  # argparse's `choices` reports it
+    parser = build_parser(method)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

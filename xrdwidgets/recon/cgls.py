@@ -32,6 +32,7 @@ import torch
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
 from .base import Progress, run_to_end
+from .registry import common_params, param, register
 
 log = logging.getLogger(__name__)
 
@@ -198,3 +199,15 @@ def iterate_cgls(stack, *, n_iter: int = 20, nonneg: bool = False, restart_every
 def cgls(stack, **kwargs):
     """CGLS of a sinogram stack, run to the end; see :func:`iterate_cgls`."""
     return run_to_end(iterate_cgls(stack, **kwargs))
+
+
+register("cgls", iterate_cgls, label="CGLS",
+         help="conjugate-gradient least squares (converges fast; stop early on noisy data)",
+         params=[param("n_iter", "number of iterations", minimum=1),
+                 param("nonneg", "keep the image non-negative (projected, restarted CGLS)"),
+                 param("restart_every", "restart period of the projected CGLS (nonneg)", minimum=1,
+                       advanced=True),
+                 param("checkpoint_every", "also checkpoint the running batch every this many iterations "
+                       "(0: only finished batches)", minimum=0, advanced=True),
+                 *common_params()],
+         presets={"quick": {"nonneg": True}})

@@ -14,9 +14,10 @@ import torch
 import xarray as xr
 
 from .. import data as _data
-from ..ops.filters import fbp_filter, filter_sinogram
+from ..ops.filters import FILTERS, fbp_filter, filter_sinogram
 from ..ops.projector import ParallelProjector
 from .base import Progress, run_to_end
+from .registry import common_params, param, register
 
 log = logging.getLogger(__name__)
 
@@ -135,3 +136,9 @@ def image_coords(stack, n: int):
 def fbp(stack, **kwargs) -> xr.DataArray:
     """Filtered back-projection of a sinogram stack, run to the end. See :func:`iterate_fbp`."""
     return run_to_end(iterate_fbp(stack, **kwargs))
+
+
+register("fbp", iterate_fbp, label="FBP (filtered back-projection)",
+         help="filtered back-projection: fast, one step per channel batch",
+         params=[param("filter", "FBP filter (window of the ramp)", choices=FILTERS),
+                 *common_params()])

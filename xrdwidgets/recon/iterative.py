@@ -20,6 +20,7 @@ import inspect
 import logging
 
 from .base import run_to_end
+from .registry import get_method, methods
 from .cgls import cgls, cgls_array, iterate_cgls, iterate_cgls_array
 from .fbp import fbp, fbp_array, iterate_fbp
 from .noise2inverse import iterate_noise2inverse, noise2inverse
@@ -40,16 +41,8 @@ __all__ = [
     "iterate_noise2inverse", "noise2inverse",
 ]
 
-#: Stack-level generators by method name.
-METHODS = {
-    "fbp": iterate_fbp,
-    "sirt": iterate_sirt,
-    "cgls": iterate_cgls,
-    "tv": iterate_tv,
-    "sd2i": iterate_sd2i,
-    "parallaxnet": iterate_parallaxnet,
-    "noise2inverse": iterate_noise2inverse,
-}
+#: Stack-level generators by method name (from the registry, :mod:`xrdwidgets.recon.registry`).
+METHODS = {name: spec.iterate for name, spec in methods().items()}
 
 
 def iterate(stack, method: str = "fbp", **kwargs):
@@ -59,8 +52,9 @@ def iterate(stack, method: str = "fbp", **kwargs):
     ----------
     stack : xarray.DataArray or Dataset
         Sinogram stack ``(translation, angle, spectral)`` (any dim order).
-    method : {"fbp", "sirt", "cgls", "tv", "sd2i"}
-        Reconstruction method (case-insensitive).
+    method : str
+        A registered method (case-insensitive): ``fbp``, ``sirt``, ``cgls``, ``tv``, ``sd2i``,
+        ``parallaxnet``, ``noise2inverse`` (:func:`~xrdwidgets.recon.registry.methods`).
     **kwargs
         Passed to ``iterate_<method>``; an unknown keyword raises a ``ValueError`` that lists the
         accepted ones. ``checkpoint=`` (a dict from a job's ``checkpoint.pt``) resumes a method
@@ -77,10 +71,8 @@ def iterate(stack, method: str = "fbp", **kwargs):
     ``functools.partial(iterate, stack, "sirt", n_iter=50)`` is a *resumable* job source: a
     :class:`~xrdwidgets.jobs.Job` with ``resume=True`` calls it with ``checkpoint=``.
     """
-    key = str(method).lower()
-    if key not in METHODS:
-        raise ValueError(f"reconstruct: method must be one of {tuple(METHODS)}, found {method!r}")
-    fn = METHODS[key]
+    spec = get_method(method)
+    key, fn = spec.name, spec.iterate
     accepted = [p for p, v in inspect.signature(fn).parameters.items() if v.kind == v.KEYWORD_ONLY]
     if "checkpoint" in kwargs and "checkpoint" not in accepted:
         if kwargs["checkpoint"] is not None:
@@ -99,7 +91,8 @@ def reconstruct(stack, method: str = "fbp", *, callback=None, **kwargs):
     ----------
     stack : xarray.DataArray or Dataset
         Sinogram stack (any dim order).
-    method : {"fbp", "sirt", "cgls", "tv", "sd2i"}
+    method : str
+        A registered method (see :func:`iterate`).
     callback : callable, optional
         Called with every :class:`~xrdwidgets.recon.base.Progress` event.
     **kwargs

@@ -95,6 +95,7 @@ from .. import data as _data
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
 from .base import Progress, run_to_end
+from .registry import common_params, param, register
 from .denoise_nets import DENOISERS, build_denoiser
 from .fbp import fbp_array
 
@@ -737,3 +738,27 @@ def _checkpoint(fingerprint, step, total, done_groups, n_groups, chunks, running
     if running is not None:
         ck["running"] = running
     return ck
+
+
+register("noise2inverse", iterate_noise2inverse, label="Noise2Inverse (self-supervised denoising)",
+         help="self-supervised denoising: a network maps k-1 angle-section reconstructions to the held-out one",
+         params=[param("epochs", "training epochs of the denoising network", minimum=1),
+                 param("k", "sections (interleaved angle subsets j::k, or time steps)", minimum=2, maximum=64),
+                 param("net", "denoising network: U-Net or mixed-scale dense", choices=DENOISERS),
+                 param("domain", "what the network sees (diffraction channels, z slices, time steps)",
+                       choices=DOMAINS),
+                 param("lr", "Adam learning rate", minimum=1e-7, maximum=0.1),
+                 param("batch_size", "patches per training step", minimum=1),
+                 param("patch", "patch side", minimum=4, units="px"),
+                 param("lr_schedule", "keep lr or decay it along a half cosine", choices=LR_SCHEDULES,
+                       advanced=True),
+                 param("tta", "average over the 8 flips/transposes at inference", advanced=True),
+                 param("steps_per_epoch", "training steps per epoch (default: from the data size)", kind="int",
+                       minimum=1, advanced=True),
+                 param("method", "linear reconstruction of the sections", choices=SECTION_METHODS,
+                       advanced=True, flag="--section-method"),
+                 param("seed", "seed of the network and the patch sampling", minimum=0, advanced=True),
+                 param("checkpoint_every", "checkpoint every this many epochs (0: only finished groups)",
+                       minimum=0, advanced=True),
+                 *common_params(batch_help="channels per network")],
+         presets={"quick": {"epochs": 50}})

@@ -21,6 +21,7 @@ import torch
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
 from .base import Progress, run_to_end
+from .registry import common_params, param, register
 
 log = logging.getLogger(__name__)
 
@@ -186,3 +187,13 @@ def iterate_sirt(stack, *, n_iter: int = 100, relaxation: float = 1.0, nonneg: b
 def sirt(stack, **kwargs):
     """SIRT of a sinogram stack, run to the end; see :func:`iterate_sirt`."""
     return run_to_end(iterate_sirt(stack, **kwargs))
+
+
+register("sirt", iterate_sirt, label="SIRT", help="simultaneous iterative reconstruction (least squares)",
+         params=[param("n_iter", "number of iterations", minimum=1),
+                 param("nonneg", "keep the image non-negative"),
+                 param("relaxation", "relaxation factor ω (0 < ω < 2)", minimum=0.01, maximum=1.99),
+                 param("checkpoint_every", "also checkpoint the running batch every this many iterations "
+                       "(0: only finished batches)", minimum=0, advanced=True),
+                 *common_params()],
+         presets={"quick": {"n_iter": 50, "nonneg": True}})

@@ -47,6 +47,7 @@ import torch
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
 from .base import Progress, run_to_end
+from .registry import common_params, param, register
 from .fbp import fbp_array
 
 log = logging.getLogger(__name__)
@@ -307,3 +308,16 @@ def iterate_tv(stack, *, n_iter: int = 300, lam=None, lam_rel: float = LAM_REL, 
 def tv(stack, **kwargs):
     """TV reconstruction of a sinogram stack, run to the end; see :func:`iterate_tv`."""
     return run_to_end(iterate_tv(stack, **kwargs))
+
+
+register("tv", iterate_tv, label="TV (total variation, PDHG)",
+         help="total-variation regularised least squares (best at few angles / noisy data)",
+         params=[param("n_iter", "number of iterations", minimum=1),
+                 param("nonneg", "keep the image non-negative"),
+                 param("lam_rel", "TV weight relative to the image range (larger: smoother); "
+                       "λ = lam_rel × robust range of the FBP image", minimum=0.0, maximum=10.0),
+                 param("step_ratio", "primal/dual step ratio of PDHG", minimum=1e-6, advanced=True),
+                 param("checkpoint_every", "also checkpoint the running batch every this many iterations "
+                       "(0: only finished batches)", minimum=0, advanced=True),
+                 *common_params()],
+         presets={"quick": {"n_iter": 200, "nonneg": True}})
