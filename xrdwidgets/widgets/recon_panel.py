@@ -1,6 +1,8 @@
 """Reconstruction panel: choose a method and parameters, run it as a background job, watch it.
 
-The panel only builds a parameter dict, calls :func:`xrdwidgets.recon.iterative.iterate` inside a
+The method menu, the parameter form, its defaults and the named presets (a "preset" menu: the
+library's defaults, or e.g. "quick" for fewer epochs) all come from the method registry
+(:mod:`xrdwidgets.recon.registry`). The panel only builds a parameter dict, calls :func:`xrdwidgets.recon.iterative.iterate` inside a
 :mod:`xrdwidgets.jobs` job, and shows the job's events: a live loss curve, a live preview of
 the current slice, a progress bar with ETA and the job's log. Events arrive in the job's
 dispatcher thread, which only sets widget traits.
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import ipywidgets as w
@@ -20,79 +21,45 @@ from plotly.subplots import make_subplots
 from .. import data as _data
 from .. import jobs as _jobs
 from ..recon.iterative import iterate
+from ..recon.registry import DEFAULT_PRESET, ParamSpec, get_method, methods
 from . import _views as _fig
 from .state import AppState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReconPanel", "METHOD_PARAMS", "Param"]
+__all__ = ["ReconPanel", "METHOD_PARAMS", "Param", "START_PRESET"]
 
 
-@dataclass(frozen=True)
-class Param:
-    """One method parameter: how to ask for it and what it means."""
-
-    name: str
-    kind: str            # "int", "float", "bool", "choice"
-    default: object
-    help: str
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple = ()
-    units: str = ""
+#: One method parameter as the panel shows it (the registry's :class:`ParamSpec`).
+Param = ParamSpec
+#: Parameters shown in the panel's form for each method: the registry's, less the advanced ones
+#: and ``batch`` (its own field). The rest keep their library defaults.
+METHOD_PARAMS = {name: tuple(p for p in spec.params if not p.advanced and p.name != "batch")
+                 for name, spec in methods().items()}
+#: The preset the panel starts from: "quick" (fewer iterations/epochs, shown as such) where a
+#: method has one, else the library defaults.
+START_PRESET = "quick"
 
 
-_ITER = Param("n_iter", "int", 50, "number of iterations", 1, 100000)
-_NONNEG = Param("nonneg", "bool", True, "keep the image non-negative")
-#: Parameters shown for each method (the rest keep their library defaults).
-METHOD_PARAMS = {
-    "fbp": (Param("filter", "choice", "ramp", "FBP filter (window of the ramp)",
-                  choices=("ramp", "shepp-logan", "cosine", "hamming", "hann")),),
-    "sirt": (_ITER, _NONNEG,
-             Param("relaxation", "float", 1.0, "relaxation factor ω (0 < ω < 2)", 0.01, 1.99)),
-    "cgls": (Param("n_iter", "int", 20, "number of iterations (CGLS converges fast; stop early "
-                   "on noisy data)", 1, 10000), _NONNEG),
-    "tv": (Param("n_iter", "int", 200, "number of iterations", 1, 100000), _NONNEG,
-           Param("lam_rel", "float", 0.02, "TV weight relative to the image range (larger → "
-                 "smoother); λ = lam_rel × robust range of the FBP image", 0.0, 10.0)),
-    "sd2i": (Param("epochs", "int", 1000, "training epochs (the paper: 6000; the learning rate halves "
-                   "after 300 epochs without improvement and training stops at its floor)", 1, 100000),
-             Param("arch", "choice", "sd2iu", "generator: SD2Iu (upsampling, the default for 2-D) or the "
-                   "original SD2I", choices=("sd2iu", "sd2i")),
-             Param("lr", "float", 5e-4, "Adam learning rate (5e-4; up to 1e-3)", 1e-6, 0.01),
-             Param("loss", "choice", "mae", "loss in sinogram space: plain MAE (robust to model mismatch), the "
-                   "paper's (1−μ)·MAE + μ·(1−SSIM), μ = 0.84, or MSE", choices=("mae", "mae_ssim", "mse"))),
-    "parallaxnet": (Param("epochs", "int", 500, "training epochs per channel batch", 1, 100000),
-                    Param("distance_mm", "float", 0.0, "sample-to-detector distance; 0: from the data's "
-                          "scan geometry", 0.0, 1e6, units="mm"),
-                    Param("overlap", "int", 40, "channels shared by neighbouring channel batches (merged "
-                          "by a cross-fade)", 0, 10000),
-                    Param("lr", "float", 5e-4, "Adam learning rate", 1e-6, 0.01)),
-    "noise2inverse": (Param("epochs", "int", 50, "training epochs of the denoising network", 1, 100000),
-                      Param("k", "int", 4, "angle sections (interleaved j::k); the network maps the mean "
-                            "of k−1 section reconstructions to the held-out one", 2, 64),
-                      Param("net", "choice", "msd", "denoising network: mixed-scale dense (depth 100, "
-                            "width 1) or a small U-Net", choices=("msd", "unet"))),
-}
-_METHOD_LABELS = {"fbp": "FBP (filtered back-projection)", "sirt": "SIRT", "cgls": "CGLS",
-                  "tv": "TV (total variation, PDHG)", "sd2i": "SD2I (self-supervised neural)",
-                  "parallaxnet": "ParallaxNet (parallax-free volume)",
-                  "noise2inverse": "Noise2Inverse (self-supervised denoising)"}
-
-
-def _param_widget(p: Param):
+def _param_widget(p: Param, value):
+    """A widget for one parameter, showing ``value`` (an optional number's ``None`` shows as 0)."""
     style = {"description_width": "110px"}
     label = p.name + (f" ({p.units})" if p.units else "")
+    lo = -1e12 if p.minimum is None else p.minimum
+    hi = 1e12 if p.maximum is None else p.maximum
     if p.kind == "int":
-        wd = w.BoundedIntText(value=p.default, min=p.minimum, max=p.maximum, description=label, style=style)
+        wd = w.BoundedIntText(value=0 if value is None else value, min=int(lo), max=int(hi), description=label,
+                              style=style)
     elif p.kind == "float":
-        wd = w.BoundedFloatText(value=p.default, min=p.minimum, max=p.maximum, step=0.01,
+        wd = w.BoundedFloatText(value=0.0 if value is None else value, min=lo, max=hi, step=0.01,
                                 description=label, style=style)
     elif p.kind == "bool":
-        wd = w.Checkbox(value=p.default, description=label, indent=False)
+        wd = w.Checkbox(value=value, description=label, indent=False)
+    elif p.kind == "choice":
+        wd = w.Dropdown(options=list(p.choices), value=value, description=label, style=style)
     else:
-        wd = w.Dropdown(options=list(p.choices), value=p.default, description=label, style=style)
-    wd.tooltip = p.help
+        wd = w.Text(value="" if value is None else str(value), description=label, style=style)
+    wd.tooltip = p.help + ("; 0: automatic" if p.optional and p.kind in ("int", "float") else "")
     wd.add_class(f"xrdw-param-{p.name}")
     return wd
 
@@ -125,8 +92,12 @@ class ReconPanel:
         self.workdir = workdir
         self.job: _jobs.Job | None = None
         self.jobs: list[_jobs.Job] = []
-        self.method = w.Dropdown(options=[(v, k) for k, v in _METHOD_LABELS.items()], value="fbp",
+        self.method = w.Dropdown(options=[(spec.label, name) for name, spec in methods().items()], value="fbp",
                                  description="method", style={"description_width": "110px"})
+        self.preset = w.Dropdown(options=[DEFAULT_PRESET], value=DEFAULT_PRESET, description="preset",
+                                 style={"description_width": "110px"})
+        self.preset.tooltip = ("starting values: 'default' = the library's defaults; 'quick' = fewer "
+                               "iterations/epochs for a quick look")
         self.params_box = w.VBox()
         self.param_widgets: dict = {}
         self.channels = w.IntRangeSlider(description="channels", min=0, max=1, value=(0, 1),
@@ -162,19 +133,21 @@ class ReconPanel:
         self.fig = _fig.FigureWidget(base)
         self.loss_trace, self.preview_trace = self.fig.data
         self.method.observe(self._on_method, "value")
+        self.preset.observe(self._on_preset, "value")
         self.channels.observe(self._on_channels, "value")
         self.start_button.on_click(lambda _: self.start())
         self.cancel_button.on_click(lambda _: self.cancel())
         state.observe(self._on_stack, "stack")
         self._on_method()
         self._on_stack()
-        controls = w.VBox([self.method, self.params_box, self.channels, self.channel_label,
+        controls = w.VBox([self.method, self.preset, self.params_box, self.channels, self.channel_label,
                            self.batch, self.device, w.HBox([self.start_button, self.cancel_button]),
                            self.progress, self.status, self.error, self.job_list],
                           layout=w.Layout(width="430px"))
         self.widget = w.VBox([w.HBox([controls, _fig.fixed_box(self.fig, 640, 300)]),
                               w.HTML("<b>log</b>"), self.log])
         for wd, cls in ((self.widget, "xrdw-recon-panel"), (self.method, "xrdw-method"),
+                        (self.preset, "xrdw-preset"),
                         (self.channels, "xrdw-channels"), (self.channel_label, "xrdw-channel-label"),
                         (self.start_button, "xrdw-start"), (self.cancel_button, "xrdw-cancel"),
                         (self.status, "xrdw-recon-status"), (self.error, "xrdw-error")):
@@ -187,9 +160,26 @@ class ReconPanel:
 
     # ------------------------------------------------------------------ parameters
     def _on_method(self, *_):
-        specs = METHOD_PARAMS[self.method.value]
-        self.param_widgets = {p.name: _param_widget(p) for p in specs}
+        spec = get_method(self.method.value)
+        names = spec.preset_names()
+        start = START_PRESET if START_PRESET in names else DEFAULT_PRESET
+        self._switching = True
+        try:
+            self.preset.options = names
+            self.preset.value = start
+        finally:
+            self._switching = False
+        self._on_preset()
+
+    def _on_preset(self, *_):
+        """Fill the form with the values of the chosen preset (library defaults or a named one)."""
+        if getattr(self, "_switching", False):
+            return
+        spec = get_method(self.method.value)
+        values = spec.preset(self.preset.value)
+        self.param_widgets = {p.name: _param_widget(p, values[p.name]) for p in METHOD_PARAMS[spec.name]}
         self.params_box.children = tuple(self.param_widgets.values())
+        self.batch.value = values["batch"]
 
     def _on_stack(self, *_):
         stack = self.state.stack
@@ -217,9 +207,13 @@ class ReconPanel:
 
     def parameters(self) -> dict:
         """The keyword arguments the current form gives to the method."""
-        kw = {name: wd.value for name, wd in self.param_widgets.items()}
-        if kw.get("distance_mm") == 0.0:   # "from the data": the method reads the geometry
-            del kw["distance_mm"]
+        spec = get_method(self.method.value)
+        kw = {}
+        for name, wd in self.param_widgets.items():
+            p = spec.param(name)
+            if p.optional and wd.value in (0, 0.0, ""):   # "automatic" (e.g. from the data's geometry)
+                continue
+            kw[name] = wd.value
         kw["batch"] = int(self.batch.value)
         kw["device"] = self.device.value
         return kw
