@@ -45,7 +45,7 @@ __all__ = [
 METHODS = {name: spec.iterate for name, spec in methods().items()}
 
 
-def iterate(stack, method: str = "fbp", **kwargs):
+def iterate(stack, method: str | None = None, /, **kwargs):
     """The :class:`~xrdwidgets.recon.base.Progress` generator of ``method`` on ``stack``.
 
     Parameters
@@ -53,8 +53,10 @@ def iterate(stack, method: str = "fbp", **kwargs):
     stack : xarray.DataArray or Dataset
         Sinogram stack ``(translation, angle, spectral)`` (any dim order).
     method : str
-        A registered method (case-insensitive): ``fbp``, ``sirt``, ``cgls``, ``tv``, ``sd2i``,
-        ``parallaxnet``, ``noise2inverse`` (:func:`~xrdwidgets.recon.registry.methods`).
+        A registered method (case-insensitive): ``fbp`` (default), ``sirt``, ``cgls``, ``tv``,
+        ``sd2i``, ``parallaxnet``, ``noise2inverse`` (:func:`~xrdwidgets.recon.registry.methods`).
+        Given by position, a keyword ``method=`` goes to the method itself (Noise2Inverse's
+        section reconstruction); given by keyword, it names the method.
     **kwargs
         Passed to ``iterate_<method>``; an unknown keyword raises a ``ValueError`` that lists the
         accepted ones. ``checkpoint=`` (a dict from a job's ``checkpoint.pt``) resumes a method
@@ -71,6 +73,8 @@ def iterate(stack, method: str = "fbp", **kwargs):
     ``functools.partial(iterate, stack, "sirt", n_iter=50)`` is a *resumable* job source: a
     :class:`~xrdwidgets.jobs.Job` with ``resume=True`` calls it with ``checkpoint=``.
     """
+    if method is None:  # iterate(stack, method="tv", ...) as well as iterate(stack, "tv", ...)
+        method = kwargs.pop("method", "fbp")
     spec = get_method(method)
     key, fn = spec.name, spec.iterate
     accepted = [p for p, v in inspect.signature(fn).parameters.items() if v.kind == v.KEYWORD_ONLY]
@@ -84,7 +88,7 @@ def iterate(stack, method: str = "fbp", **kwargs):
     return fn(stack, **kwargs)
 
 
-def reconstruct(stack, method: str = "fbp", *, callback=None, **kwargs):
+def reconstruct(stack, method: str | None = None, /, *, callback=None, **kwargs):
     """Reconstruct a sinogram stack with ``method``, run to the end.
 
     Parameters
@@ -104,4 +108,6 @@ def reconstruct(stack, method: str = "fbp", *, callback=None, **kwargs):
         Volume ``(y, x, spectral)`` (leading ``time``/``z`` kept) with coords, geometry and
         provenance.
     """
+    if method is None:
+        method = kwargs.pop("method", "fbp")
     return run_to_end(iterate(stack, method, **kwargs), callback)
