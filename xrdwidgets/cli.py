@@ -39,7 +39,7 @@ def _progress(total, desc, quiet):
 
 
 def _run_with_bar(gen, desc, quiet):
-    from .recon.base import run_to_end
+    from .progress import run_to_end
 
     bar = None
 

@@ -5,11 +5,11 @@ algorithms never do.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_path
 
 __all__ = ["phase_channels", "demo_summary_png"]
 
@@ -39,17 +39,8 @@ def phase_channels(patterns, *, halfwidth: int = 2) -> dict:
 
 
 def _atomic_savefig(fig, path: Path, overwrite: bool):
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, overwrite=overwrite, suffix=".tmp.png") as tmp:
         fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def demo_summary_png(ds, path, *, overwrite: bool = False) -> Path:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .conversions import HC_KEV_ANGSTROM
+from .validators import check_float
 
 __all__ = ["ScanGeometry", "ATTR_PREFIX", "ATTR_KEYS"]
 
@@ -44,13 +45,7 @@ ATTR_KEYS = {ATTR_PREFIX + f: f for f in _FLOAT_FIELDS + ("angle_range_deg",)}
 def _check_positive(name, value, *, allow_none=True):
     if value is None and allow_none:
         return None
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"ScanGeometry.{name}: expected a positive number, found {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"ScanGeometry.{name}: expected a finite positive number, found {value!r}")
-    return v
+    return check_float("ScanGeometry", name, value, minimum=0.0, strict=True)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

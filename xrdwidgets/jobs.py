@@ -1,6 +1,6 @@
 """Background execution of algorithm generators: jobs, a queue, progress streams, persistence.
 
-An *algorithm* here is any generator that yields :class:`~xrdwidgets.recon.base.Progress` events
+An *algorithm* here is any generator that yields :class:`~xrdwidgets.progress.Progress` events
 and returns its result (see ``../shared/DESIGN.md``). A :class:`Job` runs one in a background
 thread::
 

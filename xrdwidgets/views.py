@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from . import data as _data
+from .atomic import atomic_path
 from .data import DataError
 
 log = logging.getLogger(__name__)
@@ -502,26 +501,8 @@ def _write_atomic(path: Path, overwrite: bool, write) -> Path:
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"{path.parent} is not a folder; create it first")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)          # atomic, fails if a file appeared meanwhile
-            except FileExistsError:
-                raise FileExistsError(f"{path} exists; pass overwrite=True to replace it") from None
-            except OSError:                 # file systems without hard links
-                if path.exists():
-                    raise FileExistsError(f"{path} exists; pass overwrite=True to replace it") from None
-                os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        write(tmp)
     log.info("wrote %s", path)
     return path
 

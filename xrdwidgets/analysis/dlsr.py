@@ -58,7 +58,7 @@ from torch import nn
 
 from .. import data as _data
 from ..recon import driver as _drv
-from ..recon.base import run_to_end
+from ..progress import run_to_end
 from ..recon.fbp import fbp_array
 from .peakfitcnn import (
     NORMS, ParamSpace, _CNNGenerator, _hash, build_cnn, check_common, check_resume, downsample,
@@ -269,7 +269,7 @@ def _initial_params(init, init_maps, model, space, xs, sdim, fbp_np, support, lo
 
 def _run_dlsr(plan, sino_np, fbp_np, support, lower, upper, sdim, xs, model, parametrisation, init, init_maps,
               cfg, checkpoint, info, params, fit_options):
-    from ..recon.fbp import image_coords
+    from ..recon.driver import image_coords
     from ..recon.training import train
 
     op = plan.op

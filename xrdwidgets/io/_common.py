@@ -9,8 +9,6 @@ import logging
 import math
 import os
 import platform
-import shutil
-import uuid
 from pathlib import Path
 
 import h5py
@@ -19,6 +17,7 @@ import xarray as xr
 
 from .. import data as _data
 from .._version import __version__
+from ..atomic import atomic_path, remove_path
 from ..data import SPECTRAL_DIMS, DataError
 
 #: One logger for the whole package (named ``xrdwidgets.io``, as before the split).
@@ -88,37 +87,16 @@ def _check_target(path: Path, overwrite: bool) -> None:
         raise XRDFileNotFoundError(f"{path}: cannot write, the folder {path.parent} does not exist")
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+_remove = remove_path
 
 
 @contextlib.contextmanager
 def _atomic_path(path: Path, overwrite: bool):
-    """Yield a temporary path beside ``path``; on success move it into place atomically.
-
-    On any error the temporary file/folder is removed and ``path`` is left untouched. A file
-    target is replaced with one ``os.replace``; a folder (zarr) target is first moved aside.
-    """
+    """Yield a temporary path beside ``path``; on success move it into place atomically
+    (:func:`xrdwidgets.atomic.atomic_path`; a file is not clobbered unless ``overwrite``)."""
     _check_target(path, overwrite)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         yield tmp
-        if path.exists() and not overwrite:  # appeared while we were writing
-            raise FileExistsError(f"{path}: the file appeared while writing; not replaced")
-        if tmp.is_dir() and path.exists():
-            aside = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.old"
-            os.replace(path, aside)
-            os.replace(tmp, path)
-            _remove(aside)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
 # ============================================================================ attrs codec

@@ -114,6 +114,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ..validators import check_float
 from .projector import LinearOperator, circle_mask, default_device
 
 log = logging.getLogger(__name__)
@@ -247,14 +248,7 @@ def true_tth(apparent_deg, depth_mm, distance_mm, formula: str = "atan", *, jaco
 
 # ---------------------------------------------------------------------------- checks
 def _positive(name, value, *, allow_inf=False):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"ParallaxProjector: {name} must be a positive number, found {value!r}") from None
-    if not (v > 0) or (math.isinf(v) and not allow_inf) or math.isnan(v):
-        what = "a positive number (mm) or inf" if allow_inf else "a finite positive number (mm)"
-        raise ValueError(f"ParallaxProjector: {name} must be {what}, found {value!r}")
-    return v
+    return check_float("ParallaxProjector", name + " (mm)", value, minimum=0.0, strict=True, allow_inf=allow_inf)
 
 
 def _tth_axis(tth_deg):

@@ -27,21 +27,12 @@ import math
 
 import numpy as np
 
+from ..validators import check_int
+
 __all__ = ["MERGE_WEIGHTS", "batch_weights", "map_batches", "merge_batches", "plan_batches"]
 
 #: Accepted ``weights`` of :func:`merge_batches`.
 MERGE_WEIGHTS = ("linear", "mean")
-
-
-def _int(caller, name, value, minimum):
-    integral = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-    whole_float = isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer()
-    if not (integral or whole_float):
-        raise ValueError(f"{caller}: {name} must be an integer >= {minimum}, found {value!r}")
-    v = int(value)
-    if v < minimum:
-        raise ValueError(f"{caller}: {name} must be an integer >= {minimum}, found {value!r}")
-    return v
 
 
 def plan_batches(n_channels: int, batch: int, overlap: int = 0) -> list[slice]:
@@ -63,9 +54,9 @@ def plan_batches(n_channels: int, batch: int, overlap: int = 0) -> list[slice]:
         at ``M``.
     """
     c = "plan_batches"
-    M = _int(c, "n_channels", n_channels, 1)
-    B = _int(c, "batch", batch, 1)
-    O = _int(c, "overlap", overlap, 0)
+    M = check_int(c, "n_channels", n_channels, 1)
+    B = check_int(c, "batch", batch, 1)
+    O = check_int(c, "overlap", overlap, 0)
     if O >= B:
         raise ValueError(f"{c}: overlap must be smaller than batch (overlap {O}, batch {B})")
     if M <= B:
@@ -76,7 +67,7 @@ def plan_batches(n_channels: int, batch: int, overlap: int = 0) -> list[slice]:
 
 
 def _check_slices(caller, slices, n_channels):
-    M = _int(caller, "n_channels", n_channels, 1)
+    M = check_int(caller, "n_channels", n_channels, 1)
     if not slices:
         raise ValueError(f"{caller}: slices is empty")
     out = []

@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..validators import check_int
+
 __all__ = ["DENOISERS", "MSDNet", "UNet", "build_denoiser", "msd_parameter_count", "unet_parameter_count",
            "parameter_count"]
 
@@ -46,12 +48,6 @@ log = logging.getLogger(__name__)
 
 #: Names accepted by :func:`build_denoiser`.
 DENOISERS = ("msd", "unet")
-
-
-def _int(caller, name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{caller}: {name} must be an integer >= {minimum}, found {value!r}")
-    return int(value)
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -139,10 +135,10 @@ class MSDNet(nn.Module):
                  dilations=tuple(range(1, 11))):
         super().__init__()
         c = "MSDNet"
-        self.in_channels = _int(c, "in_channels", in_channels)
-        self.out_channels = _int(c, "out_channels", out_channels)
-        self.depth = _int(c, "depth", depth)
-        self.width = _int(c, "width", width)
+        self.in_channels = check_int(c, "in_channels", in_channels)
+        self.out_channels = check_int(c, "out_channels", out_channels)
+        self.depth = check_int(c, "depth", depth)
+        self.width = check_int(c, "width", width)
         dil = tuple(dilations)
         if not dil or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dil):
             raise ValueError(f"{c}: dilations must be a non-empty sequence of integers >= 1, found {dilations!r}")
@@ -201,10 +197,10 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 1, out_channels: int = 1, *, filters: int = 16, levels: int = 3):
         super().__init__()
         c = "UNet"
-        self.in_channels = _int(c, "in_channels", in_channels)
-        self.out_channels = _int(c, "out_channels", out_channels)
-        self.filters = _int(c, "filters", filters)
-        self.levels = _int(c, "levels", levels)
+        self.in_channels = check_int(c, "in_channels", in_channels)
+        self.out_channels = check_int(c, "out_channels", out_channels)
+        self.filters = check_int(c, "filters", filters)
+        self.levels = check_int(c, "levels", levels)
         f = [self.filters * 2 ** lv for lv in range(self.levels)]
         self.down = nn.ModuleList([_double_conv(self.in_channels if lv == 0 else f[lv - 1], f[lv])
                                    for lv in range(self.levels)])

@@ -52,7 +52,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import re
 from dataclasses import dataclass, replace
 
@@ -62,7 +61,8 @@ import xarray as xr
 
 from .. import data as _data
 from ..ops.projector import ParallelProjector
-from .base import Progress
+from ..progress import Progress
+from ..validators import check_float, check_int  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -81,38 +81,6 @@ _STACK_CHECKPOINT_VERSION = 1
 _FREE_PARAMETERS = ("batch",)
 _HASH_BLOCK = 64  # channels hashed at a time (fixed, so the hash does not depend on ``batch``)
 _CHUNK_KEY = re.compile(r"(\d+)_(\d+)_(\d+)")
-
-
-# ---------------------------------------------------------------------------- argument checks
-def check_int(caller: str, name: str, value, *, minimum: int = 1) -> int:
-    """``value`` as an int ``>= minimum``; a ValueError naming ``caller``/``name`` otherwise."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        if not (isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer()):
-            raise ValueError(f"{caller}: {name} must be an integer >= {minimum}, found {value!r}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{caller}: {name} must be an integer >= {minimum}, found {value}")
-    return value
-
-
-def check_float(caller: str, name: str, value, *, minimum: float | None = None,
-                strict: bool = False, maximum: float | None = None) -> float:
-    """``value`` as a finite float within the given bounds, else a ValueError naming it."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{caller}: {name} must be a finite number, found {value!r}") from None
-    bound = ""
-    if minimum is not None:
-        bound = f" {'>' if strict else '>='} {minimum}"
-    if maximum is not None:
-        bound += (" and" if bound else "") + f" < {maximum}"
-    bad = not math.isfinite(v)
-    bad |= minimum is not None and (v <= minimum if strict else v < minimum)
-    bad |= maximum is not None and v >= maximum
-    if bad:
-        raise ValueError(f"{caller}: {name} must be a finite number{bound}, found {value!r}")
-    return v
 
 
 # ---------------------------------------------------------------------------- array handling
@@ -379,7 +347,7 @@ def run_stack(plan: StackPlan, solve, *, checkpoint: dict | None = None):
     -------
     xarray.DataArray
         Volume ``(y, x, spectral)`` (leading ``time``/``z`` kept), float32, coordinates from
-        :func:`xrdwidgets.recon.fbp.image_coords`, the stack's attrs (geometry included) and
+        :func:`image_coords`, the stack's attrs (geometry included) and
         new provenance.
     """
     da, op = plan.stack, plan.op
@@ -625,9 +593,22 @@ def _restore(plan: StackPlan, checkpoint, fingerprint: dict, flat_out: np.ndarra
     return (int(step) if isinstance(step, (int, np.integer)) else 0), len(chunks), running
 
 
-def _volume(da, out, lead, spec, n, producer, params):
-    from .fbp import image_coords  # one definition of the image grid
+def image_coords(stack, n: int):
+    """Pixel-centre positions of an ``n``-pixel reconstruction of ``stack`` and their units.
 
+    One pixel per translation step; positions relative to the rotation axis, computed as
+    :meth:`ScanGeometry.translations` does so that they equal the simulator's coordinates.
+    """
+    geom = _data.get_geometry(stack)
+    tcoord = stack[_data.TRANSLATION]
+    if geom is not None and geom.translation_step_mm is not None:
+        return geom.translations(n), "mm"
+    t = tcoord.values
+    step_len = float(abs(t[1] - t[0])) if t.size > 1 else 1.0
+    return (np.arange(n) - (n - 1) / 2.0) * step_len, tcoord.attrs.get("units", _data.PIXEL_UNITS)
+
+
+def _volume(da, out, lead, spec, n, producer, params):
     pos, units = image_coords(da, n)
     coords = {d: da[d] for d in lead}
     coords.update({

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .. import data as _data
 from ..ops.filters import FILTERS, fbp_filter, filter_sinogram
 from ..ops.projector import ParallelProjector
-from .base import Progress, run_to_end
+from ..progress import Progress, run_to_end
+from . import driver as _drv
+from .driver import image_coords  # noqa: F401  (re-exported: it was defined here)
 from .registry import common_params, param, register
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,6 @@ def iterate_fbp(stack, *, filter: str = "ramp", batch: int = 256, n: int | None 
         ``time``/``z`` kept), float32, coords in the units of the translation coordinate,
         geometry and provenance in attrs.
     """
-    from . import driver as _drv
-
     fbp_filter(1, filter)  # unknown filter names fail now
     plan = _drv.prepare_stack(stack, caller="iterate_fbp", producer="xrdwidgets.recon.fbp",
                               parameters={"filter": filter}, batch=batch, n=n, circle=circle,
@@ -116,21 +115,6 @@ def iterate_fbp(stack, *, filter: str = "ramp", batch: int = 256, n: int | None 
         return img
 
     return _drv.run_stack(plan, solve, checkpoint=checkpoint)
-
-
-def image_coords(stack, n: int):
-    """Pixel-centre positions of an ``n``-pixel reconstruction of ``stack`` and their units.
-
-    One pixel per translation step; positions relative to the rotation axis, computed as
-    :meth:`ScanGeometry.translations` does so that they equal the simulator's coordinates.
-    """
-    geom = _data.get_geometry(stack)
-    tcoord = stack[_data.TRANSLATION]
-    if geom is not None and geom.translation_step_mm is not None:
-        return geom.translations(n), "mm"
-    t = tcoord.values
-    step_len = float(abs(t[1] - t[0])) if t.size > 1 else 1.0
-    return (np.arange(n) - (n - 1) / 2.0) * step_len, tcoord.attrs.get("units", _data.PIXEL_UNITS)
 
 
 def fbp(stack, **kwargs) -> xr.DataArray:

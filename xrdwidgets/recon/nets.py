@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from ..ops.projector import circle_mask, default_device
+from ..validators import check_int
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +63,6 @@ _OUTPUTS = ("abs", "relu", "linear")
 
 
 # ---------------------------------------------------------------------------- checks
-def _int(caller, name, value, minimum=1):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{caller}: {name} must be an integer >= {minimum}, found {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{caller}: {name} must be an integer >= {minimum}, found {value}")
-    return int(value)
-
-
 def _widths(caller, name, value, length=None):
     try:
         out = tuple(value)
@@ -79,7 +72,7 @@ def _widths(caller, name, value, length=None):
         raise ValueError(f"{caller}: {name} must hold {length} integers, found {len(out)}: {value!r}")
     if not out:
         raise ValueError(f"{caller}: {name} must hold at least one integer, found {value!r}")
-    return tuple(_int(caller, f"{name}[{i}]", v) for i, v in enumerate(out))
+    return tuple(check_int(caller, f"{name}[{i}]", v) for i, v in enumerate(out))
 
 
 def _output(caller, value):
@@ -172,8 +165,8 @@ class SD2I(_Generator2D):
                  input_value: float = 1.0, device=None):
         super().__init__()
         c = "SD2I"
-        npix, channels, k = _int(c, "npix", npix), _int(c, "channels", channels), _int(c, "k", k)
-        dense_units, n_dense = _int(c, "dense_units", dense_units), _int(c, "n_dense", n_dense, 0)
+        npix, channels, k = check_int(c, "npix", npix), check_int(c, "channels", channels), check_int(c, "k", k)
+        dense_units, n_dense = check_int(c, "dense_units", dense_units), check_int(c, "n_dense", n_dense, 0)
         filters = _widths(c, "conv_filters", conv_filters)
         self.k = k
         layers, n_in = _dense_stack(1, dense_units, n_dense)
@@ -229,9 +222,9 @@ class SD2Iu(_Generator2D):
                  device=None):
         super().__init__()
         c = "SD2Iu"
-        npix, channels, k = _int(c, "npix", npix), _int(c, "channels", channels), _int(c, "k", k)
-        dense_units, n_dense = _int(c, "dense_units", dense_units), _int(c, "n_dense", n_dense, 0)
-        filters, cps = _int(c, "filters", filters), _int(c, "convs_per_stage", convs_per_stage)
+        npix, channels, k = check_int(c, "npix", npix), check_int(c, "channels", channels), check_int(c, "k", k)
+        dense_units, n_dense = check_int(c, "dense_units", dense_units), check_int(c, "n_dense", n_dense, 0)
+        filters, cps = check_int(c, "filters", filters), check_int(c, "convs_per_stage", convs_per_stage)
         if upsample not in ("nearest", "bilinear"):
             raise ValueError(f"{c}: upsample must be 'nearest' or 'bilinear', found {upsample!r}")
         self.k, self.seed_size = k, math.ceil(npix / 4)
@@ -296,8 +289,8 @@ class SD2Vol(nn.Module):
                  input_value: float = 1.0, device=None):
         super().__init__()
         c = "SD2Vol"
-        n, m = _int(c, "n", n), _int(c, "m", m)
-        dense_units, n_dense = _int(c, "dense_units", dense_units), _int(c, "n_dense", n_dense, 0)
+        n, m = check_int(c, "n", n), check_int(c, "m", m)
+        dense_units, n_dense = check_int(c, "dense_units", dense_units), check_int(c, "n_dense", n_dense, 0)
         filters = _widths(c, "conv_filters", conv_filters)
         self.n, self.m, self.output = n, m, _output(c, output)
         layers, n_in = _dense_stack(1, dense_units, n_dense)

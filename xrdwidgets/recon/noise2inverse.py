@@ -94,7 +94,7 @@ import torch.nn.functional as F
 from .. import data as _data
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
-from .base import Progress, run_to_end
+from ..progress import Progress, run_to_end
 from .registry import common_params, param, register
 from .denoise_nets import DENOISERS, build_denoiser
 from .fbp import fbp_array

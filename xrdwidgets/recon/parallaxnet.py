@@ -76,7 +76,7 @@ from .. import data as _data
 from ..ops.parallax import FORMULAS, ParallaxProjector
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
-from .base import Progress, run_to_end
+from ..progress import Progress, run_to_end
 from .registry import common_params, param, register
 from .batching import MERGE_WEIGHTS, merge_batches, plan_batches
 from .fbp import fbp_array

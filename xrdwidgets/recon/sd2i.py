@@ -67,7 +67,7 @@ import torch
 
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
-from .base import run_to_end
+from ..progress import run_to_end
 from .registry import common_params, param, register
 from .fbp import fbp_array
 from .losses import LOSSES, get_loss

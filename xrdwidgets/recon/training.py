@@ -4,7 +4,7 @@ A generator network (:mod:`~xrdwidgets.recon.nets`) has no data input: ``model()
 output (an image batch ``(y, x, C)`` or a volume). A method plugs in with a *closure*
 ``loss_fn(output) -> scalar tensor`` that applies its forward operator (the projector for SD2I,
 the parallax operator for ParallaxNet) and compares with the measured data. :func:`train` runs
-the optimisation as a generator of :class:`~xrdwidgets.recon.base.Progress` events::
+the optimisation as a generator of :class:`~xrdwidgets.progress.Progress` events::
 
     gen = train(model, lambda out: mae_ssim(op(out), target), max_epochs=6000, seed=0)
     result = run_to_end(gen)          # TrainResult: output, model, losses, stop reason
@@ -54,8 +54,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import atomic_torch_save
 from . import driver as _drv
-from .base import Progress
+from ..progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +181,6 @@ def _cpu_copy(obj):
 
 def save_checkpoint(ckpt: dict, path) -> Path:
     """Write a checkpoint dict with ``torch.save`` atomically (temporary file, then rename)."""
-    from ..jobs import atomic_torch_save
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_torch_save(ckpt, path)

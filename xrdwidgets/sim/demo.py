@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -132,10 +131,7 @@ def write_demo_cache(folder, sizes=("small",)) -> list[Path]:
     for size in sizes:
         ds = demo(size=size)
         for obj, path in zip((ds, fbp(ds["sinogram"])), _cache_files(folder, size)):
-            tmp = Path(tempfile.mkdtemp(dir=folder)) / path.name
-            io.save(obj, tmp, producer="xrdwidgets demo cache")
-            os.replace(tmp, path)
-            tmp.parent.rmdir()
+            io.save(obj, path, overwrite=True, producer="xrdwidgets demo cache")  # atomic
             written.append(path)
     return written
 

@@ -31,6 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..conversions import HC_KEV_ANGSTROM, wavelength_from_energy
+from ..validators import check_float
 from .structures import Phase, get_phase
 
 log = logging.getLogger(__name__)
@@ -169,13 +170,7 @@ def _show(value):
 
 
 def _positive_scalar(name, value):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number > 0; found {_show(value)}") from None
-    if not (np.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be finite and > 0; found {_show(value)}")
-    return v
+    return check_float("", name, value, minimum=0.0, strict=True)
 
 
 def _wavelength(energy_keV, wavelength_A):

@@ -56,6 +56,7 @@ from scipy import ndimage
 from .. import data as _data
 from ..data import DataError
 from ..geometry import ScanGeometry
+from ..validators import check_float, check_int
 
 log = logging.getLogger(__name__)
 
@@ -74,23 +75,11 @@ _PAD3 = 8  # zero padding (pixels) around the volume for cubic B-spline prefilte
 
 # ============================================================================ ray geometry
 def _check_int(name, value, minimum=1):
-    try:
-        v = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected an integer >= {minimum}, found {value!r}") from None
-    if v != value or v < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, found {value!r}")
-    return v
+    return check_int("", name, value, minimum=minimum)
 
 
 def _check_float(name, value, *, positive=False):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a number, found {value!r}") from None
-    if not math.isfinite(v) or (positive and v <= 0):
-        raise ValueError(f"{name}: expected a finite {'positive ' if positive else ''}number, found {value!r}")
-    return v
+    return check_float("", name, value, minimum=0.0 if positive else None, strict=True)
 
 
 def _check_angles(angles_deg, name="angles_deg"):

@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 from .. import corrections as _corr
 from .. import data as _data
 from .. import jobs as _jobs
-from ..recon.base import Progress
+from ..progress import Progress
 from . import _views as _fig
 from .state import AppState
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import data as _data
 from .. import io, jobs, safety
-from ..recon.base import Progress
+from ..progress import Progress
 from .state import AppState
 from .upload import SizeLimitedUpload
 
