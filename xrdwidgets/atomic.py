@@ -15,7 +15,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["atomic_path", "remove_path", "atomic_write_text", "atomic_save_npy", "atomic_torch_save"]
+__all__ = ["atomic_path", "remove_path", "atomic_write_text", "atomic_torch_save"]
 
 
 def remove_path(path: Path) -> None:
@@ -81,17 +81,6 @@ def atomic_write_text(path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    return Path(path)
-
-
-def atomic_save_npy(path, arr) -> Path:
-    """``numpy.save`` (no pickles) of ``arr`` (array or torch tensor) to ``path`` atomically."""
-    import numpy as np
-
-    if hasattr(arr, "detach"):  # a torch tensor
-        arr = arr.detach().cpu().numpy()
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, np.asarray(arr), allow_pickle=False)
     return Path(path)
 
 

@@ -55,12 +55,10 @@ import inspect
 import itertools
 import json
 import logging
-import os
 import pickle
 import queue as _queue
 import re
 import shutil
-import tempfile
 import threading
 import time
 import traceback
@@ -74,6 +72,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_path, atomic_torch_save, atomic_write_text
 from .checks import check_writable
 from .workdir_lock import LOCK_FILE, WorkdirBusyError, process_alive, this_process
 from .workdir_lock import acquire as _acquire_lock
@@ -153,17 +152,6 @@ def describe_error(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def _atomic_write_text(path: Path, text: str):
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 # ---------------------------------------------------------------------------- checkpoint files
 _SAFE_LEAVES = (type(None), bool, int, float, complex, str, bytes)
 
@@ -217,23 +205,6 @@ def _decode(obj):
     return obj
 
 
-def atomic_torch_save(obj, path) -> Path:
-    """``torch.save(obj, path)`` through a temporary file in the same folder and an atomic rename
-    (a crash leaves the previous file or the new one, never half of one); returns the path."""
-    import torch
-
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
 _atomic_torch_save = atomic_torch_save
 
 
@@ -252,16 +223,9 @@ def _atomic_save_npy(path: Path, arr) -> str:
     """Write ``arr`` to ``path`` (``.npy``) atomically; returns the sha256 of the file's bytes."""
     if hasattr(arr, "detach"):  # a torch tensor
         arr = arr.detach().cpu().numpy()
-    arr = np.asarray(arr)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            out = _HashingWriter(fh)
-            np.save(out, arr, allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        out = _HashingWriter(fh)
+        np.save(out, np.asarray(arr), allow_pickle=False)
     return out.hash.hexdigest()
 
 
@@ -1004,7 +968,7 @@ class Job:
             "checkpoint": self.last_checkpoint, "resumed_from": self.resumed_from,
             "fingerprint": self.fingerprint, **this_process(),
         }
-        _atomic_write_text(self.workdir / JOB_FILE, json.dumps(info, indent=1, default=str))
+        atomic_write_text(self.workdir / JOB_FILE, json.dumps(info, indent=1, default=str))
 
     # dispatcher: coalesces events so subscribers see at most rate_hz updates, always the latest
     def _ensure_dispatcher(self):
