@@ -125,11 +125,12 @@ def test_channel_batches_and_resume():
     assert (events[0].metrics["channel_start"], events[0].metrics["channel_stop"]) == (0, 16)
     assert (events[-1].metrics["channel_start"], events[-1].metrics["channel_stop"]) == (8, 24)
     assert events[5].metrics["checkpoint"]["kind"] == CHECKPOINT_KIND
-    assert list(events[5].metrics["checkpoint"]["chunks"]) == ["batch0"]
+    assert list(events[5].metrics["checkpoint"]["chunks"]) == ["0_0_16"]   # the one naming rule
     assert vol.shape == (9, 9, 24) and np.isfinite(vol.values).all()
     # interrupted in the second batch, after its epoch-2 checkpoint, then resumed
     _, _, ck = run(iterate_parallaxnet(par["sinogram"], **kw), stop_after=9)
-    assert ck["batch_index"] == 1 and ck["epoch"] == 2 and list(ck["chunks"]) == ["batch0"]
+    assert ck["running"]["key"] == "0_8_24" and ck["running"]["state"]["epoch"] == 2
+    assert list(ck["chunks"]) == ["0_0_16"]
     events2, vol2, _ = run(iterate_parallaxnet(par["sinogram"], checkpoint=ck, **kw))
     assert [e.iteration for e in events2] == [9, 10, 11, 12]
     np.testing.assert_allclose(vol2.values, vol.values, rtol=1e-5, atol=1e-6 * np.abs(vol.values).max())
@@ -155,3 +156,8 @@ def test_stack_errors(tiny):
         iterate_parallaxnet(sino, epochs=0)
     with pytest.raises(ValueError, match="ParallaxNet checkpoint"):
         iterate_parallaxnet(sino, checkpoint={"kind": "other"}, device="cpu")
+    # the per-method format of earlier versions: a clear "older version" error
+    old = {"kind": "xrdwidgets.recon.parallaxnet", "parallaxnet": {"producer": "xrdwidgets.recon.parallaxnet"},
+           "batch_index": 1, "chunks": {"batch0": np.zeros((15, 15, 32), np.float32)}}
+    with pytest.raises(ValueError, match="older version"):
+        iterate_parallaxnet(sino, checkpoint=old, device="cpu")

@@ -63,6 +63,7 @@ from .. import data as _data
 from ..ops.projector import ParallelProjector
 from ..progress import Progress
 from ..validators import check_float, check_int  # noqa: F401  (re-exported)
+from .batching import MERGE_WEIGHTS, merge_batches, plan_batches
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ _STACK_CHECKPOINT_VERSION = 1
 _FREE_PARAMETERS = ("batch",)
 _HASH_BLOCK = 64  # channels hashed at a time (fixed, so the hash does not depend on ``batch``)
 _CHUNK_KEY = re.compile(r"(\d+)_(\d+)_(\d+)")
+#: Kinds of per-method stack checkpoints of earlier versions (refused with an "older version" error).
+_OLDER_KINDS = ("xrdwidgets.recon.parallaxnet",)
 
 
 # ---------------------------------------------------------------------------- array handling
@@ -264,6 +267,14 @@ class StackPlan:
         Recorded in ``provenance_parameters``.
     caller : str
         Name used in error messages.
+    overlap : int or None
+        None: the batches tile the channels (``batch`` at a time, free to change on resume); an
+        int: fixed batches of ``batch`` channels overlapping by at least ``overlap``
+        (:func:`~xrdwidgets.recon.batching.plan_batches`), merged by ``merge``.
+    merge : {"linear", "mean"}
+        How overlapping batches are merged (:func:`~xrdwidgets.recon.batching.merge_batches`).
+    label : str
+        The method's name in messages ("a <label> checkpoint").
     """
 
     stack: xr.DataArray
@@ -273,11 +284,15 @@ class StackPlan:
     producer: str
     parameters: dict
     caller: str = "run_stack"
+    overlap: int | None = None
+    merge: str = "linear"
+    label: str = "stack reconstruction"
 
 
 def prepare_stack(stack, *, caller: str, producer: str, parameters: dict, batch: int = 64,
                   n: int | None = None, circle: bool = True, centre_offset: float | None = None,
-                  device=None) -> StackPlan:
+                  device=None, overlap: int | None = None, merge: str = "linear",
+                  label: str = "stack reconstruction") -> StackPlan:
     """Validate a sinogram stack and the common arguments; build its projector.
 
     Parameters
@@ -298,9 +313,21 @@ def prepare_stack(stack, *, caller: str, producer: str, parameters: dict, batch:
         Rotation-axis offset in translation steps (default: the stored geometry's, else 0).
     device : optional
         torch device (default CUDA when present).
+    overlap, merge :
+        ``overlap`` None: batches tile the channels. An int: fixed batches of ``batch`` channels
+        overlapping by at least ``overlap`` (:func:`~xrdwidgets.recon.batching.plan_batches`),
+        merged by ``merge``; ``batch`` is then part of the fingerprint.
+    label : str
+        The method's name in checkpoint messages.
     """
     da = _data.validate_sinogram_stack(stack, check_finite=True)
     batch = check_int(caller, "batch", batch)
+    if overlap is not None:
+        overlap = check_int(caller, "overlap", overlap, 0)
+    if overlap is not None and overlap >= batch:
+        raise ValueError(f"{caller}: overlap must be smaller than batch (overlap {overlap}, batch {batch})")
+    if merge not in MERGE_WEIGHTS:
+        raise ValueError(f"{caller}: merge must be one of {MERGE_WEIGHTS}, found {merge!r}")
     n_t, n_a = da.sizes[_data.TRANSLATION], da.sizes[_data.ANGLE]
     n = n_t if n is None else check_int(caller, "n", n)
     geom = _data.get_geometry(da)
@@ -313,7 +340,10 @@ def prepare_stack(stack, *, caller: str, producer: str, parameters: dict, batch:
     params = dict(parameters)
     params.update({"n": n, "circle": bool(circle), "centre_offset": centre_offset, "n_angles": n_a,
                    "batch": batch, "source": da.attrs.get("provenance_producer", "")})
-    return StackPlan(da, op, batch, da.sizes[_data.spectral_dim(da)], producer, params, caller)
+    if overlap is not None:  # fixed (overlapping) batches: part of what a checkpoint must match
+        params.update(overlap=overlap, merge=merge, batch_plan=[batch, overlap])
+    return StackPlan(da, op, batch, da.sizes[_data.spectral_dim(da)], producer, params, caller,
+                     overlap, merge, label)
 
 
 def run_stack(plan: StackPlan, solve, *, checkpoint: dict | None = None):
@@ -355,16 +385,62 @@ def run_stack(plan: StackPlan, solve, *, checkpoint: dict | None = None):
     lead = [d for d in da.dims if d in _data.EXTRA_DIMS]
     C = plan.n_channels
     out = np.zeros([da.sizes[d] for d in lead] + [n, n, C], np.float32)
-    flat_out = out.reshape(-1, n, n, C)
-    done = np.zeros((flat_out.shape[0], C), bool)
-    step, n_done, fingerprint, running = 0, 0, None, None
+    batches = BatchPlan(plan, int(np.prod([da.sizes[d] for d in lead])) if lead else 1)
+    step, fingerprint, running = 0, None, None
     if checkpoint is not None:
         fingerprint = stack_fingerprint(plan)
-        step, n_done, running = _restore(plan, checkpoint, fingerprint, flat_out, done)
-        log.info("%s: resuming from a checkpoint: %d of %d channel(s) done, step %d%s", plan.caller,
-                 int(done.sum()), done.size, step, "" if running is None else
+        step, running = _restore(plan, checkpoint, fingerprint, batches, out.reshape(-1, n, n, C))
+        log.info("%s: resuming from a checkpoint: %d of %d batch(es) done, step %d%s", plan.caller,
+                 batches.n_done, batches.n_done + len(batches.work()), step, "" if running is None else
                  f", batch {running['key']} from its saved state")
-    return _run_stack(plan, solve, out, done, step, n_done, fingerprint, running)
+    return _run_stack(plan, solve, out, batches, step, fingerprint, running)
+
+
+class BatchPlan:
+    """The channel batches of a run and the results that are in: what is left to do, and where a
+    finished batch goes in the volume.
+
+    Batches are ``(lead, start, stop)`` (``lead``: index of the flattened leading ``time``/``z``
+    slices), named ``"<lead>_<start>_<stop>"`` in checkpoints (:func:`chunk_key`). Without
+    overlap they tile the channels not yet done, ``batch`` at a time (so a run may resume with
+    another ``batch``); with overlap they are :func:`~xrdwidgets.recon.batching.plan_batches`'
+    (fixed), and a leading slice's volume is their merge once all are in.
+    """
+
+    def __init__(self, plan: StackPlan, n_lead: int):
+        self.plan, self.n_lead, self.C = plan, n_lead, plan.n_channels
+        self.done = np.zeros((n_lead, self.C), bool)       # channels done (no overlap)
+        self.slices = None if plan.overlap is None else plan_batches(self.C, plan.batch, plan.overlap)
+        self.parts: dict = {}                              # overlap: {lead: {(s, e): image}}
+        self.n_done = 0
+
+    def keys(self) -> set:
+        """Names of every batch of the run (overlap), or None (any tiling is accepted)."""
+        if self.slices is None:
+            return None
+        return {f"{li}_{s.start}_{s.stop}" for li in range(self.n_lead) for s in self.slices}
+
+    def work(self) -> list:
+        """``(lead, start, stop)`` of the batches left, in order."""
+        if self.slices is None:
+            return [(li, s, e) for li in range(self.n_lead) for s, e in _gaps(self.done[li], self.plan.batch)]
+        return [(li, s.start, s.stop) for li in range(self.n_lead) for s in self.slices
+                if (s.start, s.stop) not in self.parts.get(li, {})]
+
+    def put(self, flat_out: np.ndarray, li: int, s: int, e: int, img: np.ndarray) -> None:
+        """A finished batch ``img`` ``(y, x, e - s)``: into the volume, or kept until its slice can be merged."""
+        self.n_done += 1
+        if self.slices is None:
+            flat_out[li, :, :, s:e] = img
+            self.done[li, s:e] = True
+            return
+        got = self.parts.setdefault(li, {})
+        got[(s, e)] = img
+        if len(got) == len(self.slices):
+            res = [got[(t.start, t.stop)] for t in self.slices]
+            flat_out[li] = res[0] if len(res) == 1 else merge_batches(res, self.slices, self.C,
+                                                                      weights=self.plan.merge)
+            self.parts[li] = {k: None for k in got}  # done; the images are not needed any more
 
 
 def _gaps(done_row: np.ndarray, batch: int):
@@ -392,8 +468,9 @@ def _accepts_checkpoint(solve) -> bool:
     return any(p.name == "checkpoint" or p.kind == p.VAR_KEYWORD for p in params)
 
 
-def _run_stack(plan, solve, out, done, step, n_done, fingerprint, running):
-    da, op, batch = plan.stack, plan.op, plan.batch
+def _run_stack(plan, solve, out, batches, step, fingerprint, running):
+    """The one stack loop: every method's ``solve`` over the batches of ``batches``."""
+    da, op = plan.stack, plan.op
     spec = _data.spectral_dim(da)
     n = op.n
     n_t, n_a = op.range_shape
@@ -401,14 +478,14 @@ def _run_stack(plan, solve, out, done, step, n_done, fingerprint, running):
     C = plan.n_channels
     flat_in = da.data.reshape(-1, n_t, n_a, C) if lead else da.data[None]
     flat_out = out.reshape(-1, n, n, C)
-    work = [(li, s, e) for li in range(done.shape[0]) for s, e in _gaps(done[li], batch)]
-    n_batches = n_done + len(work)
+    work = batches.work()
+    n_batches = batches.n_done + len(work)
     resumable = _accepts_checkpoint(solve)
     if running is not None and not (resumable and running["key"] in {f"{li}_{s}_{e}" for li, s, e in work}):
         log.info("%s: the saved state of batch %s is not used (%s); the batch starts again", plan.caller,
                  running["key"], "the solver cannot resume" if not resumable else "the batches changed")
         running = None
-    b = n_done
+    b = batches.n_done
 
     def stack_checkpoint(chunks, state=None):
         nonlocal fingerprint
@@ -454,13 +531,13 @@ def _run_stack(plan, solve, out, done, step, n_done, fingerprint, running):
                                preview=ev.preview)
         arr = np.ascontiguousarray(
             img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img), np.float32)
-        flat_out[li, :, :, s:e] = arr.reshape(n, n, e - s)
+        arr = arr.reshape(n, n, e - s)
+        batches.put(flat_out, li, s, e, arr)
         log.debug("%s: batch %d/%d (channels %d:%d) done", plan.producer, b, n_batches, s, e)
         if pending is None:  # a solver without events: the checkpoint still goes out
             pending = Progress(iteration=step, total=total, metrics=dict(extra))
         if not own:
-            pending = replace(pending, metrics={
-                **pending.metrics, "checkpoint": stack_checkpoint({key: flat_out[li, :, :, s:e].copy()})})
+            pending = replace(pending, metrics={**pending.metrics, "checkpoint": stack_checkpoint({key: arr})})
         yield pending
     return _volume(da, out, lead, spec, n, plan.producer, plan.parameters)
 
@@ -565,32 +642,48 @@ def chunk_array(caller: str, key, arr, shape: tuple) -> np.ndarray:
     return a
 
 
-def _restore(plan: StackPlan, checkpoint, fingerprint: dict, flat_out: np.ndarray, done: np.ndarray):
-    """Check a stack checkpoint against ``plan`` and copy its chunks into ``flat_out``.
+def _restore(plan: StackPlan, checkpoint, fingerprint: dict, batches: BatchPlan, flat_out: np.ndarray):
+    """Check a stack checkpoint against ``plan`` and put its chunks in (``batches.put``).
 
-    Returns ``(step, n_chunks, running)``; marks the restored channels in ``done``.
+    Returns ``(step, running)``.
     """
     caller = plan.caller
+    _refuse_older(caller, checkpoint, plan.label)
     chunks = check_stack_checkpoint(caller, checkpoint, fingerprint, kind=STACK_CHECKPOINT_KIND,
-                                    version=_STACK_CHECKPOINT_VERSION, description="a stack reconstruction")
-    n_lead, C = done.shape
-    n = flat_out.shape[1]
+                                    version=_STACK_CHECKPOINT_VERSION, description=f"a {plan.label}")
+    n_lead, C = batches.n_lead, batches.C
+    n = plan.op.n
+    names = batches.keys()
     for key, arr in chunks.items():
         li, s, e = chunk_key(caller, key)
         if not (li < n_lead and 0 <= s < e <= C):
             raise ValueError(f"{caller}: checkpoint chunk {key!r} lies outside the stack "
                              f"({n_lead} leading slice(s), {C} channels)")
-        flat_out[li, :, :, s:e] = chunk_array(caller, key, arr, (n, n, e - s))
-        done[li, s:e] = True
+        if names is not None and key not in names:
+            raise ValueError(f"{caller}: checkpoint chunk {key!r} is not one of this run's channel batches "
+                             f"({sorted(names)})")
+        batches.put(flat_out, li, s, e, np.asarray(chunk_array(caller, key, arr, (n, n, e - s)), np.float32))
     running = checkpoint.get("running")
     if running is not None:
         if not (isinstance(running, dict) and isinstance(running.get("key"), str) and "state" in running):
             raise ValueError(f"{caller}: checkpoint 'running' must be a dict with 'key' and 'state'")
         li, s, e = chunk_key(caller, running["key"], what="running batch")
-        if not (li < n_lead and 0 <= s < e <= C) or done[li, s:e].any():
+        if names is not None:
+            if running["key"] not in names or (s, e) in batches.parts.get(li, {}):
+                running = None
+        elif not (li < n_lead and 0 <= s < e <= C) or batches.done[li, s:e].any():
             running = None  # outside the stack or already finished: nothing to continue
     step = checkpoint.get("step", 0)
-    return (int(step) if isinstance(step, (int, np.integer)) else 0), len(chunks), running
+    return (int(step) if isinstance(step, (int, np.integer)) else 0), running
+
+
+def _refuse_older(caller: str, checkpoint, label: str) -> None:
+    """A checkpoint of a per-method format of earlier versions: say so (they cannot be resumed)."""
+    if isinstance(checkpoint, dict) and checkpoint.get("kind") in _OLDER_KINDS and "parallaxnet" in checkpoint:
+        raise ValueError(f"{caller}: the checkpoint is from an older version of xrdwidgets (a {label} "
+                         f"checkpoint of kind {checkpoint.get('kind')!r} with 'batch<i>' chunks, before the "
+                         f"one stack-checkpoint schema {STACK_CHECKPOINT_KIND!r} v{_STACK_CHECKPOINT_VERSION}); "
+                         "it cannot be resumed: start afresh (checkpoint=None, or a new workdir)")
 
 
 def image_coords(stack, n: int):

@@ -40,17 +40,18 @@ Geometry: that of the operator (rotation axis at ``(n − 1)/2``, scikit-image `
 orientation, depth along the beam ``(x, y) = (sin θ, cos θ)``, detector distance
 ``geometry_distance_mm``, pixel = translation step ``geometry_translation_step_mm``).
 
-Checkpoints (resume protocol of :mod:`xrdwidgets.jobs`)
-    With ``checkpoint_every=N`` every ``N``-th epoch carries ``metrics["checkpoint"]``: the
-    training state of the running batch (:func:`~xrdwidgets.recon.training.train`) plus
-    ``"parallaxnet"`` (what the run is: parameters, stack shape, data hash), ``"batch_index"``
-    and ``"chunks": {}``; the last event of every finished batch carries a checkpoint whose
-    ``"chunks"`` holds that batch's volume (``"batch<i>"``, absolute units, before merging), so
-    a job writes each batch once. With ``checkpoint_path=`` the file written there holds every
-    finished batch as well. ``iterate_parallaxnet(stack, ..., checkpoint=ck)`` with the
-    accumulated checkpoint (:func:`xrdwidgets.jobs.load_checkpoint` /
-    :func:`~xrdwidgets.jobs.merge_checkpoint`) takes the finished batches from it and continues
-    the running one from its training state.
+Stack runner and checkpoints (resume protocol of :mod:`xrdwidgets.jobs`)
+    The stack is run by the one stack runner (:func:`xrdwidgets.recon.driver.run_stack`) over
+    fixed overlapping batches; this module provides only the batch solver
+    (:func:`iterate_parallaxnet_array`). Checkpoints are the runner's (one schema for every
+    method): each finished batch's volume goes out once as a chunk ``"<lead>_<start>_<stop>"``
+    (absolute units, before merging); with ``checkpoint_every=N`` every ``N``-th epoch carries
+    the running batch's training state (:func:`~xrdwidgets.recon.training.train`) under
+    ``"running"``. ``iterate_parallaxnet(stack, ..., checkpoint=ck)`` with the accumulated
+    checkpoint (:func:`xrdwidgets.jobs.load_checkpoint` / :func:`~xrdwidgets.jobs.merge_checkpoint`)
+    takes the finished batches and continues the running one from its training state. A
+    checkpoint of the per-method format of earlier versions is refused with an "older version"
+    error.
 
 Accuracy (``benchmarks/bench_parallax.py --small``: Ni, 41 × 41, 0.5 mm step, L = 1 m, 100 keV,
 0–180°, parallax up to 4.6 channels): per-pixel peak-position error 0.06 channel against FBP's 0.69;
@@ -76,14 +77,14 @@ from .. import data as _data
 from ..ops.parallax import FORMULAS, ParallaxProjector
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
-from ..progress import Progress, run_to_end
+from ..progress import run_to_end
 from .registry import common_params, param, register
-from .batching import MERGE_WEIGHTS, merge_batches, plan_batches
+from .batching import MERGE_WEIGHTS
 from .fbp import fbp_array
 from .losses import LAMBDA_PARALLAXNET, mse_ssim
 from .nets import SD2Vol
 from . import training as _training
-from .training import CHECKPOINT_FORMAT, ChannelScaling, save_checkpoint, train
+from .training import ChannelScaling, train
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,9 @@ EPOCHS = 2000
 BATCH = 250
 #: Default overlap of consecutive batches (channels).
 OVERLAP = 40
-#: ``checkpoint["kind"]`` of the checkpoints yielded after a finished batch.
-CHECKPOINT_KIND = "xrdwidgets.recon.parallaxnet"
+#: ``checkpoint["kind"]`` of its checkpoints: the one stack-checkpoint schema of
+#: :mod:`~xrdwidgets.recon.driver` (earlier versions had their own, refused as "older version").
+CHECKPOINT_KIND = _drv.STACK_CHECKPOINT_KIND
 _PRETRAIN_EPOCHS = 500
 
 
@@ -275,12 +277,6 @@ def parallaxnet_array(sino, op: ParallaxProjector, **kwargs):
 
 
 # ---------------------------------------------------------------------------- stacks
-def _fingerprint(plan, params):
-    fp = _drv.stack_fingerprint(plan)
-    fp["parameters"] = _drv._jsonable(params)
-    return fp
-
-
 def iterate_parallaxnet(stack, *, distance_mm: float | None = None, pixel_mm: float | None = None,
                         epochs: int = EPOCHS, batch: int = BATCH, overlap: int = OVERLAP, lr: float = 5e-4,
                         lam: float = LAMBDA_PARALLAXNET, seed: int | None = 0, patience: int = 300,
@@ -343,13 +339,18 @@ def iterate_parallaxnet(stack, *, distance_mm: float | None = None, pixel_mm: fl
     if checkpoint is not None and not isinstance(checkpoint, dict):
         raise ValueError(f"{caller}: checkpoint must be a dict (e.g. xrdwidgets.jobs.load_checkpoint(workdir)) "
                          f"or None, found {type(checkpoint).__name__}")
+    if checkpoint_path is not None:
+        raise ValueError(f"{caller}: checkpoint_path is not used for stacks any more: run as a job with a "
+                         "work folder (xrdwidgets.jobs.run(..., workdir=...), `xrdwidgets reconstruct "
+                         "--workdir`), which keeps the finished batches and the running training state")
     params = {k: v for k, v in cfg.items() if k != "net_options"}
-    params.update(net_options={k: repr(v) for k, v in cfg["net_options"].items()}, overlap=overlap,
-                  merge=merge, formula=formula, operator_options={k: repr(v) for k, v in
-                                                                   (operator_options or {}).items()},
-                  amp=bool(amp), compile=bool(compile), parallax_batch=batch)
+    params.update(net_options={k: repr(v) for k, v in cfg["net_options"].items()}, formula=formula,
+                  operator_options={k: repr(v) for k, v in (operator_options or {}).items()},
+                  amp=bool(amp), compile=bool(compile))
     plan = _drv.prepare_stack(stack, caller=caller, producer="xrdwidgets.recon.parallaxnet", parameters=params,
-                              batch=batch, n=n, circle=circle, centre_offset=centre_offset, device=device)
+                              batch=batch, n=n, circle=circle, centre_offset=centre_offset, device=device,
+                              overlap=overlap,
+                              merge=merge, label="ParallaxNet")
     da, plain = plan.stack, plan.op
     spec = _data.spectral_dim(da)
     if spec != "tth":
@@ -361,116 +362,15 @@ def iterate_parallaxnet(stack, *, distance_mm: float | None = None, pixel_mm: fl
         mask=plain.mask if plain.mask is not None else False, formula=formula, device=plain.device,
         **(operator_options or {}))
     plan.parameters.update(distance_mm=op.distance_mm, pixel_mm=op.pixel_mm)
-    params = plan.parameters
-    slices = plan_batches(plan.n_channels, batch, overlap)
-    lead = [d for d in da.dims if d in _data.EXTRA_DIMS]
-    n_lead = int(np.prod([da.sizes[d] for d in lead])) if lead else 1
-    fingerprint = None
-    done: dict = {}
-    running = None
-    if checkpoint is not None:
-        fingerprint = _fingerprint(plan, params)
-        done, running = _restore(caller, checkpoint, fingerprint, slices, n_lead, op)
-    return _run(plan, op, cfg, slices, lead, n_lead, merge, fingerprint, done, running, checkpoint_path,
-                amp, compile)
 
+    def solve(sino, _plain, channels, checkpoint=None):
+        return iterate_parallaxnet_array(
+            sino, op.select_channels(channels), epochs=cfg["epochs"], lr=cfg["lr"], lam=cfg["lam"],
+            seed=cfg["seed"], patience=cfg["patience"], min_lr=cfg["min_lr"], pretrain=cfg["pretrain"],
+            preview_every=cfg["preview_every"], checkpoint_every=cfg["checkpoint_every"], checkpoint=checkpoint,
+            amp=amp, compile=compile, net_options=cfg["net_options"], plain=plain)
 
-def _restore(caller, checkpoint, fingerprint, slices, n_lead, op):
-    made = checkpoint.get("parallaxnet")
-    if made is None:
-        raise ValueError(f"{caller}: checkpoint is not a ParallaxNet checkpoint (no 'parallaxnet' entry)")
-    _drv.check_fingerprint(caller, made, fingerprint)
-    done = {}
-    n_b = len(slices)
-    for key, arr in (checkpoint.get("chunks") or {}).items():
-        if not str(key).startswith("batch") or not str(key)[5:].isdigit():
-            raise ValueError(f"{caller}: checkpoint chunk {key!r} is not named 'batch<i>'")
-        i = int(str(key)[5:])
-        if i >= n_b * n_lead:
-            raise ValueError(f"{caller}: checkpoint chunk {key!r} is beyond the {n_b * n_lead} batches of this run")
-        s = slices[i % n_b]
-        done[i] = _drv.chunk_array(caller, key, arr, (op.n, op.n, s.stop - s.start))
-    running = None
-    if checkpoint.get("format") == CHECKPOINT_FORMAT:
-        idx = checkpoint.get("batch_index")
-        if isinstance(idx, (int, np.integer)) and int(idx) not in done:
-            running = (int(idx), checkpoint)
-    log.info("%s: resuming: %d of %d batch(es) done%s", caller, len(done), n_b * n_lead,
-             "" if running is None else f", batch {running[0]} from its training state")
-    return done, running
-
-
-def _run(plan, op, cfg, slices, lead, n_lead, merge, fingerprint, done, running, checkpoint_path, amp, compile_):
-    da, plain = plan.stack, plan.op
-    spec = _data.spectral_dim(da)
-    n, C = op.n, plan.n_channels
-    n_t, n_a = plain.range_shape
-    flat_in = da.data.reshape(-1, n_t, n_a, C) if lead else da.data[None]
-    n_b = len(slices)
-    total_batches = n_b * n_lead
-    per_batch = cfg["pretrain"] + cfg["epochs"]
-    total = per_batch * total_batches
-    step = 0
-    out = np.zeros((n_lead, n, n, C), np.float32)
-    for li in range(n_lead):
-        results = []
-        for bi, s in enumerate(slices):
-            idx = li * n_b + bi
-            extra = {"batch": idx + 1, "n_batches": total_batches, "channel_start": s.start,
-                     "channel_stop": s.stop, "channels": C}
-            if idx in done:
-                results.append(done[idx])
-                step += per_batch
-                continue
-            if fingerprint is None:
-                fingerprint = _fingerprint(plan, plan.parameters)
-            sub = op.select_channels(s)
-            sino = torch.as_tensor(np.asarray(flat_in[li, :, :, s], np.float32), device=op.device)
-            resume = None
-            if running is not None and running[0] == idx:
-                resume, running = running[1], None
-            # job checkpoints carry deltas (finished batches go out once, below); a checkpoint file
-            # written by train itself (checkpoint_path) must hold every finished batch
-            ck_extra = {"parallaxnet": fingerprint, "batch_index": idx,
-                        "chunks": {f"batch{i}": a for i, a in done.items()} if checkpoint_path else {}}
-            gen = iterate_parallaxnet_array(
-                sino, sub, epochs=cfg["epochs"], lr=cfg["lr"], lam=cfg["lam"], seed=cfg["seed"],
-                patience=cfg["patience"], min_lr=cfg["min_lr"], pretrain=cfg["pretrain"],
-                preview_every=cfg["preview_every"], checkpoint_every=cfg["checkpoint_every"], checkpoint=resume,
-                checkpoint_path=checkpoint_path, amp=amp, compile=compile_, net_options=cfg["net_options"],
-                plain=plain, _extra=ck_extra)
-            pending = None
-            first = step
-            while True:
-                try:
-                    ev = next(gen)
-                except StopIteration as stop:
-                    vol = stop.value
-                    break
-                step = first + ev.iteration
-                if pending is not None:
-                    yield pending
-                pending = Progress(iteration=step, total=total, loss=ev.loss,
-                                   metrics={**ev.metrics, "inner_iteration": ev.iteration, **extra},
-                                   preview=ev.preview)
-            arr = np.ascontiguousarray(vol.detach().cpu().numpy(), np.float32)
-            done[idx] = arr
-            results.append(arr)
-            step = first + per_batch
-            ck = {"kind": CHECKPOINT_KIND, "parallaxnet": fingerprint, "batch_index": idx + 1,
-                  "chunks": {f"batch{idx}": arr}}
-            if pending is None:
-                pending = Progress(iteration=step, total=total, metrics=dict(extra))
-            pending = Progress(iteration=pending.iteration, total=total, loss=pending.loss,
-                               metrics={**pending.metrics, "checkpoint": ck}, preview=pending.preview)
-            if checkpoint_path is not None:
-                save_checkpoint({**ck, "chunks": {f"batch{i}": a for i, a in done.items()}}, checkpoint_path)
-            log.debug("iterate_parallaxnet: batch %d/%d (channels %d:%d) done", idx + 1, total_batches,
-                      s.start, s.stop)
-            yield pending
-        out[li] = merge_batches(results, slices, C, weights=merge) if len(slices) > 1 else results[0]
-    vol = out.reshape([da.sizes[d] for d in lead] + [n, n, C]) if lead else out[0]
-    return _drv._volume(da, vol, lead, spec, n, plan.producer, plan.parameters)
+    return _drv.run_stack(plan, solve, checkpoint=checkpoint)
 
 
 def parallaxnet(stack, **kwargs):
