@@ -29,7 +29,7 @@ import numpy as np
 
 from ..validators import check_int
 
-__all__ = ["MERGE_WEIGHTS", "batch_weights", "map_batches", "merge_batches", "plan_batches"]
+__all__ = ["MERGE_WEIGHTS", "batch_weights", "even_batches", "map_batches", "merge_batches", "plan_batches"]
 
 #: Accepted ``weights`` of :func:`merge_batches`.
 MERGE_WEIGHTS = ("linear", "mean")
@@ -64,6 +64,20 @@ def plan_batches(n_channels: int, batch: int, overlap: int = 0) -> list[slice]:
     k = math.ceil((M - O) / (B - O))                 # batches needed at spacing B − O
     starts = np.floor(np.linspace(0, M - B, k) + 0.5).astype(int)
     return [slice(int(s), int(s) + B) for s in starts]
+
+
+def even_batches(n_channels: int, batch: int) -> list[slice]:
+    """Near-equal consecutive batches of at most ``batch`` channels that tile ``n_channels``.
+
+    ``ceil(M / B)`` batches whose lengths differ by at most one (e.g. 10 channels, ``batch`` 4:
+    3, 4, 3), for methods whose cost or quality depends on the batch size (one network per batch).
+    """
+    c = "even_batches"
+    M = check_int(c, "n_channels", n_channels, 1)
+    B = check_int(c, "batch", batch, 1)
+    k = math.ceil(M / B)
+    edges = np.linspace(0, M, k + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def _check_slices(caller, slices, n_channels):

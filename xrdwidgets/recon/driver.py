@@ -63,7 +63,7 @@ from .. import data as _data
 from ..ops.projector import ParallelProjector
 from ..progress import Progress
 from ..validators import check_float, check_int  # noqa: F401  (re-exported)
-from .batching import MERGE_WEIGHTS, merge_batches, plan_batches
+from .batching import MERGE_WEIGHTS, even_batches, merge_batches, plan_batches
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ _HASH_BLOCK = 64  # channels hashed at a time (fixed, so the hash does not depen
 _CHUNK_KEY = re.compile(r"(\d+)_(\d+)_(\d+)")
 #: Kinds of per-method stack checkpoints of earlier versions (refused with an "older version" error).
 _OLDER_KINDS = ("xrdwidgets.recon.parallaxnet",)
+_LAYOUTS = ("tile", "even", "overlap")
 
 
 # ---------------------------------------------------------------------------- array handling
@@ -267,14 +268,22 @@ class StackPlan:
         Recorded in ``provenance_parameters``.
     caller : str
         Name used in error messages.
-    overlap : int or None
-        None: the batches tile the channels (``batch`` at a time, free to change on resume); an
-        int: fixed batches of ``batch`` channels overlapping by at least ``overlap``
+    layout : {"tile", "even", "overlap"}
+        The batch plan (:class:`BatchPlan`): ``"tile"`` batches of ``batch`` channels over the
+        channels not done yet (``batch`` may change on resume); ``"even"`` fixed near-equal
+        batches of at most ``batch`` (:func:`~xrdwidgets.recon.batching.even_batches`);
+        ``"overlap"`` fixed batches of ``batch`` overlapping by at least ``overlap``
         (:func:`~xrdwidgets.recon.batching.plan_batches`), merged by ``merge``.
+    overlap : int
     merge : {"linear", "mean"}
         How overlapping batches are merged (:func:`~xrdwidgets.recon.batching.merge_batches`).
+    whole_lead : bool
+        A batch holds every leading ``time``/``z`` slice (``solve`` gets ``(L, translation,
+        angle, C)`` as numpy and returns ``(L, y, x, C)``), instead of one slice at a time.
     label : str
         The method's name in messages ("a <label> checkpoint").
+    kind, version : str, int
+        ``kind``/``version`` of its checkpoints (the schema is the same for every method).
     """
 
     stack: xr.DataArray
@@ -284,15 +293,20 @@ class StackPlan:
     producer: str
     parameters: dict
     caller: str = "run_stack"
-    overlap: int | None = None
+    layout: str = "tile"
+    overlap: int = 0
     merge: str = "linear"
+    whole_lead: bool = False
     label: str = "stack reconstruction"
+    kind: str = STACK_CHECKPOINT_KIND
+    version: int = _STACK_CHECKPOINT_VERSION
 
 
 def prepare_stack(stack, *, caller: str, producer: str, parameters: dict, batch: int = 64,
                   n: int | None = None, circle: bool = True, centre_offset: float | None = None,
-                  device=None, overlap: int | None = None, merge: str = "linear",
-                  label: str = "stack reconstruction") -> StackPlan:
+                  device=None, layout: str = "tile", overlap: int = 0, merge: str = "linear",
+                  whole_lead: bool = False, label: str = "stack reconstruction",
+                  kind: str = STACK_CHECKPOINT_KIND, version: int = _STACK_CHECKPOINT_VERSION) -> StackPlan:
     """Validate a sinogram stack and the common arguments; build its projector.
 
     Parameters
@@ -313,18 +327,16 @@ def prepare_stack(stack, *, caller: str, producer: str, parameters: dict, batch:
         Rotation-axis offset in translation steps (default: the stored geometry's, else 0).
     device : optional
         torch device (default CUDA when present).
-    overlap, merge :
-        ``overlap`` None: batches tile the channels. An int: fixed batches of ``batch`` channels
-        overlapping by at least ``overlap`` (:func:`~xrdwidgets.recon.batching.plan_batches`),
-        merged by ``merge``; ``batch`` is then part of the fingerprint.
-    label : str
-        The method's name in checkpoint messages.
+    layout, overlap, merge, whole_lead, label, kind, version :
+        See :class:`StackPlan`. With a fixed layout (``"even"``, ``"overlap"``) ``batch`` is part
+        of the fingerprint.
     """
     da = _data.validate_sinogram_stack(stack, check_finite=True)
     batch = check_int(caller, "batch", batch)
-    if overlap is not None:
-        overlap = check_int(caller, "overlap", overlap, 0)
-    if overlap is not None and overlap >= batch:
+    if layout not in _LAYOUTS:
+        raise ValueError(f"{caller}: layout must be one of {_LAYOUTS}, found {layout!r}")
+    overlap = check_int(caller, "overlap", overlap, 0)
+    if overlap >= batch:
         raise ValueError(f"{caller}: overlap must be smaller than batch (overlap {overlap}, batch {batch})")
     if merge not in MERGE_WEIGHTS:
         raise ValueError(f"{caller}: merge must be one of {MERGE_WEIGHTS}, found {merge!r}")
@@ -340,10 +352,10 @@ def prepare_stack(stack, *, caller: str, producer: str, parameters: dict, batch:
     params = dict(parameters)
     params.update({"n": n, "circle": bool(circle), "centre_offset": centre_offset, "n_angles": n_a,
                    "batch": batch, "source": da.attrs.get("provenance_producer", "")})
-    if overlap is not None:  # fixed (overlapping) batches: part of what a checkpoint must match
-        params.update(overlap=overlap, merge=merge, batch_plan=[batch, overlap])
+    if layout != "tile":  # fixed batches: part of what a checkpoint must match
+        params.update(batch_plan=[layout, batch, overlap, merge])
     return StackPlan(da, op, batch, da.sizes[_data.spectral_dim(da)], producer, params, caller,
-                     overlap, merge, label)
+                     layout, overlap, merge, bool(whole_lead), label, kind, int(version))
 
 
 def run_stack(plan: StackPlan, solve, *, checkpoint: dict | None = None):
@@ -400,47 +412,110 @@ class BatchPlan:
     """The channel batches of a run and the results that are in: what is left to do, and where a
     finished batch goes in the volume.
 
-    Batches are ``(lead, start, stop)`` (``lead``: index of the flattened leading ``time``/``z``
-    slices), named ``"<lead>_<start>_<stop>"`` in checkpoints (:func:`chunk_key`). Without
-    overlap they tile the channels not yet done, ``batch`` at a time (so a run may resume with
-    another ``batch``); with overlap they are :func:`~xrdwidgets.recon.batching.plan_batches`'
-    (fixed), and a leading slice's volume is their merge once all are in.
+    A batch is ``(lead, start, stop)``: ``lead`` the index of a flattened leading ``time``/``z``
+    slice, or -1 for all of them (``whole_lead``). Checkpoints name a finished batch's images
+    ``"<lead>_<start>_<stop>"``, one per leading slice (:func:`chunk_key`). Layouts (see
+    :class:`StackPlan`): ``"tile"`` covers the channels not done yet, ``batch`` at a time;
+    ``"even"`` and ``"overlap"`` are fixed (:func:`~xrdwidgets.recon.batching.even_batches`,
+    :func:`~xrdwidgets.recon.batching.plan_batches`), overlapping batches merged once all of a
+    leading slice's are in.
     """
 
     def __init__(self, plan: StackPlan, n_lead: int):
         self.plan, self.n_lead, self.C = plan, n_lead, plan.n_channels
-        self.done = np.zeros((n_lead, self.C), bool)       # channels done (no overlap)
-        self.slices = None if plan.overlap is None else plan_batches(self.C, plan.batch, plan.overlap)
-        self.parts: dict = {}                              # overlap: {lead: {(s, e): image}}
+        self.done = np.zeros((n_lead, self.C), bool)       # "tile": channels done
+        if plan.layout == "overlap":
+            self.slices = [(t.start, t.stop) for t in plan_batches(self.C, plan.batch, plan.overlap)]
+        elif plan.layout == "even":
+            self.slices = [(t.start, t.stop) for t in even_batches(self.C, plan.batch)]
+        else:
+            self.slices = None
+        self.parts: dict = {}                              # fixed layouts: {lead: {(s, e): image or None}}
         self.n_done = 0
 
-    def keys(self) -> set:
-        """Names of every batch of the run (overlap), or None (any tiling is accepted)."""
+    @property
+    def leads(self) -> list:
+        return [-1] if self.plan.whole_lead else list(range(self.n_lead))
+
+    def keys(self) -> set | None:
+        """Names of every chunk of the run (fixed layouts), or None (any tiling is accepted)."""
         if self.slices is None:
             return None
-        return {f"{li}_{s.start}_{s.stop}" for li in range(self.n_lead) for s in self.slices}
+        return {f"{li}_{s}_{e}" for li in range(self.n_lead) for s, e in self.slices}
+
+    def is_done(self, li: int, s: int, e: int) -> bool:
+        if self.slices is None:
+            return bool(self.done[li, s:e].any())
+        return (s, e) in self.parts.get(li, {})
 
     def work(self) -> list:
         """``(lead, start, stop)`` of the batches left, in order."""
         if self.slices is None:
-            return [(li, s, e) for li in range(self.n_lead) for s, e in _gaps(self.done[li], self.plan.batch)]
-        return [(li, s.start, s.stop) for li in range(self.n_lead) for s in self.slices
-                if (s.start, s.stop) not in self.parts.get(li, {})]
+            return [(li, s, e) for li in self.leads for s, e in _gaps(self.done[li], self.plan.batch)]
+        return [(li, s, e) for li in self.leads for s, e in self.slices if not self.is_done(li, s, e)]
+
+    def chunks(self, li: int, s: int, e: int, img: np.ndarray) -> dict:
+        """The checkpoint chunks of a finished batch ``img``."""
+        if li < 0:
+            return {f"{k}_{s}_{e}": img[k] for k in range(self.n_lead)}
+        return {f"{li}_{s}_{e}": img}
 
     def put(self, flat_out: np.ndarray, li: int, s: int, e: int, img: np.ndarray) -> None:
-        """A finished batch ``img`` ``(y, x, e - s)``: into the volume, or kept until its slice can be merged."""
+        """A finished batch ``img`` (``(y, x, e - s)``, or ``(L, y, x, e - s)`` for ``li`` -1):
+        into the volume, or kept until its leading slice can be merged."""
         self.n_done += 1
         if self.slices is None:
             flat_out[li, :, :, s:e] = img
             self.done[li, s:e] = True
             return
-        got = self.parts.setdefault(li, {})
-        got[(s, e)] = img
-        if len(got) == len(self.slices):
-            res = [got[(t.start, t.stop)] for t in self.slices]
-            flat_out[li] = res[0] if len(res) == 1 else merge_batches(res, self.slices, self.C,
-                                                                      weights=self.plan.merge)
-            self.parts[li] = {k: None for k in got}  # done; the images are not needed any more
+        for k, im in ([(li, img)] if li >= 0 else enumerate(img)):
+            key = -1 if li < 0 else k
+            got = self.parts.setdefault(key, {})
+            if self.plan.layout == "overlap":
+                got[(s, e)] = im if li >= 0 else got.get((s, e), {}) | {k: im}
+            else:
+                flat_out[k, :, :, s:e] = im
+                got[(s, e)] = None
+        if self.plan.layout == "overlap":
+            self._merge(flat_out, li)
+
+    def _merge(self, flat_out, li):
+        got = self.parts.get(li, {})
+        if len(got) < len(self.slices) or any(v is None for v in got.values()):
+            return
+        for k in (range(self.n_lead) if li < 0 else [li]):
+            res = [got[t][k] if li < 0 else got[t] for t in self.slices]
+            sl = [slice(a, b) for a, b in self.slices]
+            flat_out[k] = res[0] if len(res) == 1 else merge_batches(res, sl, self.C, weights=self.plan.merge)
+        self.parts[li] = {t: None for t in got}  # merged: the batch images are not needed any more
+
+    def restore(self, flat_out: np.ndarray, chunks: dict, caller: str, n: int) -> int:
+        """Put a checkpoint's chunks in; returns how many batches were complete."""
+        names = self.keys()
+        by_batch: dict = {}
+        for key, arr in chunks.items():
+            li, s, e = chunk_key(caller, key)
+            if not (li < self.n_lead and 0 <= s < e <= self.C):
+                raise ValueError(f"{caller}: checkpoint chunk {key!r} lies outside the stack "
+                                 f"({self.n_lead} leading slice(s), {self.C} channels)")
+            if names is not None and key not in names:
+                raise ValueError(f"{caller}: checkpoint chunk {key!r} is not one of this run's channel batches "
+                                 f"(batches {self.slices} over {self.n_lead} leading slice(s))")
+            by_batch.setdefault((s, e), {})[li] = np.asarray(chunk_array(caller, key, arr, (n, n, e - s)),
+                                                            np.float32)
+        for (s, e), per_lead in sorted(by_batch.items()):
+            if self.plan.whole_lead:
+                if len(per_lead) == self.n_lead:  # a batch of all slices is done only when all are in
+                    self.put(flat_out, -1, s, e, np.stack([per_lead[k] for k in range(self.n_lead)]))
+            else:
+                for li, img in sorted(per_lead.items()):
+                    self.put(flat_out, li, s, e, img)
+        return self.n_done
+
+
+def _key(li: int, s: int, e: int) -> str:
+    """Name of batch ``(li, s, e)`` in checkpoints (a batch of every leading slice: lead 0)."""
+    return f"{max(li, 0)}_{s}_{e}"
 
 
 def _gaps(done_row: np.ndarray, batch: int):
@@ -481,7 +556,7 @@ def _run_stack(plan, solve, out, batches, step, fingerprint, running):
     work = batches.work()
     n_batches = batches.n_done + len(work)
     resumable = _accepts_checkpoint(solve)
-    if running is not None and not (resumable and running["key"] in {f"{li}_{s}_{e}" for li, s, e in work}):
+    if running is not None and not (resumable and running["key"] in {_key(li, s, e) for li, s, e in work}):
         log.info("%s: the saved state of batch %s is not used (%s); the batch starts again", plan.caller,
                  running["key"], "the solver cannot resume" if not resumable else "the batches changed")
         running = None
@@ -491,8 +566,7 @@ def _run_stack(plan, solve, out, batches, step, fingerprint, running):
         nonlocal fingerprint
         if fingerprint is None:
             fingerprint = stack_fingerprint(plan)
-        ck = {"kind": STACK_CHECKPOINT_KIND, "version": _STACK_CHECKPOINT_VERSION,
-              "fingerprint": fingerprint, "step": step, "total": total, "done_batches": b - (state is not None),
+        ck = {"kind": plan.kind, "version": plan.version, "fingerprint": fingerprint, "step": step, "total": total, "done_batches": b - (state is not None),
               "n_batches": n_batches, "chunks": chunks}
         if state is not None:
             ck["running"] = {"key": key, "state": state}
@@ -500,8 +574,11 @@ def _run_stack(plan, solve, out, batches, step, fingerprint, running):
 
     for li, s, e in work:
         b += 1
-        key = f"{li}_{s}_{e}"
-        sino = torch.as_tensor(np.asarray(flat_in[li, :, :, s:e], np.float32), device=op.device)
+        key = _key(li, s, e)
+        if li < 0:  # every leading slice at once, as numpy (L, translation, angle, C)
+            sino = np.ascontiguousarray(np.asarray(flat_in[..., s:e]), np.float32)
+        else:
+            sino = torch.as_tensor(np.asarray(flat_in[li, :, :, s:e], np.float32), device=op.device)
         if running is not None and running["key"] == key:
             gen = solve(sino, op, slice(s, e), checkpoint=running["state"])
             running = None
@@ -514,7 +591,7 @@ def _run_stack(plan, solve, out, batches, step, fingerprint, running):
             try:
                 ev = next(gen)
             except StopIteration as stop:
-                img = stop.value
+                img, more = stop.value if isinstance(stop.value, tuple) else (stop.value, {})
                 break
             step += 1
             total = ev.total * n_batches if ev.total is not None else None
@@ -531,13 +608,16 @@ def _run_stack(plan, solve, out, batches, step, fingerprint, running):
                                preview=ev.preview)
         arr = np.ascontiguousarray(
             img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img), np.float32)
-        arr = arr.reshape(n, n, e - s)
+        arr = arr.reshape(((flat_in.shape[0],) if li < 0 else ()) + (n, n, e - s))
         batches.put(flat_out, li, s, e, arr)
         log.debug("%s: batch %d/%d (channels %d:%d) done", plan.producer, b, n_batches, s, e)
-        if pending is None:  # a solver without events: the checkpoint still goes out
+        if pending is None:  # a solver without events (or resumed at its end): the checkpoint still goes out
             pending = Progress(iteration=step, total=total, metrics=dict(extra))
+        if more:  # what the solver measured after its last event (e.g. timings)
+            pending = replace(pending, metrics={**pending.metrics, **more})
         if not own:
-            pending = replace(pending, metrics={**pending.metrics, "checkpoint": stack_checkpoint({key: arr})})
+            pending = replace(pending, metrics={**pending.metrics,
+                                                "checkpoint": stack_checkpoint(batches.chunks(li, s, e, arr))})
         yield pending
     return _volume(da, out, lead, spec, n, plan.producer, plan.parameters)
 
@@ -615,6 +695,10 @@ def check_stack_checkpoint(caller: str, checkpoint, fingerprint: dict, *, kind: 
     if found != kind:
         raise ValueError(f"{caller}: checkpoint is not {description} checkpoint (kind {found!r}, expected {kind!r})")
     found = checkpoint.get("version")
+    if isinstance(found, (int, np.integer)) and found < version:
+        raise ValueError(f"{caller}: the checkpoint is from an older version of xrdwidgets (checkpoint "
+                         f"version {found}; this one reads version {version}); it cannot be resumed: start "
+                         "afresh (checkpoint=None, or a new workdir)")
     if found != version:
         raise ValueError(f"{caller}: checkpoint version {found!r} is not supported (this xrdwidgets reads "
                          f"version {version})")
@@ -643,35 +727,22 @@ def chunk_array(caller: str, key, arr, shape: tuple) -> np.ndarray:
 
 
 def _restore(plan: StackPlan, checkpoint, fingerprint: dict, batches: BatchPlan, flat_out: np.ndarray):
-    """Check a stack checkpoint against ``plan`` and put its chunks in (``batches.put``).
+    """Check a stack checkpoint against ``plan`` and put its chunks in (:meth:`BatchPlan.restore`).
 
     Returns ``(step, running)``.
     """
     caller = plan.caller
     _refuse_older(caller, checkpoint, plan.label)
-    chunks = check_stack_checkpoint(caller, checkpoint, fingerprint, kind=STACK_CHECKPOINT_KIND,
-                                    version=_STACK_CHECKPOINT_VERSION, description=f"a {plan.label}")
-    n_lead, C = batches.n_lead, batches.C
-    n = plan.op.n
-    names = batches.keys()
-    for key, arr in chunks.items():
-        li, s, e = chunk_key(caller, key)
-        if not (li < n_lead and 0 <= s < e <= C):
-            raise ValueError(f"{caller}: checkpoint chunk {key!r} lies outside the stack "
-                             f"({n_lead} leading slice(s), {C} channels)")
-        if names is not None and key not in names:
-            raise ValueError(f"{caller}: checkpoint chunk {key!r} is not one of this run's channel batches "
-                             f"({sorted(names)})")
-        batches.put(flat_out, li, s, e, np.asarray(chunk_array(caller, key, arr, (n, n, e - s)), np.float32))
+    chunks = check_stack_checkpoint(caller, checkpoint, fingerprint, kind=plan.kind, version=plan.version,
+                                    description=f"a {plan.label}")
+    batches.restore(flat_out, chunks, caller, plan.op.n)
     running = checkpoint.get("running")
     if running is not None:
         if not (isinstance(running, dict) and isinstance(running.get("key"), str) and "state" in running):
             raise ValueError(f"{caller}: checkpoint 'running' must be a dict with 'key' and 'state'")
         li, s, e = chunk_key(caller, running["key"], what="running batch")
-        if names is not None:
-            if running["key"] not in names or (s, e) in batches.parts.get(li, {}):
-                running = None
-        elif not (li < n_lead and 0 <= s < e <= C) or batches.done[li, s:e].any():
+        li = -1 if plan.whole_lead else li
+        if not (li < batches.n_lead and 0 <= s < e <= batches.C) or batches.is_done(li, s, e):
             running = None  # outside the stack or already finished: nothing to continue
     step = checkpoint.get("step", 0)
     return (int(step) if isinstance(step, (int, np.integer)) else 0), running

@@ -349,7 +349,7 @@ def iterate_parallaxnet(stack, *, distance_mm: float | None = None, pixel_mm: fl
                   amp=bool(amp), compile=bool(compile))
     plan = _drv.prepare_stack(stack, caller=caller, producer="xrdwidgets.recon.parallaxnet", parameters=params,
                               batch=batch, n=n, circle=circle, centre_offset=centre_offset, device=device,
-                              overlap=overlap,
+                              layout="overlap", overlap=overlap,
                               merge=merge, label="ParallaxNet")
     da, plain = plan.stack, plan.op
     spec = _data.spectral_dim(da)
