@@ -159,3 +159,13 @@ def test_a_killed_cli_run_resumes_from_its_work_folder(scan, tmp_path):
 def test_cli_resume_refuses_a_folder_without_a_run(tmp_path, capsys):
     assert cli.main(["resume", str(tmp_path)]) == 2
     assert "not the work folder" in capsys.readouterr().err
+
+
+def test_checkpoints_of_earlier_versions_get_an_older_version_error():
+    from xrdwidgets.recon import iterate_noise2inverse
+
+    stack = xrdwidgets.demo(size="tiny")["sinogram"].isel(tth=slice(0, 4))
+    old = {"kind": "xrdwidgets.recon.noise2inverse", "version": 1, "fingerprint": {}, "chunks": {},
+           "running": {"group": 0, "epoch": 1}}
+    with pytest.raises(ValueError, match="older version of xrdwidgets"):
+        iterate_noise2inverse(stack, epochs=1, device="cpu", checkpoint=old)

@@ -241,6 +241,7 @@ def test_job_on_disk_crash_then_resume(noisy, tmp_path):
     with pytest.raises(RuntimeError, match="simulated crash"):
         job.wait(timeout=60)
     ck = jobs.load_checkpoint(wd)                     # written by the job: safe types only
-    assert ck["kind"] == CHECKPOINT_KIND and sorted(ck["chunks"]) == ["0_0_4"] and ck["running"]["group"] == 1
+    assert ck["kind"] == CHECKPOINT_KIND and sorted(ck["chunks"]) == ["0_0_4"]
+    assert ck["running"]["key"] == "0_4_8" and ck["running"]["state"]["group"] == 1   # the one schema
     vol = jobs.resume(wd, functools.partial(iterate_noise2inverse, noisy, **kw)).wait(timeout=60)
     np.testing.assert_array_equal(vol.values, full.values)

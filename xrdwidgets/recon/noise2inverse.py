@@ -54,15 +54,19 @@ Networks (:mod:`~xrdwidgets.recon.denoise_nets`)
 Benchmark (``benchmarks/bench_noise2inverse.py``): PSNR/SSIM against the ground truth for FBP,
 TV and Noise2Inverse at three doses, with timings.
 
-Checkpoints and resume (protocol of :mod:`xrdwidgets.jobs`)
-    Events carry ``metrics["checkpoint"]`` every ``checkpoint_every`` epochs (the running
-    group's training state: network, optimiser and sampling RNG) and at the end of every group
-    (its denoised images as ``chunks`` named ``"<lead>_<start>_<stop>"``, one per leading slice,
-    as the stack driver's). ``iterate_noise2inverse(stack, ..., checkpoint=ck)`` with the
-    accumulated checkpoint (:func:`xrdwidgets.jobs.load_checkpoint`,
-    :func:`~xrdwidgets.jobs.merge_checkpoint`) takes the finished groups and continues the
-    running one; on the CPU a seeded resumed run gives the same volume as an uninterrupted one.
-    A checkpoint of other data or parameters is refused with a ValueError that says what differs.
+Stack runner and checkpoints (protocol of :mod:`xrdwidgets.jobs`)
+    The stack is run by the one stack runner (:func:`xrdwidgets.recon.driver.run_stack`) over
+    near-equal channel groups of at most ``batch`` channels, each holding every leading slice
+    (``layout="even"``, ``whole_lead=True``); this module provides the group solver only.
+    Checkpoints follow the one stack-checkpoint schema (kind :data:`CHECKPOINT_KIND`, version 2):
+    every ``checkpoint_every`` epochs the running group's training state (network, optimiser,
+    sampling RNG) under ``"running": {"key", "state"}``, and at the end of every group its
+    denoised images as ``chunks`` named ``"<lead>_<start>_<stop>"``, one per leading slice.
+    ``iterate_noise2inverse(stack, ..., checkpoint=ck)`` with the accumulated checkpoint
+    (:func:`xrdwidgets.jobs.load_checkpoint`, :func:`~xrdwidgets.jobs.merge_checkpoint`) takes
+    the finished groups and continues the running one; on the CPU a seeded resumed run gives the
+    same volume as an uninterrupted one. A checkpoint of other data or parameters is refused with
+    a ValueError that says what differs; one of version 1 with an "older version" error.
 
 Geometry: that of :class:`~xrdwidgets.ops.projector.ParallelProjector` (rotation axis at
 ``(n − 1)/2``, scikit-image ``radon`` orientation); images ``(y, x)`` with one pixel per
@@ -96,6 +100,7 @@ from ..ops.projector import ParallelProjector
 from . import driver as _drv
 from ..progress import Progress, run_to_end
 from .registry import common_params, param, register
+from .batching import even_batches
 from .denoise_nets import DENOISERS, build_denoiser
 from .fbp import fbp_array
 
@@ -118,7 +123,7 @@ CHECKPOINT_KIND = "xrdwidgets.recon.noise2inverse"
 EPOCHS = 100
 #: Least number of training steps per epoch (small data sets).
 MIN_STEPS = 10
-_CHECKPOINT_VERSION = 1
+_CHECKPOINT_VERSION = 2  # 2: the one stack-checkpoint schema (running = {key, state})
 _RECON_CHANNELS = 256  # channels reconstructed per projector call
 
 
@@ -217,13 +222,6 @@ def _method_keywords(method: str) -> list[str]:
     fn = iterate_sirt_array if method == "sirt" else iterate_cgls_array
     skip = {"sino", "op", "x0", "checkpoint", "checkpoint_every", "preview_every"}
     return [k for k in inspect.signature(fn).parameters if k not in skip]
-
-
-def _groups(n_channels: int, batch: int) -> list[tuple[int, int]]:
-    """Near-equal consecutive channel groups of at most ``batch`` channels."""
-    n_g = math.ceil(n_channels / batch)
-    edges = np.linspace(0, n_channels, n_g + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def _time_offsets(caller, da, angle_offsets, n_time):
@@ -370,7 +368,8 @@ def iterate_noise2inverse(stack, *, k: int = 4, net: str = "unet", domain: str =
     params["net_channels"] = batch
     plan = _drv.prepare_stack(stack, caller=caller, producer="xrdwidgets.recon.noise2inverse",
                               parameters=params, batch=batch, n=n, circle=circle, centre_offset=centre_offset,
-                              device=device)
+                              device=device, layout="even", whole_lead=True, label="Noise2Inverse",
+                              kind=CHECKPOINT_KIND, version=_CHECKPOINT_VERSION)
     da, op = plan.stack, plan.op
     sizes = da.sizes
     n_time, n_z = sizes.get(_data.TIME, 1), sizes.get(_data.Z, 1)
@@ -396,45 +395,40 @@ def iterate_noise2inverse(stack, *, k: int = 4, net: str = "unet", domain: str =
         if cfg["domain"] == "space" and _data.Z not in sizes:
             raise ValueError(f"{caller}: domain='space' needs a 'z' dim (slices); the stack has dims "
                              f"{tuple(da.dims)}")
-    groups = _groups(plan.n_channels, batch)
-    n_lead = n_time * n_z
-    fingerprint = None
-    done, running = {}, None
-    if checkpoint is not None:
-        fingerprint = _drv.stack_fingerprint(plan)
-        done, running = _restore(caller, checkpoint, fingerprint, groups, n_lead, op.n)
-    return _run(plan, cfg, groups, offsets, fingerprint, done, running)
+    groups = [(t.start, t.stop) for t in even_batches(plan.n_channels, batch)]
+    T, Z = n_time, n_z
+    n = op.n
+    support = torch.as_tensor(np.ones((n, n)) if op.mask is None else op.mask, dtype=torch.float32,
+                              device=op.device)
+    preview_slice = (T // 2, Z // 2) if cfg["domain"] != "time" else (0, Z // 2)
+
+    def solve(sino, _op, channels, checkpoint=None):
+        """One channel group over every leading slice: sections, training, inference (a generator)."""
+        s, e = channels.start, channels.stop
+        gi = groups.index((s, e))
+        n_t, n_a = op.range_shape
+        sino5 = sino.reshape(T, Z, n_t, n_a, e - s)
+        t0 = time.perf_counter()
+        data = _group_data(sino5, plan, cfg, offsets)
+        timing = {"seconds_sections": time.perf_counter() - t0}
+        log.debug("noise2inverse: group %d/%d (channels %d:%d): %d training images of %s", gi + 1, len(groups),
+                  s, e, data.n_images, data.shape[-3:])
+        res, more = yield from _train_group(data, cfg, gi, op.device, checkpoint, preview_slice, support,
+                                            len(groups))
+        timing.update(more)
+        res = res * torch.as_tensor(data.scale, device=res.device)[:, None, None] * support
+        img = np.ascontiguousarray(res.permute(0, 1, 3, 4, 2).cpu().numpy(), np.float32)  # (V, Z, n, n, Cg)
+        log.info("noise2inverse: group %d/%d (channels %d:%d) done: sections %.2f s, training %.2f s, "
+                 "inference %.2f s", gi + 1, len(groups), s, e, timing["seconds_sections"],
+                 timing["seconds_training"], timing["seconds_inference"])
+        return img.reshape(T * Z, n, n, e - s), timing
+
+    return _drv.run_stack(plan, solve, checkpoint=checkpoint)
 
 
 def noise2inverse(stack, **kwargs):
     """Noise2Inverse denoising of a sinogram stack, run to the end; see :func:`iterate_noise2inverse`."""
     return run_to_end(iterate_noise2inverse(stack, **kwargs))
-
-
-# ---------------------------------------------------------------------------- checkpoints
-def _restore(caller, checkpoint, fingerprint, groups, n_lead, n):
-    chunks = _drv.check_stack_checkpoint(caller, checkpoint, fingerprint, kind=CHECKPOINT_KIND,
-                                         version=_CHECKPOINT_VERSION, description="a Noise2Inverse")
-    index = {g: i for i, g in enumerate(groups)}
-    parts: dict = {}
-    for key, arr in chunks.items():
-        li, s, e = _drv.chunk_key(caller, key)
-        if (s, e) not in index or li >= n_lead:
-            raise ValueError(f"{caller}: checkpoint chunk {key!r} does not match the channel groups {groups} "
-                             f"and {n_lead} leading slice(s) of this run")
-        parts.setdefault(index[(s, e)], {})[li] = _drv.chunk_array(caller, key, arr, (n, n, e - s))
-    done = {gi: p for gi, p in parts.items() if len(p) == n_lead}
-    running = checkpoint.get("running")
-    if running is not None:
-        if not isinstance(running, dict) or not {"group", "epoch", "model", "optimizer", "rng"} <= set(running):
-            raise ValueError(f"{caller}: checkpoint 'running' must be a dict with group, epoch, model, "
-                             "optimizer and rng")
-        gi = running["group"]
-        if not isinstance(gi, (int, np.integer)) or not 0 <= gi < len(groups) or gi in done:
-            running = None
-    log.info("%s: resuming: %d of %d group(s) done%s", caller, len(done), len(groups),
-             "" if running is None else f", group {running['group'] + 1} from epoch {running['epoch']}")
-    return done, running
 
 
 # ---------------------------------------------------------------------------- one group
@@ -608,9 +602,10 @@ def _cpu(obj):
     return obj
 
 
-def _train_group(data: _Data, cfg, gi, device, state, preview_slice, support):
-    """Train one group's network: a generator of per-epoch ``(epoch, loss, metrics, preview)``; returns
-    the denoised inference output ``(V, Z, C, H, W)`` in unit range."""
+def _train_group(data: _Data, cfg, gi, device, state, preview_slice, support, n_groups):
+    """Train one group's network: a generator of per-epoch :class:`Progress` (the group's running
+    state in ``metrics["checkpoint"]`` every ``checkpoint_every`` epochs); returns the denoised
+    inference output ``(V, Z, C, H, W)`` in unit range and timings."""
     S, V, Z, C, H, W = data.shape
     c_in = C * (2 * data.context + 1)
     seed = cfg["seed"] * 1009 + gi
@@ -650,94 +645,20 @@ def _train_group(data: _Data, cfg, gi, device, state, preview_slice, support):
             acc += float(loss.detach())
         v = acc / steps
         losses.append(v)
-        metrics = {"epoch": e, "steps": steps, "lr": opt.param_groups[0]["lr"]}
+        metrics = {"epoch": e, "steps": steps, "lr": opt.param_groups[0]["lr"], "group": gi + 1,
+                   "n_groups": n_groups}
         if _drv.want_checkpoint(e, E, cfg["checkpoint_every"]):
-            metrics["running"] = {"group": gi, "epoch": e, "model": _cpu(model.state_dict()),
+            metrics["checkpoint"] = {"group": gi, "epoch": e, "model": _cpu(model.state_dict()),
                                   "optimizer": _cpu(opt.state_dict()), "rng": gen.get_state().clone(),
                                   "losses": list(losses)}
         preview = None
         if _drv.want_preview(e, E, cfg["preview_every"]):
             img = _infer(model, data, preview_slice)[0] * torch.as_tensor(data.scale, device=device)[:, None, None]
             preview = (img.sum(0) * support).cpu().numpy()
-        yield e, v, metrics, preview
+        yield Progress(iteration=e, total=E, loss=v, metrics=metrics, preview=preview)
     t1 = time.perf_counter()
     out = _infer(model, data, tta=cfg["tta"])
     return out, {"seconds_training": t1 - t0, "seconds_inference": time.perf_counter() - t1}
-
-
-def _run(plan, cfg, groups, offsets, fingerprint, done, running):
-    da, op = plan.stack, plan.op
-    spec = _data.spectral_dim(da)
-    n, C = op.n, plan.n_channels
-    n_t, n_a = op.range_shape
-    lead = [d for d in da.dims if d in _data.EXTRA_DIMS]
-    T, Z = da.sizes.get(_data.TIME, 1), da.sizes.get(_data.Z, 1)
-    data5 = da.data.reshape(T, Z, n_t, n_a, C)
-    out = np.zeros((T, Z, n, n, C), np.float32)
-    E, n_g = cfg["epochs"], len(groups)
-    total = E * n_g
-    support = torch.as_tensor(np.ones((n, n)) if op.mask is None else op.mask, dtype=torch.float32,
-                              device=op.device)
-    preview_slice = (T // 2, Z // 2) if cfg["domain"] != "time" else (0, Z // 2)
-    for gi, (s, e) in enumerate(groups):
-        extra = {"group": gi + 1, "n_groups": n_g, "channel_start": s, "channel_stop": e, "channels": C}
-        if gi in done:
-            for li, arr in done[gi].items():
-                out.reshape(T * Z, n, n, C)[li, :, :, s:e] = arr
-            continue
-        if fingerprint is None:
-            fingerprint = _drv.stack_fingerprint(plan)
-        sino5 = np.asarray(data5[..., s:e], np.float32)
-        t0 = time.perf_counter()
-        data = _group_data(sino5, plan, cfg, offsets)
-        timing = {"seconds_sections": time.perf_counter() - t0}
-        log.debug("noise2inverse: group %d/%d (channels %d:%d): %d training images of %s", gi + 1, n_g, s, e,
-                  data.n_images, data.shape[-3:])
-        state = None
-        if running is not None and running["group"] == gi:
-            state, running = running, None
-        gen = _train_group(data, cfg, gi, op.device, state, preview_slice, support)
-        pending = None
-        while True:
-            try:
-                ep, loss, metrics, preview = next(gen)
-            except StopIteration as stop:
-                res, more = stop.value
-                timing.update(more)
-                break
-            if pending is not None:
-                yield pending
-            st = metrics.pop("running", None)
-            if st is not None:
-                metrics["checkpoint"] = _checkpoint(fingerprint, gi * E + ep, total, gi, n_g, {}, st)
-            pending = Progress(iteration=gi * E + ep, total=total, loss=loss, metrics={**metrics, **extra},
-                               preview=preview)
-        res = res * torch.as_tensor(data.scale, device=res.device)[:, None, None] * support
-        img = np.ascontiguousarray(res.permute(0, 1, 3, 4, 2).cpu().numpy(), np.float32)  # (V, Z, n, n, Cg)
-        if cfg["domain"] == "time":
-            img = img.reshape(T, Z, n, n, e - s)
-        out[..., s:e] = img
-        flat = img.reshape(T * Z, n, n, e - s)
-        chunks = {f"{li}_{s}_{e}": flat[li].copy() for li in range(T * Z)}
-        ck = _checkpoint(fingerprint, (gi + 1) * E, total, gi + 1, n_g, chunks, None)
-        if pending is None:  # resumed at the last epoch: nothing left to yield but the result
-            pending = Progress(iteration=(gi + 1) * E, total=total, metrics=dict(extra))
-        pending = Progress(iteration=pending.iteration, total=total, loss=pending.loss,
-                           metrics={**pending.metrics, **timing, "checkpoint": ck}, preview=pending.preview)
-        log.info("noise2inverse: group %d/%d (channels %d:%d) done: sections %.2f s, training %.2f s, "
-                 "inference %.2f s", gi + 1, n_g, s, e, timing["seconds_sections"], timing["seconds_training"],
-                 timing["seconds_inference"])
-        yield pending
-    vol = out.reshape([da.sizes[d] for d in lead] + [n, n, C])
-    return _drv._volume(da, vol, lead, spec, n, plan.producer, plan.parameters)
-
-
-def _checkpoint(fingerprint, step, total, done_groups, n_groups, chunks, running):
-    ck = {"kind": CHECKPOINT_KIND, "version": _CHECKPOINT_VERSION, "fingerprint": fingerprint, "step": step,
-          "total": total, "done_groups": done_groups, "n_groups": n_groups, "chunks": chunks}
-    if running is not None:
-        ck["running"] = running
-    return ck
 
 
 register("noise2inverse", iterate_noise2inverse, label="Noise2Inverse (self-supervised denoising)",
