@@ -8,7 +8,7 @@ oversized dataset is reported at once (naming the target), not after an hour of 
     gives an ``OSError`` naming the folder (not a temporary file).
 ``available_memory()``
     Bytes of memory available to a new allocation (``psutil``), ``None`` when unknown.
-``check_fits_in_memory(nbytes, what=...)``
+``fits_in_memory(nbytes)`` / ``check_fits_in_memory(nbytes, what=...)``
     A :class:`DataTooLargeError` stating the size, the available memory and the lazy path
     (zarr/dask) when ``nbytes`` exceeds :data:`MEMORY_FRACTION` of the available memory.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 __all__ = ["MEMORY_FRACTION", "DataTooLargeError", "available_memory", "check_fits_in_memory",
-           "check_writable", "format_bytes"]
+           "check_writable", "fits_in_memory", "format_bytes"]
 
 #: Largest share of the available memory one array may take when loaded whole.
 MEMORY_FRACTION = 0.8
@@ -94,6 +94,13 @@ def available_memory() -> int | None:
         return None
 
 
+def fits_in_memory(nbytes: int) -> bool:
+    """Whether ``nbytes`` may be loaded whole (at most :data:`MEMORY_FRACTION` of what is
+    available; ``True`` when the available memory is unknown)."""
+    avail = available_memory()
+    return avail is None or nbytes <= MEMORY_FRACTION * avail
+
+
 def check_fits_in_memory(nbytes: int, *, what: str, lazy_hint: str = "") -> None:
     """Raise a :class:`DataTooLargeError` when ``nbytes`` cannot be loaded into memory.
 
@@ -106,9 +113,9 @@ def check_fits_in_memory(nbytes: int, *, what: str, lazy_hint: str = "") -> None
     lazy_hint : str
         How to work on it lazily instead; a default suggestion when empty.
     """
-    avail = available_memory()
-    if avail is None or nbytes <= MEMORY_FRACTION * avail:
+    if fits_in_memory(nbytes):
         return
+    avail = available_memory()
     hint = lazy_hint or ("open it lazily instead (xrdwidgets.io.open_zarr on a zarr copy, or "
                          "xarray/dask chunks), or select a part before loading")
     raise DataTooLargeError(
