@@ -199,3 +199,14 @@ def test_constant_data_are_warned_about():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         data.sinogram_stack(_arr(), spectral=[1.0, 2.0, 3.0])  # varied data: no warning
+
+
+def test_reconstruct_a_huge_lazy_stack_refuses_before_work():
+    import dask.array as dsa
+
+    lazy = dsa.zeros(HUGE, dtype=np.float32, chunks=(HUGE[0], HUGE[1], 1))
+    st = data.sinogram_stack(lazy, angle=np.linspace(0, 180, HUGE[1], endpoint=False),
+                             spectral=np.linspace(1, 10, HUGE[2]))
+    with pytest.raises(checks.DataTooLargeError, match=r"iterate_fbp: the volume \(1 × 200000 × 200000 × 100 "
+                                                       r"float32\) with one batch of \d+ sinograms needs 29\.1 TiB"):
+        iterate(st, "fbp", device="cpu")
