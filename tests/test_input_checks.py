@@ -59,6 +59,23 @@ def test_read_only_folder_is_reported_before_work(tiny, tmp_path):
         ro.chmod(0o755)
 
 
+def test_unwritable_folder_names_the_target(tiny, tmp_path, monkeypatch, capsys):
+    """As root a read-only folder stays writable: the probe's failure is simulated at its source."""
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".xrdwidgets-write-probe-x"))
+
+    src = io.save(tiny, tmp_path / "scan.h5")
+    monkeypatch.setattr(checks.tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError, match=rf"out\.h5: cannot write: output folder {tmp_path} is not "
+                                              r"writable \(Permission denied\)"):
+        io.save(tiny, tmp_path / "out.h5")
+    rc = cli.main(["reconstruct", str(src), "--out", str(tmp_path / "rec.h5"), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"output folder of rec.h5 {tmp_path} is not writable" in err and "probe" not in err
+    with pytest.raises(PermissionError, match=f"job workdir {tmp_path}"):
+        jobs.Job(lambda: iter(()), workdir=tmp_path)
+
+
 def test_probe_file_is_removed(tmp_path):
     assert checks.check_writable(tmp_path) == tmp_path
     assert list(tmp_path.iterdir()) == []
