@@ -19,6 +19,8 @@ from xrdwidgets.recon import iterate, run_to_end
 from xrdwidgets.recon.base import Progress
 from xrdwidgets.sim.demo import demo
 
+from waiting import cancel_after  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def stack():
@@ -157,23 +159,9 @@ def test_explicit_fingerprint_of_a_generic_source(tmp_path):
 
 
 # ---------------------------------------------------------------------------- checksums
-def _cancel_after(gen, n_checkpoints, holder):
-    seen = 0
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if "checkpoint" in ev.metrics:
-            seen += 1
-            if seen == n_checkpoints:
-                holder["job"].cancel()
-        yield ev
-
-
 def _interrupted(stack, wd, n_checkpoints=2):
     holder = {}
-    job = jobs.Job(_cancel_after(_source(stack)(), n_checkpoints, holder), name="sirt", workdir=wd)
+    job = jobs.Job(cancel_after(_source(stack)(), n_checkpoints, holder), name="sirt", workdir=wd)
     holder["job"] = job
     job.start().wait(timeout=60)
     assert job.state is jobs.State.CANCELLED

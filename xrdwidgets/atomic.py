@@ -28,7 +28,7 @@ def remove_path(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path, *, overwrite: bool = True, suffix: str = ".tmp"):
+def atomic_path(path, *, overwrite: bool = True, suffix: str = ".tmp", before_replace=None):
     """Yield a temporary path beside ``path``; when the block succeeds, move it to ``path``.
 
     The block creates the temporary file or folder (a zarr store, say) under the given name.
@@ -42,6 +42,9 @@ def atomic_path(path, *, overwrite: bool = True, suffix: str = ".tmp"):
         appears while the block runs (a file is hard-linked into place, which fails then).
     suffix : str
         Ending of the temporary name (some writers choose the format from it, e.g. ``.tmp.png``).
+    before_replace : callable, optional
+        Called (no arguments) just before a folder replaces an existing ``path``; it may raise
+        to keep ``path`` (e.g. "replace only a zarr store, never another folder").
 
     On any error the temporary file or folder is removed and ``path`` is left as it was. A
     folder that replaces a folder moves the old one aside first, then removes it.
@@ -67,6 +70,8 @@ def atomic_path(path, *, overwrite: bool = True, suffix: str = ".tmp"):
             except OSError:  # file systems without hard links
                 os.replace(tmp, path)
         elif tmp.is_dir() and path.exists():
+            if before_replace is not None:
+                before_replace()
             aside = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.old"
             os.replace(path, aside)
             os.replace(tmp, path)

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from .checks import check_writable
+
 log = logging.getLogger("xrdwidgets.cli")
 
 _EPILOG = """\
@@ -66,6 +68,7 @@ def cmd_demo(args) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    check_writable(out, what="output folder")
     h5, png = out / "demo.h5", out / "demo.png"
     for p in (h5, png):
         if p.exists() and not args.overwrite:
@@ -148,6 +151,8 @@ def _run_job(record: dict, *, workdir, resume: bool, quiet: bool) -> int:
     out = Path(record["out"])
     if not _check_out(out, record.get("overwrite", False)):
         return 2
+    # before any reading or computing: the output must be writable (probe file)
+    check_writable(out.parent, what=f"output folder of {out.name}")
     source = _source(record)
     name = f"{record['method']} {Path(record['file']).name}"
     if resume:

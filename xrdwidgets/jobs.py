@@ -43,6 +43,23 @@ Resume protocol
     (:mod:`xrdwidgets.recon.driver`), so a volume is written once, not once per batch. When the
     result is stored, the chunk files are removed (``result.h5`` holds it all).
 
+Safety of a work folder (a result is never handed back for the wrong computation)
+    *One job per folder*: a job holds the folder's exclusive lock (``job.lock``,
+    :mod:`xrdwidgets.workdir_lock`) from its creation to its end; a second job, in this process
+    or another, gets a :class:`WorkdirBusyError` naming the holder (pid, host, job name, start
+    time). The lock of a process that died is taken over (logged). *Checks before work*: the
+    folder must be writable (a probe file). *Fingerprints*: before ``result.h5`` is given back
+    as "already done", the source is called with the folder's last checkpoint, which makes the
+    algorithm compare the checkpoint's fingerprint (method, parameters, data hash) with its own
+    arguments without running anything; a mismatch fails the job with what differs (pass
+    ``overwrite=True`` to recompute). A generic source can pass ``fingerprint=`` (recorded in
+    ``job.json``, compared on resume). *Checksums*: ``checkpoint.pt`` (format version 2) wraps
+    its content with a sha256, and lists a sha256 of every chunk file as written; reading
+    verifies them. A damaged ``checkpoint.pt`` is a :class:`CheckpointError`; a damaged chunk is
+    a CheckpointError from :func:`load_checkpoint`, and is left out (so recomputed, never merged)
+    when a job resumes. *Crashes*: ``job.json`` records the pid and host; :func:`job_info`
+    reports a job still marked running whose process is gone as ``"crashed"``.
+
 Subscribers run in a dispatcher thread, never in the worker; they must only set widget
 traits (no ``display()``/``print`` into Output widgets from threads).
 """
@@ -374,7 +391,9 @@ def load_checkpoint(workdir, *, trusted: bool = False) -> dict | None:
     Raises
     ------
     CheckpointError
-        The file (or one of its parts) is damaged or missing; the message names it.
+        The file (or one of its parts) is damaged or missing, or its checksum does not match
+        (sha256 recorded when written); the message names it. A job that resumes leaves damaged
+        parts out instead, so that they are recomputed.
     """
     return _read_checkpoint(workdir, trusted=trusted)[0]
 
@@ -739,7 +758,11 @@ class Job:
             if gone:
                 self._log(f"overwrite: removed {', '.join(gone)} of a former job")
             return
-        recorded = _read_job_file(wd) if self.resume else None
+        try:
+            recorded = _read_job_file(wd) if self.resume else None
+        except ValueError as exc:
+            self._log(f"resume: {exc}; its fingerprint cannot be compared")
+            recorded = None
         if recorded is not None:
             self._check_fingerprint(recorded)
         if not self.resume:

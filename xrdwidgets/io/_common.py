@@ -18,6 +18,7 @@ import xarray as xr
 from .. import data as _data
 from .._version import __version__
 from ..atomic import atomic_path, remove_path
+from ..checks import check_writable
 from ..data import SPECTRAL_DIMS, DataError
 
 #: One logger for the whole package (named ``xrdwidgets.io``, as before the split).
@@ -78,24 +79,47 @@ def _require_exists(path: Path) -> None:
         raise XRDFileNotFoundError(f"{path}: no such file or folder")
 
 
-def _check_target(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise FileExistsError(
-            f"{path}: the file exists; pass overwrite=True to replace it (or choose another name)"
-        )
+def _check_target(path: Path, overwrite: bool, *, store: bool = False) -> None:
+    """Before any work: may ``path`` be written? (a zarr folder when ``store``, else a file)
+
+    ``overwrite=True`` replaces only what the writer makes: a zarr store (``store``) or a file,
+    never a folder of other files. The folder must exist and be writable (a probe file is
+    created and removed), so that a bad target is reported before the data are computed.
+    """
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise FileExistsError(
+                f"{path}: the file exists; pass overwrite=True to replace it (or choose another name)"
+            )
+        if store and not _is_zarr(path):
+            what = "a folder that is not a zarr store" if path.is_dir() else "a file, not a zarr store"
+            raise FileExistsError(
+                f"{path}: exists and is {what}; overwrite=True replaces only a zarr store, never other "
+                "files. Remove it yourself or choose another name")
+        if not store and path.is_dir():
+            raise IsADirectoryError(
+                f"{path}: is a folder; overwrite=True replaces only a file. Remove it yourself or "
+                "choose another name")
     if not path.parent.is_dir():
         raise XRDFileNotFoundError(f"{path}: cannot write, the folder {path.parent} does not exist")
+    try:
+        check_writable(path.parent)
+    except OSError as exc:
+        raise type(exc)(f"{path}: cannot write: {exc}") from None
 
 
 _remove = remove_path
 
 
 @contextlib.contextmanager
-def _atomic_path(path: Path, overwrite: bool):
+def _atomic_path(path: Path, overwrite: bool, *, store: bool = False):
     """Yield a temporary path beside ``path``; on success move it into place atomically
-    (:func:`xrdwidgets.atomic.atomic_path`; a file is not clobbered unless ``overwrite``)."""
-    _check_target(path, overwrite)
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    (:func:`xrdwidgets.atomic.atomic_path`). A file is not clobbered unless ``overwrite``; a
+    folder target (zarr, ``store=True``) is replaced only while it is still a zarr store
+    (:func:`_check_target`, checked again just before the move)."""
+    _check_target(path, overwrite, store=store)
+    with atomic_path(path, overwrite=overwrite,
+                     before_replace=lambda: _check_target(path, overwrite, store=True)) as tmp:
         yield tmp
 
 

@@ -60,6 +60,7 @@ import torch
 import xarray as xr
 
 from .. import data as _data
+from ..checks import check_stack_memory
 from ..ops.projector import ParallelProjector
 from ..progress import Progress
 from ..validators import check_float, check_int  # noqa: F401  (re-exported)
@@ -342,6 +343,7 @@ def prepare_stack(stack, *, caller: str, producer: str, parameters: dict, batch:
         raise ValueError(f"{caller}: merge must be one of {MERGE_WEIGHTS}, found {merge!r}")
     n_t, n_a = da.sizes[_data.TRANSLATION], da.sizes[_data.ANGLE]
     n = n_t if n is None else check_int(caller, "n", n)
+    check_stack_memory(da, n, batch, caller=caller)  # before the projector or any read
     geom = _data.get_geometry(da)
     if centre_offset is None:
         centre_offset = geom.centre_offset if geom is not None else 0.0
