@@ -90,6 +90,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -98,10 +99,11 @@ import torch.nn.functional as F
 from .. import data as _data
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
-from ..progress import Progress, run_to_end
+from ..progress import run_to_end
 from .registry import common_params, param, register
 from .batching import even_batches
 from .denoise_nets import DENOISERS, build_denoiser
+from .training import train
 from .fbp import fbp_array
 
 log = logging.getLogger(__name__)
@@ -592,20 +594,11 @@ def _infer(model, data: _Data, which=None, tta: bool = False) -> torch.Tensor:
     return out
 
 
-def _cpu(obj):
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu(v) for v in obj)
-    return obj
-
-
 def _train_group(data: _Data, cfg, gi, device, state, preview_slice, support, n_groups):
-    """Train one group's network: a generator of per-epoch :class:`Progress` (the group's running
-    state in ``metrics["checkpoint"]`` every ``checkpoint_every`` epochs); returns the denoised
-    inference output ``(V, Z, C, H, W)`` in unit range and timings."""
+    """Train one group's network with the one training loop (:func:`~xrdwidgets.recon.training.train`,
+    minibatch mode): a generator of per-epoch :class:`Progress` (the group's running state in
+    ``metrics["checkpoint"]`` every ``checkpoint_every`` epochs); returns the denoised inference
+    output ``(V, Z, C, H, W)`` in unit range and timings."""
     S, V, Z, C, H, W = data.shape
     c_in = C * (2 * data.context + 1)
     seed = cfg["seed"] * 1009 + gi
@@ -613,49 +606,38 @@ def _train_group(data: _Data, cfg, gi, device, state, preview_slice, support, n_
         torch.manual_seed(seed)
         model = build_denoiser(cfg["net"], c_in, C, **cfg["net_options"])
     model = model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     gen = torch.Generator().manual_seed(seed)
     p = min(cfg["patch"], H, W)
-    steps = cfg["steps_per_epoch"] or max(MIN_STEPS, math.ceil(data.n_images * H * W / (cfg["batch_size"] * p * p)))
-    epoch0, losses = 0, []
-    if state is not None:
-        try:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise ValueError(f"iterate_noise2inverse: checkpoint does not fit the network: {exc}") from None
-        gen.set_state(torch.as_tensor(state["rng"], dtype=torch.uint8))
-        epoch0, losses = int(state["epoch"]), list(state.get("losses", []))
-    E = cfg["epochs"]
-    n_steps = E * steps
+    B = cfg["batch_size"]
+    steps = cfg["steps_per_epoch"] or max(MIN_STEPS, math.ceil(data.n_images * H * W / (B * p * p)))
+    scale = torch.as_tensor(data.scale, device=device)[:, None, None]
+
+    def step_loss(net, epoch, i):
+        images = _image_indices(seed, ((epoch - 1) * steps + i) * B, B, data.n_images)
+        xb, yb = _sample(data, gen, images, p)
+        return F.mse_loss(net(xb), yb)
+
+    def preview(_out):
+        img = _infer(model, data, preview_slice)[0] * scale
+        return (img.sum(0) * support).cpu().numpy()
+
+    def set_rng(extra):
+        gen.set_state(torch.as_tensor(extra["rng"], dtype=torch.uint8))
+
+    if state is not None and state.get("group") != gi:
+        raise ValueError(f"iterate_noise2inverse: the checkpoint's running state is of group {state.get('group')!r}, "
+                         f"not {gi}")
     t0 = time.perf_counter()
-    for e in range(epoch0 + 1, E + 1):
-        acc = 0.0
-        for i in range(steps):
-            if cfg["lr_schedule"] == "cosine":
-                for grp in opt.param_groups:
-                    grp["lr"] = cfg["lr"] * 0.5 * (1.0 + math.cos(math.pi * ((e - 1) * steps + i) / n_steps))
-            B = cfg["batch_size"]
-            images = _image_indices(seed, ((e - 1) * steps + i) * B, B, data.n_images)
-            xb, yb = _sample(data, gen, images, p)
-            opt.zero_grad(set_to_none=True)
-            loss = F.mse_loss(model(xb), yb)
-            loss.backward()
-            opt.step()
-            acc += float(loss.detach())
-        v = acc / steps
-        losses.append(v)
-        metrics = {"epoch": e, "steps": steps, "lr": opt.param_groups[0]["lr"], "group": gi + 1,
-                   "n_groups": n_groups}
-        if _drv.want_checkpoint(e, E, cfg["checkpoint_every"]):
-            metrics["checkpoint"] = {"group": gi, "epoch": e, "model": _cpu(model.state_dict()),
-                                  "optimizer": _cpu(opt.state_dict()), "rng": gen.get_state().clone(),
-                                  "losses": list(losses)}
-        preview = None
-        if _drv.want_preview(e, E, cfg["preview_every"]):
-            img = _infer(model, data, preview_slice)[0] * torch.as_tensor(data.scale, device=device)[:, None, None]
-            preview = (img.sum(0) * support).cpu().numpy()
-        yield Progress(iteration=e, total=E, loss=v, metrics=metrics, preview=preview)
+    events = train(model, step_loss=step_loss, steps_per_epoch=steps, lr=cfg["lr"], max_epochs=cfg["epochs"],
+                   lr_schedule=cfg["lr_schedule"], preview_every=cfg["preview_every"], preview_fn=preview,
+                   checkpoint_every=cfg["checkpoint_every"], checkpoint=state, checkpoint_extra={"group": gi},
+                   state_hooks=(lambda: {"rng": gen.get_state().clone()}, set_rng))
+    while True:
+        try:
+            ev = next(events)
+        except StopIteration:
+            break
+        yield replace(ev, metrics={**ev.metrics, "group": gi + 1, "n_groups": n_groups})
     t1 = time.perf_counter()
     out = _infer(model, data, tta=cfg["tta"])
     return out, {"seconds_training": t1 - t0, "seconds_inference": time.perf_counter() - t1}

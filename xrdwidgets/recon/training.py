@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "CHECKPOINT_FORMAT",
     "ChannelScaling",
+    "LR_SCHEDULES",
     "TrainResult",
     "default_preview",
     "save_checkpoint",
@@ -71,6 +72,8 @@ __all__ = [
 
 #: ``checkpoint["format"]`` of :func:`train`'s checkpoints.
 CHECKPOINT_FORMAT = "xrdwidgets.train/1"
+#: ``lr_schedule=`` values of :func:`train`.
+LR_SCHEDULES = ("plateau", "constant", "cosine")
 
 
 # ---------------------------------------------------------------------------- normalisation
@@ -266,21 +269,41 @@ def _split_loss(caller, value, epoch):
 
 
 # ---------------------------------------------------------------------------- driver
-def train(model: nn.Module, loss_fn, *, lr: float = 5e-4, max_epochs: int = 6000, patience: int = 300,
+def train(model: nn.Module, loss_fn=None, *, lr: float = 5e-4, max_epochs: int = 6000, patience: int = 300,
           factor: float = 0.5, min_lr: float = 1e-6, threshold: float = 1e-4, keep_best: bool = True,
           preview_every: int = 100, preview_fn=None, checkpoint_every: int = 0, checkpoint=None,
           checkpoint_path=None, checkpoint_extra: dict | None = None, seed: int | None = None,
           pretrain_target: torch.Tensor | None = None, pretrain_epochs: int = 1000,
-          pretrain_lr: float | None = None, amp: bool = False, compile: bool = False):
-    """Train a generator network, as a generator of :class:`Progress` events.
+          pretrain_lr: float | None = None, amp: bool = False, compile: bool = False,
+          step_loss=None, steps_per_epoch: int = 1, lr_schedule: str = "plateau", state_hooks=None):
+    """Train a network, as a generator of :class:`Progress` events: the one training loop.
+
+    Two kinds of network: a *generator* (SD2I, ParallaxNet: ``model()`` has no input; one step
+    per epoch on ``loss_fn(model())``), or a network trained on *minibatches* (Noise2Inverse:
+    ``step_loss(model, epoch, step)`` draws a minibatch and returns its loss; ``steps_per_epoch``
+    steps per epoch, the epoch's loss is their mean).
 
     Parameters
     ----------
     model : torch.nn.Module
-        Generator with no input: ``model()`` returns its output (any shape).
+        Generator with no input: ``model()`` returns its output (any shape); or any network
+        when ``step_loss`` is given.
     loss_fn : callable
         ``loss_fn(output) -> scalar tensor`` (or ``(tensor, dict)``: the dict's numbers are added to
-        the event's ``metrics``). ``output`` is float32.
+        the event's ``metrics``). ``output`` is float32. None with ``step_loss``.
+    step_loss : callable, optional
+        ``step_loss(model, epoch, step) -> scalar tensor`` (epoch from 1, step from 0): the loss
+        of one minibatch. There is no output to keep then (``TrainResult.output`` is None: the
+        caller runs its own inference; ``preview_fn(None)`` makes its previews), and no
+        pre-training.
+    steps_per_epoch : int
+        Optimiser steps per epoch with ``step_loss`` (1 otherwise).
+    lr_schedule : {"plateau", "constant", "cosine"}
+        ``"plateau"`` (below); ``"constant"``; ``"cosine"``: ``lr`` decays to 0 along a half
+        cosine over all steps (set before each step). ``min_lr`` stops only the plateau schedule.
+    state_hooks : (callable, callable), optional
+        ``(get, set)``: ``get()`` returns a dict of the caller's own state to keep in every
+        checkpoint (e.g. a sampler's RNG), ``set(dict)`` restores it on resume.
     lr : float
         Adam learning rate (> 0).
     max_epochs : int
@@ -334,8 +357,18 @@ def train(model: nn.Module, loss_fn, *, lr: float = 5e-4, max_epochs: int = 6000
     caller = "train"
     if not isinstance(model, nn.Module):
         raise TypeError(f"{caller}: model must be a torch.nn.Module, found {type(model).__name__}")
-    if not callable(loss_fn):
+    if step_loss is not None:
+        if loss_fn is not None or not callable(step_loss):
+            raise TypeError(f"{caller}: give either loss_fn (a generator network) or a callable step_loss "
+                            "(minibatches), not both")
+        if pretrain_target is not None:
+            raise ValueError(f"{caller}: pretrain_target is for generator networks (loss_fn), not step_loss")
+    elif not callable(loss_fn):
         raise TypeError(f"{caller}: loss_fn must be callable, found {type(loss_fn).__name__}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"{caller}: lr_schedule must be one of {LR_SCHEDULES}, found {lr_schedule!r}")
+    if state_hooks is not None and not (len(state_hooks) == 2 and all(callable(f) for f in state_hooks)):
+        raise TypeError(f"{caller}: state_hooks must be a pair of callables (get, set) or None")
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"{caller}: model has no trainable parameters")
     cfg = {
@@ -347,7 +380,9 @@ def train(model: nn.Module, loss_fn, *, lr: float = 5e-4, max_epochs: int = 6000
         "threshold": _drv.check_float(caller, "threshold", threshold, minimum=0.0),
         "preview_every": _drv.check_int(caller, "preview_every", preview_every, minimum=0),
         "checkpoint_every": _drv.check_int(caller, "checkpoint_every", checkpoint_every, minimum=0),
-        "keep_best": bool(keep_best),
+        "keep_best": bool(keep_best) and step_loss is None,
+        "steps": 1 if step_loss is None else _drv.check_int(caller, "steps_per_epoch", steps_per_epoch),
+        "schedule": lr_schedule,
     }
     if preview_fn is not None and not callable(preview_fn):
         raise TypeError(f"{caller}: preview_fn must be callable or None, found {type(preview_fn).__name__}")
@@ -365,12 +400,15 @@ def train(model: nn.Module, loss_fn, *, lr: float = 5e-4, max_epochs: int = 6000
         n_pre = _drv.check_int(caller, "pretrain_epochs", pretrain_epochs, minimum=0)
     cfg["pretrain_lr"] = cfg["lr"] if pretrain_lr is None else \
         _drv.check_float(caller, "pretrain_lr", pretrain_lr, minimum=0.0, strict=True)
-    return _train(model, loss_fn, cfg, n_pre, pretrain_target, preview_fn or default_preview, checkpoint,
+    if preview_fn is None:
+        preview_fn = default_preview if step_loss is None else (lambda _out: None)
+    return _train(model, loss_fn, cfg, n_pre, pretrain_target, preview_fn, checkpoint,
                   None if checkpoint_path is None else Path(checkpoint_path), checkpoint_extra, seed,
-                  bool(amp), bool(compile))
+                  bool(amp), bool(compile), step_loss, state_hooks)
 
 
-def _train(model, loss_fn, cfg, n_pre, pre_target, preview_fn, ckpt_in, ckpt_path, extra, seed, amp, compile_):
+def _train(model, loss_fn, cfg, n_pre, pre_target, preview_fn, ckpt_in, ckpt_path, extra, seed, amp, compile_,
+           step_loss=None, hooks=None):
     caller = "train"
     device = next(model.parameters()).device
     fwd = _Forward(model, device, amp, compile_)
@@ -397,6 +435,8 @@ def _train(model, loss_fn, cfg, n_pre, pre_target, preview_fn, ckpt_in, ckpt_pat
               "rng_cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}
         if extra:
             ck.update({k: _cpu_copy(v) for k, v in extra.items()})
+        if hooks is not None:
+            ck["extra_state"] = _cpu_copy(hooks[0]())
         return ck
 
     if ckpt_in is not None:
@@ -420,6 +460,10 @@ def _train(model, loss_fn, cfg, n_pre, pre_target, preview_fn, ckpt_in, ckpt_pat
             np.random.set_state(ckpt_in["rng_numpy"])
         if ckpt_in.get("rng_cuda") is not None and device.type == "cuda":
             torch.cuda.set_rng_state_all(ckpt_in["rng_cuda"])
+        if hooks is not None:
+            if not isinstance(ckpt_in.get("extra_state"), dict):
+                raise ValueError(f"{caller}: checkpoint lacks the caller's state ('extra_state')")
+            hooks[1](ckpt_in["extra_state"])
         if st["phase"] == "pretrain" and st["epoch"] >= n_pre:
             st.update(phase="train", epoch=0)
         log.info("train: resuming at %s epoch %d", st["phase"], st["epoch"] + 1)
@@ -459,20 +503,34 @@ def _train(model, loss_fn, cfg, n_pre, pre_target, preview_fn, ckpt_in, ckpt_pat
                                else None)
             st.update(phase="train", epoch=0)
         # ------------------------------------------------------------ training
-        for e in range(st["epoch"] + 1, cfg["max_epochs"] + 1):
+        E, S = cfg["max_epochs"], cfg["steps"]
+        for e in range(st["epoch"] + 1, E + 1):
             lr_used = opt.param_groups[0]["lr"]
-            opt.zero_grad(set_to_none=True)
-            out = fwd()
-            loss, v, extras = _split_loss(caller, loss_fn(out), e)
-            fwd.step(loss, opt)
+            if step_loss is None:
+                opt.zero_grad(set_to_none=True)
+                out = fwd()
+                loss, v, extras = _split_loss(caller, loss_fn(out), e)
+                fwd.step(loss, opt)
+            else:  # minibatches: S steps, the epoch's loss is their mean
+                out, extras, acc = None, {"steps": S}, 0.0
+                for i in range(S):
+                    if cfg["schedule"] == "cosine":
+                        for grp in opt.param_groups:
+                            grp["lr"] = cfg["lr"] * 0.5 * (1.0 + math.cos(math.pi * ((e - 1) * S + i) / (E * S)))
+                    opt.zero_grad(set_to_none=True)
+                    loss, v_i, _ = _split_loss(caller, step_loss(model, e, i), e)
+                    fwd.step(loss, opt)
+                    acc += v_i
+                v, lr_used = acc / S, opt.param_groups[0]["lr"]
             st["losses"].append(v)
             if v < st["best_loss"]:
                 st["best_loss"] = v
                 if cfg["keep_best"]:
                     st["best_output"] = out.detach().clone()
-            sched.step(v)
+            if cfg["schedule"] == "plateau":
+                sched.step(v)
             st["epoch"] = e
-            stop = opt.param_groups[0]["lr"] < cfg["min_lr"]
+            stop = cfg["schedule"] == "plateau" and opt.param_groups[0]["lr"] < cfg["min_lr"]
             metrics = {"phase": "train", "epoch": e, "lr": lr_used, "best_loss": st["best_loss"], **extras}
             metrics.update(checkpoint_metric(e, stop or e == cfg["max_epochs"]))
             show = stop or _drv.want_preview(e, cfg["max_epochs"], cfg["preview_every"])
@@ -491,6 +549,8 @@ def _train(model, loss_fn, cfg, n_pre, pre_target, preview_fn, ckpt_in, ckpt_pat
 
     if cfg["keep_best"] and st["best_output"] is not None:
         output = st["best_output"]
+    elif step_loss is not None:
+        output = None  # a minibatch-trained network: the caller runs its inference
     else:
         with torch.no_grad():
             output = fwd().detach()
