@@ -80,7 +80,6 @@ from . import driver as _drv
 from ..progress import run_to_end
 from .registry import common_params, param, register
 from .batching import MERGE_WEIGHTS
-from .fbp import fbp_array
 from .losses import LAMBDA_PARALLAXNET, mse_ssim
 from .nets import SD2Vol
 from . import training as _training
@@ -114,27 +113,11 @@ _PRETRAIN_EPOCHS = 500
 # ---------------------------------------------------------------------------- checks
 def _config(caller, epochs, lr, lam, seed, patience, min_lr, pretrain, preview_every, checkpoint_every,
             net_options):
-    n_pre = _training.pretrain_epochs(caller, pretrain, _PRETRAIN_EPOCHS)
-    if net_options is not None and not isinstance(net_options, dict):
-        raise ValueError(f"{caller}: net_options must be a dict or None, found {type(net_options).__name__}")
-    return {
-        "epochs": _drv.check_int(caller, "epochs", epochs),
-        "lr": _drv.check_float(caller, "lr", lr, minimum=0.0, strict=True),
-        "lam": _drv.check_float(caller, "lam", lam, minimum=0.0, maximum=1.0 + 1e-12),
-        "seed": None if seed is None else _drv.check_int(caller, "seed", seed, minimum=0),
-        "patience": _drv.check_int(caller, "patience", patience, minimum=0),
-        "min_lr": _drv.check_float(caller, "min_lr", min_lr, minimum=0.0),
-        "pretrain": n_pre,
-        "preview_every": _drv.check_int(caller, "preview_every", preview_every, minimum=0),
-        "checkpoint_every": _drv.check_int(caller, "checkpoint_every", checkpoint_every, minimum=0),
-        "net_options": dict(net_options or {}),
-    }
-
-
-def _support(op: ParallaxProjector) -> torch.Tensor:
-    if op.mask is None:
-        return torch.ones((op.n, op.n, 1), dtype=torch.float32, device=op.device)
-    return torch.as_tensor(op.mask, dtype=torch.float32, device=op.device)[..., None]
+    cfg = _training.training_config(caller, epochs=epochs, lr=lr, seed=seed, patience=patience, min_lr=min_lr,
+                                    pretrain=pretrain, pretrain_default=_PRETRAIN_EPOCHS,
+                                    preview_every=preview_every, checkpoint_every=checkpoint_every,
+                                    net_options=net_options)
+    return {**cfg, "lam": _drv.check_float(caller, "lam", lam, minimum=0.0, maximum=1.0 + 1e-12)}
 
 
 def _as_sino(caller, sino, op: ParallaxProjector):
@@ -149,15 +132,6 @@ def _as_sino(caller, sino, op: ParallaxProjector):
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{caller}: sino must be finite, found {int((~torch.isfinite(t)).sum())} NaN/inf values")
     return t, is_np
-
-
-def _image_gain(b_norm, plain: ParallelProjector):
-    """``(C,)`` 99.5th percentile of the FBP of the normalised sinograms inside the support, and the FBP."""
-    img = fbp_array(b_norm, plain.angles_deg, projector=plain)
-    vals = img[_drv.support_of(plain)[..., 0] > 0]
-    kth = max(1, min(vals.shape[0], round(0.995 * vals.shape[0])))
-    g = torch.kthvalue(vals, kth, dim=0).values
-    return torch.where(g > 0, g, torch.full_like(g, 1.0 / max(plain.n, 1))), img
 
 
 def _plain_of(op: ParallaxProjector) -> ParallelProjector:
@@ -237,9 +211,9 @@ def iterate_parallaxnet_array(sino, op: ParallaxProjector, *, epochs: int = EPOC
     C = op.n_channels
     scaling0 = ChannelScaling.from_sinogram(b)
     b_norm = scaling0.normalise_sino(b)
-    gain, fbp_norm = _image_gain(b_norm, plain)
+    gain, fbp_norm = _training.fbp_gain(b_norm, plain)
     scaling = ChannelScaling.from_sinogram(b, gain=gain)
-    support = _support(op)
+    support = _drv.support_of(op)
     model = _build_model(op.n, C, cfg["seed"], op.device, cfg["net_options"])
     b_norm_norm = float(torch.linalg.vector_norm(b_norm))
     lam_v = cfg["lam"]

@@ -69,7 +69,6 @@ from ..ops.projector import ParallelProjector
 from . import driver as _drv
 from ..progress import run_to_end
 from .registry import common_params, param, register
-from .fbp import fbp_array
 from .losses import LOSSES, get_loss
 from .nets import ARCHITECTURES, build_generator
 from . import training as _training
@@ -92,33 +91,12 @@ def _check_common(caller, arch, loss, k, epochs, lr, patience, min_lr, pretrain,
         raise ValueError(f"{caller}: arch must be one of {tuple(ARCHITECTURES)}, found {arch!r}")
     if not callable(loss) and str(loss).lower() not in LOSSES:
         raise ValueError(f"{caller}: loss must be one of {tuple(LOSSES)} or a callable, found {loss!r}")
-    n_pre = _training.pretrain_epochs(caller, pretrain, PRETRAIN_EPOCHS)
-    if net_options is not None and not isinstance(net_options, dict):
-        raise TypeError(f"{caller}: net_options must be a dict or None, found {type(net_options).__name__}")
-    return {
-        "arch": key,
-        "loss": loss if callable(loss) else str(loss).lower(),
-        "k": _drv.check_int(caller, "k", k),
-        "epochs": _drv.check_int(caller, "epochs", epochs),
-        "lr": _drv.check_float(caller, "lr", lr, minimum=0.0, strict=True),
-        "patience": _drv.check_int(caller, "patience", patience, minimum=0),
-        "min_lr": _drv.check_float(caller, "min_lr", min_lr, minimum=0.0),
-        "pretrain": n_pre,
-        "seed": None if seed is None else _drv.check_int(caller, "seed", seed, minimum=0),
-        "preview_every": _drv.check_int(caller, "preview_every", preview_every, minimum=0),
-        "checkpoint_every": _drv.check_int(caller, "checkpoint_every", checkpoint_every, minimum=0),
-        "net_options": dict(net_options or {}),
-    }
-
-
-def _image_gain(b_norm, op):
-    """``(C,)``: 99.5th percentile of the FBP of the normalised sinograms inside the support."""
-    img = fbp_array(b_norm, op.angles_deg, projector=op)
-    vals = img[_drv.support_of(op)[..., 0] > 0]                 # (m, C)
-    kth = max(1, min(vals.shape[0], round(0.995 * vals.shape[0])))
-    g = torch.kthvalue(vals, kth, dim=0).values
-    fallback = 1.0 / max(op.n, 1)
-    return torch.where(g > 0, g, torch.full_like(g, fallback)), img
+    cfg = _training.training_config(caller, epochs=epochs, lr=lr, seed=seed, patience=patience, min_lr=min_lr,
+                                    pretrain=pretrain, pretrain_default=PRETRAIN_EPOCHS,
+                                    preview_every=preview_every, checkpoint_every=checkpoint_every,
+                                    net_options=net_options)
+    return {"arch": key, "loss": loss if callable(loss) else str(loss).lower(),
+            "k": _drv.check_int(caller, "k", k), **cfg}
 
 
 def iterate_sd2i_array(sino, op: ParallelProjector, *, arch: str = "sd2iu", epochs: int = EPOCHS,
@@ -194,7 +172,7 @@ def iterate_sd2i_array(sino, op: ParallelProjector, *, arch: str = "sd2iu", epoc
     op(torch.zeros((op.n, op.n, 1), dtype=torch.float32, device=op.device))
     scaling0 = ChannelScaling.from_sinogram(b)
     b_norm = scaling0.normalise_sino(b)
-    gain, fbp_norm = _image_gain(b_norm, op)
+    gain, fbp_norm = _training.fbp_gain(b_norm, op)
     scaling = ChannelScaling.from_sinogram(b, gain=gain)
     support = _drv.support_of(op)
     opts = dict(cfg["net_options"])

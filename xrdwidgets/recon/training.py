@@ -66,6 +66,8 @@ __all__ = [
     "LR_SCHEDULES",
     "TrainResult",
     "default_preview",
+    "fbp_gain",
+    "training_config",
     "save_checkpoint",
     "train",
 ]
@@ -187,6 +189,50 @@ def save_checkpoint(ckpt: dict, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_torch_save(ckpt, path)
+
+
+def fbp_gain(b_norm: torch.Tensor, op) -> tuple:
+    """Image scale of per-channel normalised sinograms, for generator networks (SD2I, ParallaxNet).
+
+    Parameters
+    ----------
+    b_norm : torch.Tensor
+        Normalised sinograms ``(translation, angle, C)`` on ``op.device``.
+    op : ParallelProjector
+        The plain projector of the scan.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        ``(C,)`` 99.5th percentile of the FBP of each channel inside the support (``1/n`` where
+        it is not positive), and the FBP ``(y, x, C)``.
+    """
+    from .fbp import fbp_array
+
+    img = fbp_array(b_norm, op.angles_deg, projector=op)
+    vals = img[_drv.support_of(op)[..., 0] > 0]                 # (m, C)
+    kth = max(1, min(vals.shape[0], round(0.995 * vals.shape[0])))
+    g = torch.kthvalue(vals, kth, dim=0).values
+    return torch.where(g > 0, g, torch.full_like(g, 1.0 / max(op.n, 1))), img
+
+
+def training_config(caller: str, *, epochs, lr, seed, patience, min_lr, pretrain, pretrain_default: int,
+                    preview_every, checkpoint_every, net_options) -> dict:
+    """The checked training arguments every generator-network method shares (a ValueError/TypeError
+    naming ``caller`` and the argument otherwise)."""
+    if net_options is not None and not isinstance(net_options, dict):
+        raise TypeError(f"{caller}: net_options must be a dict or None, found {type(net_options).__name__}")
+    return {
+        "epochs": _drv.check_int(caller, "epochs", epochs),
+        "lr": _drv.check_float(caller, "lr", lr, minimum=0.0, strict=True),
+        "seed": None if seed is None else _drv.check_int(caller, "seed", seed, minimum=0),
+        "patience": _drv.check_int(caller, "patience", patience, minimum=0),
+        "min_lr": _drv.check_float(caller, "min_lr", min_lr, minimum=0.0),
+        "pretrain": pretrain_epochs(caller, pretrain, pretrain_default),
+        "preview_every": _drv.check_int(caller, "preview_every", preview_every, minimum=0),
+        "checkpoint_every": _drv.check_int(caller, "checkpoint_every", checkpoint_every, minimum=0),
+        "net_options": dict(net_options or {}),
+    }
 
 
 def pretrain_epochs(caller: str, pretrain, default: int) -> int:
