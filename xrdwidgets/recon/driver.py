@@ -1,6 +1,7 @@
-"""Shared plumbing of the reconstruction algorithms: argument checks, channel streaming, volume.
+"""The one stack runner of every reconstruction method, and its plumbing (checks, volume, checkpoints).
 
-Every algorithm is written once, as a *bare-array generator* over a channel batch::
+Every method (FBP, SIRT, CGLS, TV, SD2I, ParallaxNet, Noise2Inverse; DLSR uses
+:func:`prepare_stack`) provides only "solve one batch", a *bare-array generator*::
 
     solve(sino, op, channels) -> generator of Progress, returning the image batch
 
@@ -13,6 +14,15 @@ a global step count, and assembles the volume ``(y, x, spectral)`` with coordina
 and provenance. :func:`stream_stack` does both. Any algorithm (FBP included: a one-step
 ``solve``) plugs in this way.
 
+The batch plan (:class:`BatchPlan`, chosen in :func:`prepare_stack`)
+    ``layout="tile"`` (classical methods, SD2I): batches of ``batch`` channels over the channels
+    not done yet, one leading ``time``/``z`` slice at a time. ``"even"`` (Noise2Inverse): fixed
+    near-equal groups of at most ``batch`` channels. ``"overlap"`` (ParallaxNet): fixed batches
+    of ``batch`` channels overlapping by at least ``overlap``, merged by a linear cross-fade or
+    the mean (``merge``). ``whole_lead=True``: a batch holds every leading slice (``solve`` gets
+    numpy ``(L, translation, angle, C)`` and returns ``(L, y, x, C)``). A ``solve`` may return
+    ``(image, metrics)``: the metrics (e.g. timings) go on the batch's last event.
+
 The checks run when :func:`prepare_stack` is *called* (not at the first ``next()``), so a bad
 argument fails at the line that passed it.
 
@@ -20,7 +30,7 @@ Checkpoints and resume
     After each finished channel batch, :func:`run_stack` attaches a checkpoint to the batch's last
     event (``metrics["checkpoint"]``)::
 
-        {"kind": "xrdwidgets.recon.stack", "version": 1,
+        {"kind": "xrdwidgets.recon.stack" (or the method's own, e.g. Noise2Inverse's), "version",
          "fingerprint": {"producer", "parameters", "dims", "shape", "data_hash"},
          "step": global step count so far, "total": steps of the whole run,
          "done_batches": int, "n_batches": int,
@@ -45,7 +55,9 @@ Checkpoints and resume
     method, other parameters, another geometry or other data (the fingerprint holds a BLAKE2 hash
     of the sinograms as float32 and of the angles) is refused with a ValueError that says what
     differs. Hashing reads the stack once (about 1 s per GB); it is done when a checkpoint is
-    given, else after the first batch.
+    given, else after the first batch. This is the one checkpoint schema of every stack method;
+    a checkpoint of an earlier version (a lower ``version``, or ParallaxNet's former own format)
+    is refused with an error that says it is from an older version.
 """
 from __future__ import annotations
 
