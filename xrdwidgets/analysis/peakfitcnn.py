@@ -345,15 +345,11 @@ def check_resume(caller: str, checkpoint, key: str, info: dict, ignore=()):
 
 
 def check_common(caller, *, epochs, lr, seed, preview_every, checkpoint_every, patience):
-    """Checked training arguments as a dict."""
-    return {
-        "epochs": _drv.check_int(caller, "epochs", epochs),
-        "lr": _drv.check_float(caller, "lr", lr, minimum=0.0, strict=True),
-        "seed": None if seed is None else _drv.check_int(caller, "seed", seed, minimum=0),
-        "preview_every": _drv.check_int(caller, "preview_every", preview_every, minimum=0),
-        "checkpoint_every": _drv.check_int(caller, "checkpoint_every", checkpoint_every, minimum=0),
-        "patience": None if patience is None else _drv.check_int(caller, "patience", patience, minimum=0),
-    }
+    """Checked training arguments as a dict (:func:`xrdwidgets.recon.training.training_config`)."""
+    from ..recon.training import training_config
+
+    return training_config(caller, epochs=epochs, lr=lr, seed=seed, preview_every=preview_every,
+                           checkpoint_every=checkpoint_every, patience=patience)
 
 
 class _CNNGenerator(nn.Module):

@@ -78,7 +78,7 @@ from ..ops.parallax import FORMULAS, ParallaxProjector
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
 from ..progress import run_to_end
-from .registry import common_params, param, register
+from .registry import common_params, param, register, training_params
 from .batching import MERGE_WEIGHTS
 from .losses import LAMBDA_PARALLAXNET, mse_ssim
 from .nets import SD2Vol
@@ -354,22 +354,15 @@ def parallaxnet(stack, **kwargs):
 
 register("parallaxnet", iterate_parallaxnet, label="ParallaxNet (parallax-free volume)",
          help="self-supervised parallax-free reconstruction over overlapping channel batches",
-         params=[param("epochs", "training epochs per channel batch", minimum=1),
+         params=[*training_params(epochs_help="training epochs per channel batch"),
                  param("distance_mm", "rotation axis to detector distance (default: the data's scan "
                        "geometry)", kind="float", minimum=0.0, units="mm"),
                  param("pixel_mm", "translation step (default: the data's scan geometry)", kind="float",
                        minimum=0.0, units="mm", advanced=True),
                  param("overlap", "channels shared by neighbouring channel batches", minimum=0),
                  param("merge", "how overlaps are merged: linear cross-fade or mean", choices=MERGE_WEIGHTS),
-                 param("lr", "Adam learning rate", minimum=1e-7, maximum=0.1),
-                 param("lam", "weight λ of the MSE in the loss λ·MSE + (1 − λ)·(1 − SSIM)", minimum=0.0, maximum=1.0, advanced=True),
+                 param("lam", "weight λ of the MSE in the loss λ·MSE + (1 − λ)·(1 − SSIM)", minimum=0.0,
+                       maximum=1.0, advanced=True),
                  param("formula", "apparent-angle formula of the operator", choices=FORMULAS, advanced=True),
-                 param("seed", "seed of the network initialisation", minimum=0, advanced=True),
-                 param("patience", "epochs without improvement before the learning rate halves", minimum=0,
-                       advanced=True),
-                 param("min_lr", "learning-rate floor (training stops there)", minimum=0.0, advanced=True),
-                 param("checkpoint_every", "checkpoint the running batch every this many epochs "
-                       "(0: only finished batches)", minimum=0, advanced=True),
-                 param("amp", "mixed precision (CUDA)", advanced=True),
                  *common_params(batch_help="channels per network (the paper: 250)")],
          presets={"quick": {"epochs": 500}})

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 __all__ = ["ParamSpec", "MethodSpec", "param", "register", "get_method", "methods", "common_params",
+           "training_params",
            "DEFAULT_PRESET"]
 
 #: Name of the preset that is the library's own defaults (every method has it).
@@ -144,6 +145,21 @@ def common_params(*, batch_help: str = "channels reconstructed at once (bounds m
         param("centre_offset", "rotation-axis offset (default: the stored geometry's, else 0)", kind="float",
               units="translation steps", advanced=True),
         param("device", "torch device, e.g. cpu or cuda (default: cuda if present)", kind="str", advanced=True),
+    ]
+
+
+def training_params(*, epochs_help: str = "training epochs", checkpoint_help: str =
+                    "checkpoint the running batch every this many epochs (0: only finished batches)") -> list[dict]:
+    """The parameters every network method shares (``epochs``, ``lr``, ``seed``, ``patience``,
+    ``min_lr``, ``checkpoint_every``, ``amp``)."""
+    return [
+        param("epochs", epochs_help, minimum=1),
+        param("lr", "Adam learning rate", minimum=1e-7, maximum=0.1),
+        param("seed", "seed of the network initialisation", minimum=0, advanced=True),
+        param("patience", "epochs without improvement before the learning rate halves", minimum=0, advanced=True),
+        param("min_lr", "learning-rate floor (training stops there)", minimum=0.0, advanced=True),
+        param("checkpoint_every", checkpoint_help, minimum=0, advanced=True),
+        param("amp", "mixed precision (CUDA)", advanced=True),
     ]
 
 

@@ -68,7 +68,7 @@ import torch
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
 from ..progress import run_to_end
-from .registry import common_params, param, register
+from .registry import common_params, param, register, training_params
 from .losses import LOSSES, get_loss
 from .nets import ARCHITECTURES, build_generator
 from . import training as _training
@@ -271,19 +271,11 @@ def sd2i(stack, **kwargs):
 register("sd2i", iterate_sd2i, label="SD2I (self-supervised neural)",
          help="self-supervised neural reconstruction: a generator network per channel batch fitted "
               "to the sinograms",
-         params=[param("epochs", "training epochs (the learning rate halves after `patience` epochs without "
-                       "improvement; training stops at its floor)", minimum=1),
+         params=[*training_params(epochs_help="training epochs (the learning rate halves after `patience` "
+                                  "epochs without improvement; training stops at its floor)"),
                  param("arch", "generator: SD2Iu (upsampling) or the original SD2I", choices=tuple(ARCHITECTURES)),
-                 param("lr", "Adam learning rate", minimum=1e-7, maximum=0.1),
                  param("loss", "loss in sinogram space (mae_ssim: the paper's (1-μ)·MAE + μ·(1-SSIM))",
                        choices=tuple(LOSSES)),
                  param("k", "latent size factor of the generator", minimum=1, advanced=True),
-                 param("seed", "seed of the network initialisation", minimum=0, advanced=True),
-                 param("patience", "epochs without improvement before the learning rate halves", minimum=0,
-                       advanced=True),
-                 param("min_lr", "learning-rate floor (training stops there)", minimum=0.0, advanced=True),
-                 param("checkpoint_every", "checkpoint the running batch every this many epochs "
-                       "(0: only finished batches)", minimum=0, advanced=True),
-                 param("amp", "mixed precision (CUDA)", advanced=True),
                  *common_params(batch_help="channels per network (bounds memory)")],
          presets={"quick": {"epochs": 1000}})

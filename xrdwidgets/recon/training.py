@@ -216,23 +216,38 @@ def fbp_gain(b_norm: torch.Tensor, op) -> tuple:
     return torch.where(g > 0, g, torch.full_like(g, 1.0 / max(op.n, 1))), img
 
 
-def training_config(caller: str, *, epochs, lr, seed, patience, min_lr, pretrain, pretrain_default: int,
-                    preview_every, checkpoint_every, net_options) -> dict:
-    """The checked training arguments every generator-network method shares (a ValueError/TypeError
-    naming ``caller`` and the argument otherwise)."""
-    if net_options is not None and not isinstance(net_options, dict):
-        raise TypeError(f"{caller}: net_options must be a dict or None, found {type(net_options).__name__}")
-    return {
-        "epochs": _drv.check_int(caller, "epochs", epochs),
-        "lr": _drv.check_float(caller, "lr", lr, minimum=0.0, strict=True),
-        "seed": None if seed is None else _drv.check_int(caller, "seed", seed, minimum=0),
-        "patience": _drv.check_int(caller, "patience", patience, minimum=0),
-        "min_lr": _drv.check_float(caller, "min_lr", min_lr, minimum=0.0),
-        "pretrain": pretrain_epochs(caller, pretrain, pretrain_default),
-        "preview_every": _drv.check_int(caller, "preview_every", preview_every, minimum=0),
-        "checkpoint_every": _drv.check_int(caller, "checkpoint_every", checkpoint_every, minimum=0),
-        "net_options": dict(net_options or {}),
-    }
+_CONFIG_CHECKS = {
+    "epochs": lambda c, v: _drv.check_int(c, "epochs", v),
+    "lr": lambda c, v: _drv.check_float(c, "lr", v, minimum=0.0, strict=True),
+    "seed": lambda c, v: None if v is None else _drv.check_int(c, "seed", v, minimum=0),
+    "patience": lambda c, v: None if v is None else _drv.check_int(c, "patience", v, minimum=0),
+    "min_lr": lambda c, v: _drv.check_float(c, "min_lr", v, minimum=0.0),
+    "preview_every": lambda c, v: _drv.check_int(c, "preview_every", v, minimum=0),
+    "checkpoint_every": lambda c, v: _drv.check_int(c, "checkpoint_every", v, minimum=0),
+}
+
+
+def training_config(caller: str, *, pretrain_default: int = 0, **args) -> dict:
+    """The checked training arguments of a network method (a ValueError/TypeError naming ``caller``
+    and the argument otherwise).
+
+    Accepted keywords: ``epochs``, ``lr``, ``seed`` (None allowed), ``patience`` (None allowed),
+    ``min_lr``, ``preview_every``, ``checkpoint_every``, ``pretrain`` (bool or epochs;
+    ``pretrain_default`` for True) and ``net_options`` (dict or None). Returns them checked.
+    """
+    out = {}
+    for k, v in args.items():
+        if k in _CONFIG_CHECKS:
+            out[k] = _CONFIG_CHECKS[k](caller, v)
+        elif k == "pretrain":
+            out[k] = pretrain_epochs(caller, v, pretrain_default)
+        elif k == "net_options":
+            if v is not None and not isinstance(v, dict):
+                raise TypeError(f"{caller}: net_options must be a dict or None, found {type(v).__name__}")
+            out[k] = dict(v or {})
+        else:
+            raise TypeError(f"training_config: unknown training argument {k!r}")
+    return out
 
 
 def pretrain_epochs(caller: str, pretrain, default: int) -> int:
