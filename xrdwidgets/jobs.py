@@ -497,11 +497,12 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str, sort_keys=True))
 
 
-def _fingerprint_differences(old, new) -> list[str]:
+def _fingerprint_differences(old, new, where: str) -> list[str]:
+    """What differs between a recorded fingerprint ``old`` (in ``where``) and ``new``."""
     if isinstance(old, dict) and isinstance(new, dict):
-        return [f"{k}={old.get(k, '<unset>')!r} in job.json, {new.get(k, '<unset>')!r} now"
+        return [f"{k}={old.get(k, '<unset>')!r} in {where}, {new.get(k, '<unset>')!r} now"
                 for k in sorted(set(old) | set(new)) if old.get(k, "<unset>") != new.get(k, "<unset>")]
-    return [] if old == new else [f"{old!r} in job.json, {new!r} now"]
+    return [] if old == new else [f"{old!r} in {where}, {new!r} now"]
 
 
 def _release_workdir(lock, key: str):
@@ -857,11 +858,11 @@ class Job:
         if old is None:
             self._log(f"resume: {path} records no fingerprint; this job's cannot be compared")
             return
-        diffs = _fingerprint_differences(old, self.fingerprint)
+        diffs = _fingerprint_differences(old, self.fingerprint, str(path))
         if diffs:
-            raise ValueError(f"Job: {self.workdir} holds another computation ({'; '.join(diffs).replace('job.json', str(path))}); "
-                             "resume with the same one, pass overwrite=True to recompute here, or choose "
-                             "another workdir")
+            raise ValueError(f"Job: {self.workdir} holds another computation ({'; '.join(diffs)}); resume "
+                             "with the same one, pass overwrite=True to recompute here, or choose another "
+                             "workdir")
 
     def _check_finished_source(self):
         """Call the source with the finished folder's last checkpoint: the algorithm checks it
@@ -1135,8 +1136,8 @@ def run(source, *, name: str = "job", queue: bool | JobQueue = False, **kwargs) 
         ``False``: a thread of its own (starts now). ``True``: the default queue (jobs run one
         after another); or a given :class:`JobQueue`.
     **kwargs
-        ``rate_hz``, ``workdir``, ``save_result``, ``params``, ``resume``, ``overwrite`` (see
-        :class:`Job`).
+        ``rate_hz``, ``workdir``, ``save_result``, ``params``, ``resume``, ``overwrite``,
+        ``fingerprint`` (see :class:`Job`).
     """
     if queue:
         q = default_queue() if queue is True else queue
