@@ -133,6 +133,10 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read (damaged, missing parts, unsafe content)."""
 
 
+class _OtherComputation(ValueError):
+    """A finished work folder whose result belongs to other data or parameters."""
+
+
 class State(str, enum.Enum):
     """Lifecycle of a job."""
 
@@ -398,7 +402,7 @@ def _read_checkpoint(workdir, *, trusted: bool = False, damaged: str = "raise"):
                                       f"{type(exc).__name__}: {exc}") from exc
             kept[name] = rel
         state = {**state, "chunks": chunks}
-    meta = {k: raw.get(k) for k in ("iteration", "total", "saved", "job", "fingerprint")}
+    meta = {k: raw.get(k) for k in ("iteration", "total", "saved", "job")}
     meta["chunk_files"] = kept
     meta["chunk_sha256"] = {k: v for k, v in sums.items() if k in kept}
     meta["uses_chunks"] = files is not None
@@ -562,10 +566,12 @@ class Job:
         Discard the result, checkpoint and parts a former job left in ``workdir`` (also the way
         to recompute a finished folder).
 
-    Work folder
-        A job holds the folder's exclusive lock (``job.lock``, :mod:`xrdwidgets.workdir_lock`)
-        from its creation to its end; the folder must be writable (a probe file is created and
-        removed before anything else). ``job.json`` records the pid and host of the process.
+    Notes
+    -----
+    A job with a ``workdir`` holds the folder's exclusive lock (``job.lock``,
+    :mod:`xrdwidgets.workdir_lock`) from its creation to its end; the folder must be writable
+    (a probe file is created and removed before anything else). ``job.json`` records the pid
+    and host of the process.
 
     Raises
     ------
@@ -856,7 +862,7 @@ class Job:
             raise ValueError(f"Job: {path} records a fingerprint ({old!r}); pass the fingerprint= of this "
                              "computation to resume it")
         if old is None:
-            self._log(f"resume: {path} records no fingerprint; this job's cannot be compared")
+            self._log(f"resume: {path} records no fingerprint; this job's fingerprint cannot be compared")
             return
         diffs = _fingerprint_differences(old, self.fingerprint, str(path))
         if diffs:
@@ -873,7 +879,7 @@ class Job:
         try:
             gen = self._source(checkpoint=ck)
         except (ValueError, TypeError) as exc:
-            raise ValueError(
+            raise _OtherComputation(
                 f"{self.workdir} holds the result of another computation, not given back: {exc}. Pass "
                 "overwrite=True to recompute it here, or choose another workdir") from exc
         if hasattr(gen, "close"):
@@ -891,8 +897,7 @@ class Job:
         except BaseException as exc:  # noqa: BLE001 - reported to the user, never lost
             self.error = exc
             self._log(traceback.format_exc())
-            self._finish(State.FAILED, describe_error(exc) if isinstance(exc, ValueError) and
-                         "holds the result of another" in str(exc) else
+            self._finish(State.FAILED, describe_error(exc) if isinstance(exc, _OtherComputation) else
                          f"cannot read the finished result {path}: {describe_error(exc)}")
 
     def _drop_chunks(self):
