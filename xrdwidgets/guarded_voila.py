@@ -20,6 +20,9 @@
   ``max_kernels_per_client=0`` (no per-client cap) there and rely on the proxy). A page visit
   over a cap gets HTTP 503 with a short HTML page ("the server is full, try again in N
   minutes") and a ``Retry-After`` header; no kernel is started.
+* **Closed pages free their kernel at once.** The page handler sets the ``_xsrf`` cookie that
+  Voila's page sends with its "shut my kernel down" beacon when it is closed; without it (plain
+  Voila 0.5.13 here) the beacon is refused (403) and the kernel lives until it is culled.
 * **Memory back after culling.** After kernels end (culled or shut down), the server collects
   garbage and returns freed heap to the operating system (glibc ``malloc_trim``), so its
   resident memory falls back near its start instead of staying at its peak.
@@ -240,6 +243,10 @@ class CappedVoilaHandler(TornadoVoilaHandler):
             self.set_header("Cache-Control", "no-store")
             self.finish(full_page(why, app.retry_minutes))
             return
+        # Voila's page shuts its kernel down on leaving (a beacon POST carrying the _xsrf
+        # cookie); Voila never sets that cookie, so the POST got 403 and every closed page's
+        # kernel lived on until culled. Reading the token sets the cookie.
+        self.xsrf_token  # noqa: B018
         token = _CURRENT.set(res)
         try:
             await super().get(path)
