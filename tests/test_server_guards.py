@@ -264,8 +264,14 @@ def test_a_freed_place_is_given_again(served):
 
 # ============================================================================ the upstream bug
 @pytest.mark.slow
-def test_plain_voila_freezes_on_a_legacy_request_states(tmp_path):
-    """The finding, reproduced on plain ``python -m voila`` (bounded: 15 s, +1.5 GB)."""
+@pytest.mark.parametrize("attack", ["legacy request_states", "v1 claiming 2**60 parts"])
+def test_plain_voila_freezes(tmp_path, attack):
+    """The findings, reproduced on plain ``python -m voila`` (bounded: 15 s, +1.5 GB): Voila's
+    outgoing parser on a legacy websocket, jupyter_server's incoming v1 parser."""
+    if attack.startswith("legacy"):
+        protocols, messages = "None", "t._request_states_legacy()"
+    else:
+        protocols, messages = "[t.V1_SUBPROTOCOL]", "[(2**60).to_bytes(8, 'little') + bytes(64)]"
     nb = _notebook(tmp_path / "img.ipynb")
     port = appserver.free_port()
     log = open(tmp_path / "voila.log", "wb")
@@ -282,8 +288,8 @@ def test_plain_voila_freezes_on_a_legacy_request_states(tmp_path):
         rss0 = _rss_mb(proc.pid)
         ws = subprocess.Popen([sys.executable, "-c", (
             "import asyncio, sys; sys.path.insert(0, %r); import test_server_guards as t; "
-            "print(asyncio.run(t._ws(%d, %r, None, t._request_states_legacy(), wait_s=30)))")
-            % (os.path.dirname(__file__), port, kernel)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            "print(asyncio.run(t._ws(%d, %r, %s, %s, wait_s=30)))")
+            % (os.path.dirname(__file__), port, kernel, protocols, messages)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         frozen, grew = False, 0.0
         t0 = time.monotonic()
         while time.monotonic() - t0 < 15:
