@@ -144,7 +144,7 @@ def free_port() -> int:
 def voila_command(target, *, port: int, preheat: bool = False, pool_size: int = 1,
                   fill_delay: float = PREHEAT_FILL_DELAY_S, cull_idle_timeout: int = CULL_IDLE_TIMEOUT_S, cull_interval: int = CULL_INTERVAL_S,
                   max_kernels: int = MAX_KERNELS, max_kernels_per_client: int = MAX_KERNELS_PER_CLIENT,
-                  open_browser: bool = False, python: str | None = None) -> list[str]:
+                  open_browser: bool = False, python: str | None = None, extra_args=()) -> list[str]:
     """The Voila command line serving ``target`` (a notebook or a folder of notebooks).
 
     Parameters
@@ -168,6 +168,8 @@ def voila_command(target, *, port: int, preheat: bool = False, pool_size: int = 
         Let Voila open a browser tab.
     python : str, optional
         Interpreter (default: this one, so kernels use this environment).
+    extra_args : sequence of str
+        More options for the server (e.g. ``--GuardedVoila.release_memory=False``), last.
 
     Returns
     -------
@@ -189,7 +191,7 @@ def voila_command(target, *, port: int, preheat: bool = False, pool_size: int = 
     if preheat:
         cmd += ["--preheat_kernel=True", f"--pool_size={int(pool_size)}",
                 f"--VoilaKernelManager.fill_delay={float(fill_delay)}"]
-    return cmd
+    return cmd + [str(a) for a in extra_args]
 
 
 def _run_folder(max_upload_mb: float) -> Path:

@@ -28,7 +28,7 @@
   resident memory falls back near its start instead of staying at its peak.
 
 Options (traitlets, on the command line as ``--GuardedVoila.max_kernels=8`` etc.):
-``max_kernels``, ``max_kernels_per_client``, ``retry_minutes``.
+``max_kernels``, ``max_kernels_per_client``, ``retry_minutes``, ``release_memory``.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from jupyter_core.utils import ensure_async
 from tornado import web
-from traitlets import Int
+from traitlets import Bool, Int
 
 from voila.app import Voila
 from voila.tornado.handler import TornadoVoilaHandler
@@ -292,6 +292,8 @@ class GuardedVoila(Voila):
     max_kernels = Int(10, config=True, help="Kernels running at once (0: no cap).")
     max_kernels_per_client = Int(3, config=True, help="Kernels started by one client address "
                                  "(0: no per-client cap; set 0 behind a proxy on this machine).")
+    release_memory = Bool(True, config=True, help="After kernels end, collect garbage and hand "
+                          "freed heap back to the OS (malloc_trim).")
     retry_minutes = Int(0, config=True, help="Minutes shown on the 'server full' page "
                         "(0: from the kernel manager's culling settings).")
 
@@ -304,7 +306,8 @@ class GuardedVoila(Voila):
             seconds = int(getattr(km, "cull_idle_timeout", 0) or 0) + int(getattr(km, "cull_interval", 0) or 0)
             self.retry_minutes = max(1, math.ceil(seconds / 60)) if seconds else 5
         settings["xrdwidgets_guarded_voila"] = self
-        self._start_memory_release()
+        if self.release_memory:
+            self._start_memory_release()
         return settings
 
     def _start_memory_release(self):
