@@ -37,11 +37,11 @@ def _notebook(path):
     return path
 
 
-def _get(port, path="/", source="127.0.0.1", timeout=90.0):
+def _get(port, path="/", source="127.0.0.1", timeout=90.0, headers=None):
     """``(status, headers, body)`` of a GET from ``source``."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=(source, 0))
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
         return resp.status, dict(resp.getheaders()), resp.read().decode("utf-8", "replace")
     finally:
@@ -114,6 +114,9 @@ def test_twenty_quick_page_loads_hold_the_caps(served):
     assert len(_kernel_pids(served.process.pid)) == PER_CLIENT
     served.kernel_ids += [_kernel_id(a[2]) for a in ok]
     served.xsrf = re.search(r"_xsrf=([^;]+)", ok[0][1].get("Set-Cookie", "")).group(1)
+    # a client claiming to be someone else through proxy headers is still itself
+    spoof = {"X-Forwarded-For": "203.0.113.7", "X-Real-Ip": "203.0.113.7", "Forwarded": "for=203.0.113.7"}
+    assert _get(served.port, headers=spoof)[0] == 503
     # a second client gets the last place, then the global cap holds
     with ThreadPoolExecutor(5) as pool:
         answers = list(pool.map(lambda _: _get(served.port, source="127.0.0.2"), range(5)))
@@ -227,6 +230,20 @@ def test_v1_websocket_works_and_malformed_messages_close_it(served):
         assert err is None and code == 1003, (bad[:16], code)
         assert _answers_quickly(served.port)
     assert _rss_mb(served.process.pid) - rss0 < 50
+
+
+def test_code_sent_over_the_websocket_is_not_run(served, tmp_path):
+    kernel = _page_kernel(served)
+    marker = tmp_path / "pwned"
+    code = f"open({str(marker)!r}, 'w').write('x')"
+    msgs = [_v1(_kernel_msg(t, {"code": code, "silent": False, "store_history": False,
+                                "user_expressions": {}, "allow_stdin": False}))
+            for t in ("execute_request", "inspect_request", "complete_request")]
+    err, code_, got = asyncio.run(_ws(served.port, kernel, [V1_SUBPROTOCOL], msgs, wait_s=3))
+    assert err is None
+    assert not any((read_v1_header(m) or {}).get("msg_type") == "execute_reply" for m in got)
+    assert not marker.exists()
+    assert "which is not allowed. Ignoring" in served.log_text()
 
 
 def test_websocket_messages_are_bounded_by_the_upload_limit(served):
