@@ -182,7 +182,7 @@ def full_page(reason: str, retry_minutes: int) -> str:
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Server full</title></head>"
             "<body style='font-family:sans-serif;max-width:40em;margin:3em auto'>"
             "<h2>The server is full</h2>"
-            f"<p>{html.escape(reason)}. Please try again in {int(retry_minutes)} minute"
+            f"<p>{html.escape(reason[:1].upper() + reason[1:])}. Please try again in {int(retry_minutes)} minute"
             f"{'s' if int(retry_minutes) != 1 else ''}.</p>"
             "<p><small>Every open page of this dashboard runs its own Python process on the "
             "server; pages closed or left idle are shut down after a while, which frees a "
