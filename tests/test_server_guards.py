@@ -121,7 +121,7 @@ def test_twenty_quick_page_loads_hold_the_caps(served):
     with ThreadPoolExecutor(5) as pool:
         answers = list(pool.map(lambda _: _get(served.port, source="127.0.0.2"), range(5)))
     assert sorted(a[0] for a in answers) == [200] + [503] * 4
-    assert any(f"all {MAX_KERNELS} places are taken" in a[2] for a in answers if a[0] == 503)
+    assert any(f"all {MAX_KERNELS} places are taken" in a[2].lower() for a in answers if a[0] == 503)
     assert len(_kernel_pids(served.process.pid)) == MAX_KERNELS
     served.kernel_ids += [_kernel_id(a[2]) for a in answers if a[0] == 200]
     assert "Kernel started" in served.log_text() and "refused" in served.log_text()
@@ -283,7 +283,7 @@ def test_a_freed_place_is_given_again(served):
 @pytest.mark.slow
 @pytest.mark.parametrize("attack", ["legacy request_states", "v1 claiming 2**60 parts"])
 def test_plain_voila_freezes(tmp_path, attack):
-    """The findings, reproduced on plain ``python -m voila`` (bounded: 15 s, +1.5 GB): Voila's
+    """The findings, reproduced on plain ``python -m voila`` (bounded: 30 s, +1.5 GB): Voila's
     outgoing parser on a legacy websocket, jupyter_server's incoming v1 parser."""
     if attack.startswith("legacy"):
         protocols, messages = "None", "t._request_states_legacy()"
@@ -309,7 +309,7 @@ def test_plain_voila_freezes(tmp_path, attack):
             % (os.path.dirname(__file__), port, kernel, protocols, messages)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         frozen, grew = False, 0.0
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 15:
+        while time.monotonic() - t0 < 30:
             time.sleep(1)
             grew = _rss_mb(proc.pid) - rss0
             frozen = frozen or not _answers_quickly(port, 2)
