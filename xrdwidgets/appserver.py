@@ -21,7 +21,8 @@ What the served app looks like from outside
 * Every page visit starts a kernel; a page that closes shuts its kernel down; a kernel whose page
   has gone without that (no connection) and that has been idle for ``cull_idle_timeout`` seconds
   is shut down (checked every ``cull_interval``). ``preheat=True`` keeps a pool of kernels that
-  have already run the notebook, so a visit renders at once (pool kernels count to the cap).
+  have already run the notebook, so a visit renders at once (pool kernels count to the cap;
+  the pool refills itself without asking, so it can go over the cap by up to the pool size).
 * Websocket messages may be as large as the upload limit + 1 MB (:func:`websocket_limit`);
   Tornado drops a connection that sends more. An upload is one message; the upload button
   (:class:`xrdwidgets.widgets.upload.SizeLimitedUpload`) refuses a file over the upload limit in
