@@ -143,7 +143,9 @@ def cmd_app(args) -> int:
     return appserver.serve(target, open_browser=not args.no_browser, on_ready=ready, port=args.port,
                            data_dir=args.data_dir, max_upload_mb=args.max_upload_mb,
                            preheat=args.preheat, pool_size=args.pool_size,
-                           cull_idle_timeout=args.cull_idle)
+                           cull_idle_timeout=args.cull_idle, max_kernels=args.max_kernels,
+                           max_kernels_per_client=args.max_kernels_per_client,
+                           allow_overwrite=args.allow_overwrite)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,9 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--preheat", action="store_true",
                    help="keep kernels that have already run the notebook, so a visit renders at once")
     a.add_argument("--pool-size", type=int, default=1, help="pre-heated kernels per notebook (default 1)")
-    a.add_argument("--cull-idle", type=int, default=600, metavar="SECONDS",
+    a.add_argument("--cull-idle", type=int, default=300, metavar="SECONDS",
                    help="shut down kernels idle this long with no page open (default %(default)s)")
     a.add_argument("--max-upload-mb", type=float, default=200, help="largest upload (default %(default)s MB)")
+    a.add_argument("--max-kernels", type=int, default=10, metavar="N",
+                   help="pages (kernels) open at once; more get a 'server is full' page (default %(default)s)")
+    a.add_argument("--max-kernels-per-client", type=int, default=3, metavar="N",
+                   help="pages open at once from one address (default %(default)s; 0: no per-address cap, "
+                        "e.g. behind a proxy on this machine, where every visitor is 127.0.0.1)")
+    a.add_argument("--allow-overwrite", action="store_true",
+                   help="let visitors replace files in DATA_DIR/results that their page did not write")
     a.add_argument("--tree", action="store_true", help="serve every dashboard in dashboards/ (a listing)")
     a.add_argument("--notebook", default=None, help="serve this notebook instead of the app")
     a.add_argument("--no-browser", action="store_true", help="do not open a browser tab")

@@ -76,7 +76,7 @@ class App:
         elif name == "Explore":
             from .explorer import Explorer
 
-            panel = Explorer(None, state=self.state)
+            panel = Explorer(None, state=self.state, data_dir=self._data_dir)
         else:
             from . import analysis_panel as _ap
 

@@ -23,6 +23,7 @@ import itertools
 import logging
 import shutil
 import threading
+import weakref
 from pathlib import Path
 
 import ipywidgets as w
@@ -504,6 +505,9 @@ class DataPanel:
 
         def work():
             path = safety.write_upload(name, content, max_bytes=self.max_upload_bytes)
+            # removed on the next upload, on close, when the panel is collected, or when the
+            # kernel ends (a finalizer runs at interpreter exit)
+            self._upload_cleanup = weakref.finalize(self, shutil.rmtree, str(path.parent), True)
             self._upload_path, self._upload_name = path, shown
             self._hide[str(path)] = shown
             self._hide[str(path.parent)] = "upload"
@@ -539,6 +543,9 @@ class DataPanel:
         return self._start(f"reading {shown}", work, {str(path): shown, str(path.parent): "upload"})
 
     def _discard_upload(self):
+        cleanup = getattr(self, "_upload_cleanup", None)
+        if cleanup is not None:
+            cleanup()
         if self._upload_path is not None:
             shutil.rmtree(self._upload_path.parent, ignore_errors=True)
         self._upload_path, self._upload_name = None, ""
