@@ -62,9 +62,10 @@ def test_noise2inverse_space_context_beats_no_context():
     # 5 slices along z of the same two-phase sample (shifted by 0.02 of the radius per slice), each
     # scanned with its own Poisson noise (dose 20, 40 angles), 2 channels (one per phase's peak) so
     # that the diffraction axis alone carries little redundancy: neighbouring slices carry the
-    # signal. The same MS-D network (depth 20, seed 0, 300 steps) with context=1 against context=0.
-    # Measured (seeds 0, 1, 2), PSNR over the stack: context 0: 18.48, 17.81, 18.79 dB;
-    # context 1: 20.12, 20.12, 19.87 dB (gain +1.64, +2.31, +1.08); FBP 10.25 dB.
+    # signal. The same MS-D network (depth 10, seed 0, 300 steps) with context=1 against context=0.
+    # Measured (seeds 0, 1, 2), PSNR over the stack: context 0: 17.64, 17.22, 17.08 dB;
+    # context 1: 18.48, 18.78, 18.37 dB (gain +0.84, +1.56, +1.30); FBP 10.25 dB. (Depth 20:
+    # gains +1.64, +2.31, +1.08 dB at twice the time.)
     import xarray as xr
     from test_noise2inverse import _scan, _truth
 
@@ -77,13 +78,13 @@ def test_noise2inverse_space_context_beats_no_context():
     stack = xr.concat([_scan(dose=20.0, shift=s, seed=10 + i, n_angles=40) for i, s in enumerate(shifts)], dim="z")
     stack = stack.assign_coords(z=("z", np.arange(5) * 0.01, {"units": "mm"})).isel(tth=channels)
     truth = np.stack([_truth(s) for s in shifts])[..., channels]
-    kw = dict(domain="space", net="msd", net_options=dict(depth=20), epochs=30, steps_per_epoch=10, batch_size=8,
+    kw = dict(domain="space", net="msd", net_options=dict(depth=10), epochs=30, steps_per_epoch=10, batch_size=8,
               preview_every=0, checkpoint_every=0, seed=0)
     got = {}
     for context in (0, 1):
         vol = noise2inverse(stack, context=context, **kw).transpose("z", "y", "x", "tth")
         got[context] = metrics.psnr(vol.values, truth)
-    assert got[1] > got[0] + 0.5, got             # measured gain +1.1 to +2.3 dB
+    assert got[1] > got[0] + 0.4, got             # measured gain +0.84 to +1.56 dB
     assert got[0] > 15.0, got                     # both denoise (FBP 10.25 dB)
 
 
