@@ -60,17 +60,12 @@ def test_fbp_quality_on_device():
 def test_sd2iu_amp_and_compile_keep_quality(flags):
     # test_oracles' SD2Iu check (8 angles, 32², exact line integrals) on the device with each
     # precision path; measured on the CPU (fp32): FBP 20.33 dB, SD2Iu 23.70-24.67 dB (seeds 0-2)
-    from test_sd2i import _phantom
+    from test_oracles import sparse_problem
 
     from xrdwidgets.recon.sd2i import sd2i_array
 
     torch.manual_seed(0)
-    n = 32
-    th = np.linspace(0.0, 180.0, 8, endpoint=False)
-    ph = _phantom().in_pixels(n)
-    truth = ph.raster()
-    sino = torch.as_tensor(ph.line_integrals(np.arange(n) - (n - 1) / 2.0, th), dtype=torch.float32, device=DEVICE)
-    op = ParallelProjector(n, th, mask=True, device=DEVICE)
+    sino, truth, th, op = sparse_problem(8, device=DEVICE)
     p_fbp = _psnr(fbp_array(sino, th, projector=op), truth)
     x = sd2i_array(sino, op, epochs=400, pretrain=100, preview_every=0, seed=0, net_options={"filters": 16},
                    **flags)
@@ -116,15 +111,15 @@ def test_peak_fit_on_device_matches_cpu():
 
 def test_noise2inverse_on_device_beats_fbp():
     # test_noise2inverse's denoising check on the device (measured on the CPU: +4 to +5 dB over FBP)
-    from test_noise2inverse import _scan, _truth
+    from test_oracles import n2i_scan, n2i_truth
 
     from xrdwidgets import metrics
     from xrdwidgets.recon.fbp import fbp
     from xrdwidgets.recon.noise2inverse import noise2inverse
 
     torch.manual_seed(0)
-    noisy = _scan()
-    base = metrics.psnr(fbp(noisy).values, _truth())
+    noisy = n2i_scan()
+    base = metrics.psnr(fbp(noisy).values, n2i_truth())
     vol = noise2inverse(noisy, net="msd", net_options=dict(depth=30), epochs=10, steps_per_epoch=10, batch_size=8,
                         preview_every=0, checkpoint_every=0, seed=0, device=DEVICE)
-    assert metrics.psnr(vol.values, _truth()) > base + 2.0
+    assert metrics.psnr(vol.values, n2i_truth()) > base + 2.0

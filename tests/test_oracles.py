@@ -12,12 +12,61 @@ import numpy as np
 import pytest
 import torch
 
+from xrdwidgets.ops import ParallelProjector
 from xrdwidgets.recon.fbp import fbp_array
 from xrdwidgets.sim.phantoms import shepp_logan
+from xrdwidgets.sim.shapes import Circle, Ellipse, Phantom, Rectangle
 
 
 def _psnr(x, ref, data_range=1.0):
-    return float(10 * np.log10(data_range**2 / np.mean((np.asarray(x, np.float64) - ref) ** 2)))
+    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return float(10 * np.log10(data_range**2 / np.mean((x.astype(np.float64) - ref) ** 2)))
+
+
+# the oracle data (kept here, not imported from other test modules, so that they stay fixed)
+def sd2i_phantom():
+    """test_sd2i's small phantom (values in [0, 1])."""
+    return Phantom((
+        Circle(0.6, (0.0, 0.0), 0.75),
+        Ellipse(0.4, (0.2, -0.15), (0.32, 0.16), 30.0),
+        Circle(-0.35, (-0.3, 0.25), 0.2),
+        Rectangle(0.3, (-0.15, -0.42), (0.35, 0.16), 10.0),
+    ))
+
+
+def sparse_problem(n_angles=8, n=32, device="cpu"):
+    """Exact line integrals ``(n, n_angles)`` float32 tensor of :func:`sd2i_phantom`, its area-averaged
+    raster, the angles and a built projector (mask on)."""
+    th = np.linspace(0.0, 180.0, n_angles, endpoint=False)
+    ph = sd2i_phantom().in_pixels(n)
+    sino = torch.as_tensor(ph.line_integrals(np.arange(n) - (n - 1) / 2.0, th), dtype=torch.float32, device=device)
+    op = ParallelProjector(n, th, mask=True, device=device)
+    op(torch.zeros(n, n, device=device))
+    return sino, ph.raster(), th, op
+
+
+N2I_N, N2I_TTH = 32, np.linspace(2.0, 6.0, 8)
+N2I_PATTERNS = np.stack([np.exp(-((N2I_TTH - 3) / 0.8) ** 2), np.exp(-((N2I_TTH - 5) / 0.8) ** 2)]) + 0.1
+
+
+def _n2i_phantoms(shift):
+    return {"a": Phantom([Circle(1.0, (0.0, 0.0), 0.8), Circle(-1.0, (0.25 + shift, 0.1), 0.3)]),
+            "b": Phantom([Circle(1.0, (0.25 + shift, 0.1), 0.3), Ellipse(1.0, (-0.4, -0.3), (0.25, 0.12), 30.0)])}
+
+
+def n2i_truth(shift=0.0):
+    """test_noise2inverse's two-phase truth volume ``(y, x, tth)`` (32², 8 channels)."""
+    return sum(np.clip(p.raster(N2I_N), 0, None)[..., None] * pat
+               for p, pat in zip(_n2i_phantoms(shift).values(), N2I_PATTERNS))
+
+
+def n2i_scan(dose=100.0, seed=0, n_angles=40, shift=0.0):
+    """Exact line integrals of :func:`n2i_truth`'s phantoms with Poisson noise, in truth units."""
+    from xrdwidgets.sim.scan import acquire_analytic
+
+    ds = acquire_analytic(_n2i_phantoms(shift), N2I_TTH, n=N2I_N, patterns=N2I_PATTERNS, dose=dose, seed=seed,
+                          n_angles=n_angles)
+    return ds["sinogram"] / float(ds.attrs.get("scale", 1.0))
 
 
 # ------------------------------------------------------------------------------ FBP
@@ -43,14 +92,12 @@ def test_sd2iu_defaults_with_pretraining_beat_fbp_at_eight_angles():
     # on exact line integrals of a small phantom (test_sd2i's) at 8 angles, 32².
     # Measured (seeds 0, 1, 2): FBP 20.33 dB, FBP clipped at 0 22.37 dB;
     # SD2Iu (100 pre-training + 400 epochs, 16 filters) 24.04, 23.70, 24.67 dB.
-    from test_sd2i import _problem
-
     from xrdwidgets.recon.sd2i import sd2i_array
 
     torch.manual_seed(0)
-    sino, truth, th, op = _problem(8)
+    sino, truth, th, op = sparse_problem(8)
     fbp = fbp_array(sino, th, projector=op)
-    p_fbp, p_clip = _psnr(fbp, truth), _psnr(np.clip(fbp, 0, None), truth)
+    p_fbp, p_clip = _psnr(fbp, truth), _psnr(fbp.clamp_min(0), truth)
     x = sd2i_array(sino, op, epochs=400, pretrain=100, preview_every=0, seed=0, net_options={"filters": 16})
     got = _psnr(x, truth)
     assert got > p_fbp + 2.5, (got, p_fbp)        # measured +3.4 to +4.3 dB
@@ -67,17 +114,15 @@ def test_noise2inverse_space_context_beats_no_context():
     # context 1: 18.48, 18.78, 18.37 dB (gain +0.84, +1.56, +1.30); FBP 10.25 dB. (Depth 20:
     # gains +1.64, +2.31, +1.08 dB at twice the time.)
     import xarray as xr
-    from test_noise2inverse import _scan, _truth
-
     from xrdwidgets import metrics
     from xrdwidgets.recon.noise2inverse import noise2inverse
 
     torch.manual_seed(0)
     shifts = [0.02 * i for i in range(5)]
     channels = [2, 5]
-    stack = xr.concat([_scan(dose=20.0, shift=s, seed=10 + i, n_angles=40) for i, s in enumerate(shifts)], dim="z")
+    stack = xr.concat([n2i_scan(dose=20.0, shift=s, seed=10 + i, n_angles=40) for i, s in enumerate(shifts)], dim="z")
     stack = stack.assign_coords(z=("z", np.arange(5) * 0.01, {"units": "mm"})).isel(tth=channels)
-    truth = np.stack([_truth(s) for s in shifts])[..., channels]
+    truth = np.stack([n2i_truth(s) for s in shifts])[..., channels]
     kw = dict(domain="space", net="msd", net_options=dict(depth=10), epochs=30, steps_per_epoch=10, batch_size=8,
               preview_every=0, checkpoint_every=0, seed=0)
     got = {}
