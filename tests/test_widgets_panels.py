@@ -1,5 +1,4 @@
 """Headless tests of the reconstruction and corrections panels: set values, click, assert."""
-import time
 
 import numpy as np
 import pytest
