@@ -20,3 +20,13 @@ __all__ = [
     "PLAN_ORDERS", "ScanPlan", "ScanPlanError", "plan_from_motors",
     "FrameReadError", "FrameSource", "open_frames",
 ]
+
+
+class _CallableModule(type(__import__("sys"))):
+    """Lets ``import xrdwidgets as xw; xw.integrate(raw, poni, ...)`` call :func:`integrate`."""
+
+    def __call__(self, *args, **kwargs):
+        return integrate(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule
