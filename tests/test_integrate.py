@@ -213,3 +213,39 @@ def test_resume_after_kill_gives_the_same_stack(noisy, tmp_path):
     fresh = integrate(noisy.master, noisy.poni, bins=150, chunk=2, radial_range=(2.0, 10.0))
     np.testing.assert_array_equal(np.asarray(resumed.values), fresh.values)
     assert not work_store(out).exists()
+
+
+@pytest.mark.parametrize("fmt", ["cbf", "edf", "tif"])
+def test_single_image_formats_read_like_hdf5(noisy, tmp_path, fmt):
+    from xrdwidgets.sim.frames import write_images
+
+    src = open_frames(noisy.master)
+    frames = src.read(0, 24).astype(np.int32)
+    frames[:, src.pixel_mask] = -1
+    write_images(frames, tmp_path, "f", fmt)
+    imgs = open_frames(str(tmp_path / f"f_*.{fmt}"))
+    assert imgs.n_frames == 24 and imgs.frame_shape == (64, 64)
+    np.testing.assert_array_equal(imgs.read(3, 5), frames[3:5])
+    plan = ScanPlan.regular(6, 4, translation_step_mm=noisy.geometry.translation_step_mm, order="zigzag")
+    a = integrate(imgs, noisy.poni, plan=plan, mask=src.pixel_mask, bins=80)
+    b = integrate(noisy.master, noisy.poni, bins=80)
+    np.testing.assert_allclose(a.values, b.values, rtol=1e-5, atol=1e-3)
+    src.close()
+
+
+def test_cli_demo_raw_then_integrate(tmp_path, capsys):
+    from xrdwidgets import io
+    from xrdwidgets.cli import main
+
+    assert main(["demo", "--raw", "--size", "tiny", "--out", str(tmp_path)]) == 0
+    raw = tmp_path / "raw"
+    assert main(["demo", "--raw", "--size", "tiny", "--out", str(tmp_path)]) == 2   # no silent overwrite
+    out = tmp_path / "stack.h5"
+    assert main(["integrate", str(raw / "scan_master.h5"), "--poni", str(raw / "scan.poni"), "--trim", "10",
+                 "--bins", "120", "--unit", "q", "-q", "-o", str(out)]) == 0
+    st = io.load(out)
+    assert st.dims == ("translation", "angle", "q") and st.shape == (8, 6, 120)
+    assert '"method": "trimmed"' in st.attrs["integrate_settings"]
+    assert main(["integrate", str(raw / "scan_master.h5"), "--poni", str(raw / "scan.poni"),
+                 "--mask", str(tmp_path / "nomask.edf"), "-o", str(tmp_path / "b.h5")]) == 1
+    assert "mask file" in capsys.readouterr().err
