@@ -93,3 +93,38 @@ def test_poisson_counts_follow_the_truth(tmp_path):
     assert abs(noisy[:, ok].sum() / ref[:, ok].sum() - 1) < 0.01
     z = (noisy[:, ok] - ref[:, ok]) / np.sqrt(np.maximum(ref[:, ok], 1))
     assert 0.8 < z[ref[:, ok] > 20].std() < 1.2
+
+
+def test_thick_sample_parallax_from_first_principles(tmp_path):
+    """Each point draws its rings from its own distance: a ceria grain 2 mm towards the detector
+    from the rotation axis shows its (111) ring at atan((d − s) tan 2θ / d) at 0° (beam along +y)
+    and unshifted at 90° (beam along +x, the grain beside the axis)."""
+    from xrdwidgets.integrate import integrate
+
+    n, k = 7, 2
+    grain = np.zeros((n, n))
+    grain[3 + k, 3] = 1.0                                 # row cy + k: s = +k pixels at 0°
+    kw = dict(n_translations=n, n_angles=2, dose=None, n_spot_frames=0, gaps=False, sample_size_mm=7.0,
+              phase_maps={"CeO2": grain}, order="raster", shape=(128, 128), pixel_size_mm=0.09)
+    thin = simulate_raw_scan(tmp_path / "thin", **kw)
+    thick = simulate_raw_scan(tmp_path / "thick", thick=True, **kw)
+    opts = dict(bins=400, radial_range=(3.0, 5.0))
+    a, b = integrate(thin.master, thin.poni, **opts), integrate(thick.master, thick.poni, **opts)
+    tth = a["tth"].values
+
+    def centre(p):
+        i = np.argmax(np.where(np.abs(tth - 3.7) < 0.4, p, 0))
+        w = np.abs(tth - tth[i]) < 0.12
+        return (p[w] * tth[w]).sum() / p[w].sum()
+
+    d = thin.geometry.distance_mm
+    s_mm = k * 7.0 / n
+    t0 = np.radians(3.787)   # CeO2 (111) at 60 keV, measured on the thin sample below
+    expect = np.degrees(np.arctan((d - s_mm) * np.tan(t0) / d)) - 3.787
+    # 0°: the grain is on the central ray (translation 3); 90°: on translation 3 - k
+    c_thin0, c_thick0 = centre(a.values[3, 0]), centre(b.values[3, 0])
+    c_thin90, c_thick90 = centre(a.values[3 - k, 1]), centre(b.values[3 - k, 1])
+    assert abs(c_thin0 - 3.787) < 0.01 and abs(c_thin90 - 3.787) < 0.01
+    assert expect < -0.15
+    assert abs((c_thick0 - c_thin0) - expect) < 0.02, (c_thick0 - c_thin0, expect)
+    assert abs(c_thick90 - c_thin90) < 0.01

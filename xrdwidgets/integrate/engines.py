@@ -117,6 +117,15 @@ class IntegrationOptions:
         return asdict(self)
 
 
+def _pixels_by_frames(f):
+    """``(pixels, n)`` float32, C-ordered, from frames ``(n, ny, nx)`` in one fused cast +
+    transpose (the layout a CSR × dense product reads fastest)."""
+    x = f.reshape(f.shape[0], -1)
+    out = np.empty((x.shape[1], x.shape[0]), np.float32)
+    np.copyto(out, x.T, casting="unsafe")
+    return out
+
+
 def _default_device():
     import torch
 
@@ -241,8 +250,7 @@ class Integrator:
             return np.stack([self._one(fr) for fr in f]).astype(np.float32)
         if engine == "scipy":
             c = self.csr_matrix()
-            x = f.reshape(f.shape[0], -1).astype(np.float32)
-            num = np.asarray(c @ x.T, np.float64)          # (bins, n)
+            num = np.asarray(c @ _pixels_by_frames(f), np.float64)       # (bins, n)
             if self._dark_term is not None:
                 num -= self._dark_term[:, None]
             return (num * self._inv_norm[:, None]).T.astype(np.float32)
@@ -250,8 +258,12 @@ class Integrator:
             import torch
 
             mat, inv, dark, dev = self._torch_csr()
-            x = torch.from_numpy(f.reshape(f.shape[0], -1).astype(np.float32, copy=False)).to(dev)
-            num = (mat @ x.T)                               # (bins, n)
+            if dev.type == "cpu":
+                x = torch.from_numpy(_pixels_by_frames(f))
+            else:   # cast on the device: 4× less to copy for 8/16-bit frames
+                x = torch.from_numpy(np.ascontiguousarray(f.reshape(f.shape[0], -1))).to(dev)
+                x = x.to(torch.float32).T.contiguous()
+            num = mat @ x                                   # (bins, n)
             if dark is not None:
                 num = num - dark[:, None]
             return (num * inv[:, None]).T.cpu().numpy()

@@ -312,7 +312,8 @@ def simulate_raw_scan(folder, *, name: str = "scan", n_translations: int = 8, n_
                       gaps: bool = True, thick: bool = False, sample_size_mm: float | None = None,
                       oversample: int = 2, polarization_factor: float | None = None,
                       instrumental_fwhm_deg: float = 0.08, frames_per_file: int = 20,
-                      compression: str = "bitshuffle-lz4", motors: bool = True, seed: int = 0) -> RawScan:
+                      compression: str = "bitshuffle-lz4", motors: bool = True, phase_maps: dict | None = None,
+                      seed: int = 0) -> RawScan:
     """Simulate a raw pencil-beam XRD-CT scan and write it like an Eiger.
 
     Parameters
@@ -355,6 +356,9 @@ def simulate_raw_scan(folder, *, name: str = "scan", n_translations: int = 8, n_
     compression : {"bitshuffle-lz4", "blosc-lz4", "gzip", None}
     motors : bool
         Write motor positions in the master file.
+    phase_maps : dict, optional
+        ``{phase: (n_translations, n_translations) volume fractions}``; default: the demo's
+        sample (:func:`xrdwidgets.sim.demo.demo_phase_maps`).
     seed : int
 
     Returns
@@ -388,7 +392,7 @@ def simulate_raw_scan(folder, *, name: str = "scan", n_translations: int = 8, n_
     step_mm = sample_mm / n
     geom = ScanGeometry(energy_keV=energy_keV, distance_mm=distance_mm, translation_step_mm=step_mm,
                         pixel_size_mm=pixel_size_mm)
-    maps = demo_phase_maps(n)
+    maps = demo_phase_maps(n) if phase_maps is None else dict(phase_maps)
     truth_vol = chemical_phantom(maps, tth, energy_keV=energy_keV, geometry=geom,
                                  instrumental_fwhm_deg=instrumental_fwhm_deg)
     scan = acquire(truth_vol, n_angles=n_angles, n_translations=n, dose=None, keep_truth=False)
