@@ -10,6 +10,7 @@ from __future__ import annotations
 from .assemble import integrate, integrate_frames, iterate_integration, resolve_plan, work_store
 from .calibration import CalibrationError, load_image, load_poni, make_integrator, scan_geometry, write_poni
 from .engines import METHODS, PRESETS, UNITS, IntegrationOptions, Integrator
+from .preview import frame_preview
 from .plan import PLAN_ORDERS, ScanPlan, ScanPlanError, plan_from_motors
 from .readers import FrameReadError, FrameSource, open_frames
 
@@ -18,7 +19,7 @@ __all__ = [
     "CalibrationError", "load_image", "load_poni", "make_integrator", "scan_geometry", "write_poni",
     "METHODS", "PRESETS", "UNITS", "IntegrationOptions", "Integrator",
     "PLAN_ORDERS", "ScanPlan", "ScanPlanError", "plan_from_motors",
-    "FrameReadError", "FrameSource", "open_frames",
+    "FrameReadError", "FrameSource", "open_frames", "frame_preview",
 ]
 
 
