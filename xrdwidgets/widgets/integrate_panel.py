@@ -140,8 +140,8 @@ class IntegratePanel:
         base = make_subplots(rows=1, cols=2, column_widths=[0.42, 0.58], horizontal_spacing=0.1,
                              subplot_titles=("frame (log counts) and rings", "integrated pattern"))
         base.add_trace(go.Heatmap(z=[[0.0]], colorscale="Viridis", showscale=False, hoverinfo="skip"), row=1, col=1)
-        base.add_trace(go.Scatter(x=[], y=[], mode="markers", marker={"size": 3, "color": "#ff5252"},
-                                  hoverinfo="skip", name="rings"), row=1, col=1)
+        base.add_trace(go.Scatter(x=[], y=[], mode="lines", line={"width": 1.5, "color": "#ff5252"},
+                                  hoverinfo="skip", connectgaps=False, name="rings"), row=1, col=1)
         base.add_trace(go.Scatter(x=[], y=[], mode="lines", name="pattern"), row=1, col=2)
         base.add_trace(go.Scatter(x=[], y=[], mode="markers", name="ring peaks",
                                   marker={"symbol": "triangle-down", "size": 9, "color": "#ff5252"}), row=1, col=2)
