@@ -13,7 +13,6 @@ only start jobs; the job thread only sets traits.
 from __future__ import annotations
 
 import functools
-import html
 import logging
 import threading
 from pathlib import Path
@@ -189,10 +188,7 @@ class IntegratePanel:
 
     # ------------------------------------------------------------------ messages
     def _show(self, text: str, kind: str = "info"):
-        color = {"error": "#b00020", "ok": "#1b5e20", "info": "inherit"}[kind]
-        role = ' role="alert"' if kind == "error" else ""
-        self.status.value = (f'<span class="xrdw-msg xrdw-{kind}"{role} style="color:{color}">'
-                             f"{html.escape(text)}</span>")
+        self.status.value = _fig.message_html(text, kind)
 
     def _user_text(self, exc: BaseException) -> str:
         if isinstance(exc, _EXPECTED_ERRORS):
