@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -41,25 +42,32 @@ _EXPECTED_ERRORS = (OSError, ValueError, IndexError)
 _STYLE = {"description_width": "6em"}
 
 
-def _listing(root, suffixes, *, max_files: int = 500) -> list[str]:
-    """Files with ``suffixes`` under ``root`` (relative, confined, not hidden), sorted."""
+def _listing(root, suffixes, *, max_files: int = 500, max_depth: int = 6) -> list[str]:
+    """Files with ``suffixes`` under ``root`` (relative, confined, not hidden), sorted.
+
+    HDF5 files come from :func:`xrdwidgets.safety.list_data_files`; other kinds (PONI, masks)
+    from the same kind of walk: symlinked folders not followed, at most ``max_depth`` levels."""
     if root is None:
         return []
     if suffixes == RAW_SUFFIXES:
         return [f for f in safety.list_data_files(root) if f.lower().endswith(RAW_SUFFIXES)]
+    base = Path(root).resolve()
     out = []
-    for p in sorted(Path(root).resolve().rglob("*")):
-        rel = p.relative_to(Path(root).resolve())
-        if any(part.startswith(".") for part in rel.parts) or not p.name.lower().endswith(suffixes):
-            continue
-        try:
-            safety.confine(rel.as_posix(), root, must_exist=True)
-        except (OSError, ValueError):
-            continue
-        out.append(rel.as_posix())
-        if len(out) >= max_files:
-            break
-    return out
+    for here, dirs, files in os.walk(base, followlinks=False):
+        rel_here = Path(here).relative_to(base)
+        dirs[:] = [d for d in sorted(dirs) if not d.startswith(".") and len(rel_here.parts) < max_depth]
+        for name in sorted(files):
+            if name.startswith(".") or not name.lower().endswith(suffixes):
+                continue
+            rel = (rel_here / name).as_posix()
+            try:
+                safety.confine(rel, base, must_exist=True)
+            except (OSError, ValueError):
+                continue
+            out.append(rel)
+            if len(out) >= max_files:
+                return sorted(out)
+    return sorted(out)
 
 
 def _preview_source(raw, poni, **kw):
