@@ -289,3 +289,17 @@ def test_existing_corrections_and_reconstruction_run_on_the_stack(tmp_path):
     assert fixed.dims == st.dims and fixed.shape == st.shape and np.all(np.isfinite(fixed.values))
     vol = fbp(fixed)
     assert vol.dims == ("y", "x", "tth") and vol.sizes["tth"] == 90
+
+
+def test_two_integrators_sharing_one_pyfai_geometry(noisy):
+    src = open_frames(noisy.master)
+    ai = load_poni(noisy.poni, shape=src.frame_shape)
+    frames = src.read(0, 3)
+    extra = src.pixel_mask.copy()
+    extra[:, :20] = True
+    a = Integrator(ai, src.frame_shape, IntegrationOptions(bins=100), mask=src.pixel_mask)
+    b = Integrator(ai, src.frame_shape, IntegrationOptions(bins=100), mask=extra)   # replaces pyFAI's engine
+    ref_a = Integrator(load_poni(noisy.poni), src.frame_shape, IntegrationOptions(bins=100), mask=src.pixel_mask)
+    np.testing.assert_allclose(a.integrate(frames, engine="scipy"), ref_a.integrate(frames, engine="pyfai"), rtol=1e-5)
+    assert not np.allclose(a.integrate(frames), b.integrate(frames))
+    src.close()
