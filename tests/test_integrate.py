@@ -84,8 +84,10 @@ def test_peaks_match_the_patterns_that_made_them(tmp_path):
 
 
 def test_trimmed_mean_removes_spots_plain_mean_does_not(noisy):
+    """Each method against itself on the same frame with the spot pixels masked out."""
     src = open_frames(noisy.master)
     rows, cols = np.mgrid[:64, :64]
+    clip_errors = []
     for k, spots in noisy.spots.items():
         frame = src.read(k, k + 1)
         near = np.zeros((64, 64), bool)
@@ -104,6 +106,11 @@ def test_trimmed_mean_removes_spots_plain_mean_does_not(noisy):
         err_trim = np.abs(trimmed - trimmed_ref).max() / trimmed_ref.max()
         assert err_plain > 0.3, err_plain
         assert err_trim < 0.08 and err_trim < 0.1 * err_plain, (err_trim, err_plain)
+        clipped, clipped_ref = run(none, method="sigma_clip"), run(near, method="sigma_clip")
+        clip_errors.append(np.abs(clipped - clipped_ref).max() / clipped_ref.max())
+    # sigma clipping (3 σ, pyFAI's azimuthal error model) is less robust: several spots in one
+    # bin inflate its σ (measured here: 0.002-0.006 on three frames, 0.36 on the fourth)
+    assert sum(e < 0.05 for e in clip_errors) >= len(clip_errors) - 1, clip_errors
     src.close()
 
 
