@@ -1,4 +1,4 @@
-"""Command line: ``xrdwidgets demo | info | reconstruct | app``.
+"""Command line: ``xrdwidgets demo | info | integrate | reconstruct | app``.
 
 Run ``xrdwidgets --help`` or ``xrdwidgets COMMAND --help``.
 """
@@ -22,6 +22,9 @@ examples:
                                         dims, coordinates, geometry and value ranges of a file
   xrdwidgets reconstruct scan.h5 --method fbp --out recon.h5
                                         reconstruct a sinogram stack (own HDF5, nDTomo or SD2I file)
+  xrdwidgets demo --raw && xrdwidgets integrate xrdwidgets-output/raw/scan_master.h5 \\
+      --poni xrdwidgets-output/raw/scan.poni --trim 10 -o stack.h5
+                                        raw detector frames → sinogram stack (pyFAI)
   xrdwidgets app --data-dir ~/beamtime   serve the dashboard app (Voila) at http://127.0.0.1:8866/
 """
 
@@ -58,6 +61,10 @@ def cmd_demo(args) -> int:
     from .recon.fbp import iterate_fbp
     from .sim.demo import demo
 
+    if getattr(args, "raw", False):
+        from .cli_integrate import cmd_demo_raw
+
+        return cmd_demo_raw(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     check_writable(out, what="output folder")
@@ -172,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch", type=int, default=128, help="channels reconstructed at once (default 128)")
     d.add_argument("--overwrite", action="store_true", help="replace existing output files")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    d.add_argument("--raw", action="store_true",
+                   help="write a simulated raw scan instead (detector frames, PONI, mask in DIR/raw)")
     d.set_defaults(func=cmd_demo)
 
     i = sub.add_parser("info", help="describe a data file (dims, coords, geometry, value ranges)",
@@ -200,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_reconstruct)
+
+    from .cli_integrate import add_integrate_parser
+
+    add_integrate_parser(sub)
 
     a = sub.add_parser("app", help="serve the dashboard app with Voila on 127.0.0.1",
                        description="Serve the xrdwidgets dashboard (dashboards/app.ipynb) with Voila "
