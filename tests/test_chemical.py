@@ -1,5 +1,4 @@
 """Tests of chemical phantoms (xrdwidgets.sim.chemical)."""
-import time
 
 import numpy as np
 import pytest
@@ -113,13 +112,11 @@ def test_bad_input(maps, tth):
         chemical_phantom(maps, tth, energy_keV=E, normalise="sum")
 
 
-def test_speed_100px_300ch_3phases():
+def test_100px_300ch_3phases_shape():
+    # the speed of this size is measured by benchmarks/bench_sim.py (no wall-clock checks in tests)
     n = 100
     yy, xx = np.mgrid[:n, :n]
     maps = {"Ni": (xx < 40).astype(float), "CeO2": (yy < 50).astype(float), "TiO2": ((xx + yy) % 7 == 0) * 1.0}
     tth = np.linspace(2.0, 12.0, 300)
-    chemical_phantom(maps, tth[::10], energy_keV=30.0)  # warm up the phase table
-    t0 = time.perf_counter()
     ds = chemical_phantom(maps, tth, energy_keV=30.0, strain_maps={"Ni": 1e-4 * (xx // 10)})
-    assert time.perf_counter() - t0 < 1.0
     assert ds["volume"].shape == (n, n, 300)

@@ -5,7 +5,6 @@ import datetime
 import io as _io
 import os
 import threading
-import time
 
 import h5py
 import numpy as np
@@ -73,14 +72,38 @@ def test_data_dir_from_environment(folder, monkeypatch):
     assert "demo.h5" in panel.files.options
 
 
-def test_load_own_layout_with_truth(folder):
+def _blocked(monkeypatch, name):
+    """Make ``data_panel.<name>`` (a function, or a generator function when it starts with
+    ``iterate_``) wait for the returned event before it does its work, in the job's thread."""
+    from xrdwidgets.widgets import data_panel
+
+    release, real = threading.Event(), getattr(data_panel, name)
+
+    def hold():
+        assert release.wait(30), "the test never released the job"
+
+    if name.startswith("iterate_"):
+        def gated(*args, **kwargs):
+            hold()
+            return (yield from real(*args, **kwargs))
+    else:
+        def gated(*args, **kwargs):
+            hold()
+            return real(*args, **kwargs)
+    monkeypatch.setattr(data_panel, name, gated)
+    return release
+
+
+def test_load_own_layout_with_truth(folder, monkeypatch):
     state, panel = _panel(folder)
     panel.files.value = "demo.h5"
     assert panel.sinogram.layout.display == "none"
-    t = time.perf_counter()
+    release = _blocked(monkeypatch, "_read_stack")
     job = panel.load_selected()
-    assert time.perf_counter() - t < 0.2          # the callback only starts a job
-    assert job is not None and panel.wait(30)
+    # the callback only starts a job: it has returned while the reading is still held
+    assert job is not None and not job.done and panel.busy and state.stack is None
+    release.set()
+    assert panel.wait(30)
     assert state.stack.dims == ("translation", "angle", "tth") and state.stack.shape == (24, 30, 60)
     assert state.truth is not None and "phase_maps" in state.truth
     assert "loaded demo.h5" in panel.status.value and "xrdw-ok" in panel.status.value
@@ -210,16 +233,17 @@ def test_bad_uploads_give_clear_errors(name, content, text):
     assert panel.wait(30) and state.stack.shape == (4, 5, 3)
 
 
-def test_simulate_runs_as_a_job_and_sets_the_truth():
+def test_simulate_runs_as_a_job_and_sets_the_truth(monkeypatch):
     state, panel = _panel()
     panel.sim_phases.value = ("Ni", "TiO2")
     panel.sim_size.value = 24
     panel.sim_channels.value = 50
     panel.sim_seed.value = 3
-    t = time.perf_counter()
+    release = _blocked(monkeypatch, "iterate_simulation")
     panel.simulate_button.click()
-    assert time.perf_counter() - t < 0.2
-    assert panel.busy and panel.simulate_button.disabled
+    # the click only starts a job: it has returned while the simulation is still held
+    assert panel.busy and panel.simulate_button.disabled and not panel.job.done and state.stack is None
+    release.set()
     assert panel.wait(60)
     assert state.stack.shape == (24, 29, 50)
     assert list(state.truth["phase"].values) == ["Ni", "TiO2"]

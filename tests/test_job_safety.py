@@ -1,6 +1,7 @@
 """Jobs never hand back wrong results (issue 13, item 4): one job per work folder, fingerprints
 before "already done", checksummed checkpoints and chunks, crashes visible in job.json."""
 import functools
+import gc
 import logging
 import os
 import signal
@@ -66,6 +67,12 @@ def test_a_job_object_that_never_runs_does_not_hold_the_folder_forever(tmp_path)
     wd = tmp_path / "wd"
     job = jobs.Job(functools.partial(_gated, threading.Event()), workdir=wd)
     job.cancel()  # a queued job cancelled before it started releases its folder
+    assert jobs.run(lambda: iter(()), workdir=wd, overwrite=True).wait(timeout=10) is None
+    forgotten = jobs.Job(lambda: iter(()), workdir=wd, overwrite=True)
+    with pytest.raises(jobs.WorkdirBusyError):
+        jobs.Job(lambda: iter(()), workdir=wd, overwrite=True)
+    del forgotten  # dropped without running: garbage collection frees the folder
+    gc.collect()
     assert jobs.run(lambda: iter(()), workdir=wd, overwrite=True).wait(timeout=10) is None
 
 

@@ -332,6 +332,7 @@ def test_from_stack_geometry_and_errors(sim_case):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 @pytest.mark.parametrize("interp", INTERPS)
 def test_cuda_matches_cpu(interp):
     n, m = 21, 16

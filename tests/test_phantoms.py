@@ -1,6 +1,5 @@
 """Analytic phantoms: exact chords, exact rasters, and their mutual consistency."""
 import math
-import time
 
 import numpy as np
 import pytest
@@ -331,11 +330,13 @@ def test_bad_input_names_argument(make, name):
     assert "found" in str(info.value) and "must" in str(info.value)
 
 
-def test_line_integrals_are_fast():
+def test_line_integrals_large_grid_shape():
+    # the speed of this size is measured by benchmarks/bench_sim.py (no wall-clock checks in tests)
     ph = Phantom([Ellipse(1.0, (0.05 * k - 0.25, 0.02 * k), (0.3, 0.1 + 0.02 * k), 15.0 * k) for k in range(10)])
     t = np.linspace(-1, 1, 512)
     theta = np.linspace(0, 180, 800, endpoint=False)
-    t0 = time.perf_counter()
     p = ph.line_integrals(t, theta)
-    assert time.perf_counter() - t0 < 1.0
     assert p.shape == (512, 800)
+    # every projection carries the phantom's mass (sum of value x ellipse area), at every angle
+    mass = sum(np.pi * 0.3 * (0.1 + 0.02 * k) for k in range(10))
+    np.testing.assert_allclose(p.sum(axis=0) * (t[1] - t[0]), mass, rtol=2e-3)

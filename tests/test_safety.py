@@ -200,13 +200,14 @@ def test_voila_command_keeps_secure_defaults(tmp_path):
     nb = tmp_path / "x.ipynb"
     nb.write_text("{}")
     cmd = appserver.voila_command(nb, port=1234)
-    assert cmd[:4] == [sys.executable, "-m", "voila", str(nb.resolve())]
+    assert cmd[:4] == [sys.executable, "-m", "xrdwidgets.guarded_voila", str(nb.resolve())]  # Voila + guards
     assert "--Voila.ip=127.0.0.1" in cmd and "--port=1234" in cmd and "--no-browser" in cmd
     assert not any(a.startswith("--ip") for a in cmd)            # Voila ignores --ip silently
     assert "--strip_sources=True" in cmd and "--show_tracebacks=False" in cmd
     assert not any("file_allowlist" in a or "file_whitelist" in a or "token" in a for a in cmd)
-    assert "--MappingKernelManager.cull_idle_timeout=600" in cmd
-    assert "--MappingKernelManager.cull_interval=60" in cmd
+    assert "--MappingKernelManager.cull_idle_timeout=300" in cmd      # issue 13: tuned to free memory
+    assert "--MappingKernelManager.cull_interval=30" in cmd
+    assert "--GuardedVoila.max_kernels=10" in cmd and "--GuardedVoila.max_kernels_per_client=3" in cmd
     assert "--MappingKernelManager.cull_connected=False" in cmd
     assert "--Voila.port_retries=0" in cmd
     assert not any("preheat" in a for a in cmd)
@@ -221,7 +222,9 @@ def test_run_folder_sets_the_websocket_limit_to_the_upload_limit():
     folder = appserver._run_folder(max_upload_mb=50)
     try:
         conf = json.loads((folder / "voila.json").read_text())
-        assert conf == {"Voila": {"tornado_settings": {"websocket_max_message_size": 116 * 2**20}}}
+        # issue 13: the upload limit + 1 MB (was 2x + 16 MB: a client skipping the browser check
+        # could send 416 MB messages)
+        assert conf == {"Voila": {"tornado_settings": {"websocket_max_message_size": 51 * 2**20}}}
     finally:
         import shutil
 
@@ -229,12 +232,16 @@ def test_run_folder_sets_the_websocket_limit_to_the_upload_limit():
 
 
 def test_voila_reads_the_run_folder_config(tmp_path, monkeypatch):
-    voila_app = pytest.importorskip("voila.app")
+    pytest.importorskip("voila.app")
+    from xrdwidgets.guarded_voila import GuardedVoila
+
     folder = appserver._run_folder(max_upload_mb=1)
     monkeypatch.chdir(folder)
-    app = voila_app.Voila()
-    app.initialize(["--no-browser", "--Voila.ip=127.0.0.1", "--MappingKernelManager.cull_idle_timeout=7"])
-    assert app.tornado_settings == {"websocket_max_message_size": 18 * 2**20}
+    app = GuardedVoila()
+    app.initialize(["--no-browser", "--Voila.ip=127.0.0.1", "--MappingKernelManager.cull_idle_timeout=7",
+                    "--GuardedVoila.max_kernels=4", "--GuardedVoila.max_kernels_per_client=0"])
+    assert app.tornado_settings == {"websocket_max_message_size": 2 * 2**20}
+    assert (app.max_kernels, app.max_kernels_per_client) == (4, 0)
     assert app.ip == "127.0.0.1"
     assert app.voila_configuration.strip_sources and not app.voila_configuration.show_tracebacks
 
@@ -283,8 +290,12 @@ def test_launch_passes_data_folder_and_upload_limit(tmp_path, monkeypatch):
         assert seen["env"][safety.MAX_UPLOAD_ENV] == "7"
         assert seen["start_new_session"] and Path(seen["cwd"]) == servers[0].run_dir
         assert servers[0].url == "http://127.0.0.1:4321/"
+        assert seen["env"][safety.ALLOW_OVERWRITE_ENV] == "0"
+        assert Path(seen["env"][safety.SCRATCH_ENV]) == servers[0].run_dir / "scratch"
         servers.append(appserver.launch(nb, port=0))
-        assert safety.DATA_DIR_ENV not in seen["env"]      # no folder unless one is given
+        # issue 13: the served app always has a data folder (exports never go to a working
+        # directory): without one given, an empty private folder in the run folder
+        assert Path(seen["env"][safety.DATA_DIR_ENV]) == servers[1].run_dir / "data"
         assert 0 < servers[1].port < 65536
     finally:
         import shutil

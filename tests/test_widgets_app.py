@@ -51,7 +51,7 @@ def test_app_panel_rejects_unknown_tab():
     app = App.demo(size="tiny", reconstruct=False)
     with pytest.raises(ValueError, match="tab must be one of"):
         app.panel("Nope")
-    assert app.tabs.selected_index == 0
+    assert app.tabs.selected_index == TABS.index("Data")
     np.testing.assert_array_equal(app.state.stack.values, app.state.raw.values)
 
 
@@ -74,7 +74,8 @@ def test_app_demo_reads_the_servers_demo_cache_without_importing_torch(tmp_path)
         "ds = demo(size='tiny')\n"
         "xr.testing.assert_equal(ds, app.state.truth)\n"
         "xr.testing.assert_equal(fbp(ds['sinogram']), app.state.results['FBP'])\n"
-        "assert app.tabs.selected_index == 3\n"
+        "from xrdwidgets.widgets.app import TABS\n"
+        "assert app.tabs.selected_index == TABS.index('Explore')\n"
         "print('ok')\n")
     env = {**__import__("os").environ, DEMO_CACHE_ENV: str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)

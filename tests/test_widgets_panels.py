@@ -1,5 +1,4 @@
 """Headless tests of the reconstruction and corrections panels: set values, click, assert."""
-import time
 
 import numpy as np
 import pytest
@@ -51,11 +50,10 @@ def test_recon_panel_streams_loss_and_preview_then_cancel(state):
     assert _wait(lambda: len(panel.loss_trace.y) >= 3)
     assert _wait(lambda: np.asarray(panel.preview_trace.z).shape[0] > 1)
     assert "ETA" in panel.status.value
-    t = time.time()
     panel.cancel_button.click()
-    job.wait(timeout=10)
-    assert time.time() - t < 5
+    job.wait(timeout=10)                                  # liveness bound only
     assert job.state is jobs.State.CANCELLED
+    assert job.history and job.history[-1][0] < 100000    # stopped early, not run to the end
     assert _wait(lambda: "cancelled" in panel.status.value)
     assert "tv #1" not in state.results
 

@@ -13,7 +13,7 @@ from .geometry import ScanGeometry
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-__all__ = ["__version__", "demo", "ScanGeometry"]
+__all__ = ["__version__", "demo", "integrate", "ScanGeometry"]
 
 
 def demo(*args, **kwargs):
@@ -21,3 +21,13 @@ def demo(*args, **kwargs):
     from .sim.demo import demo as _demo
 
     return _demo(*args, **kwargs)
+
+
+def __getattr__(name):
+    # ``xw.integrate`` is the subpackage xrdwidgets.integrate, imported on first use; it is
+    # callable: ``xw.integrate(raw, poni, ...)`` runs :func:`xrdwidgets.integrate.integrate`.
+    if name == "integrate":
+        import importlib
+
+        return importlib.import_module(".integrate", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,17 +12,28 @@ What the served app looks like from outside
 * Voila's secure defaults are kept and stated: notebook sources stripped, no tracebacks sent
   to the browser, the static-file allowlist left at its default (images only), only widget
   (comm) messages accepted from the page (Voila's own restriction).
-* Every page visit starts a kernel; a kernel whose page has gone (no connection) and that has
-  been idle for ``cull_idle_timeout`` seconds is shut down (checked every ``cull_interval``).
-  ``preheat=True`` keeps a pool of kernels that have already run the notebook, so a visit
-  renders at once.
-* Websocket messages may be as large as twice the upload limit + 16 MB
-  (:func:`websocket_limit`). An upload is one message; the upload button
+* The server is :mod:`xrdwidgets.guarded_voila` (Voila plus guards): kernel websockets must use
+  the v1 subprotocol (a legacy one freezes Voila 0.5.13, see there); at most ``max_kernels``
+  kernels run and at most ``max_kernels_per_client`` per client address (the remote IP; behind a
+  proxy on this machine all visitors are one client, so set 0 there); a visit over a cap gets a
+  "server is full, try again in N minutes" page (HTTP 503); after kernels end the server hands
+  freed memory back to the OS.
+* Every page visit starts a kernel; a page that closes shuts its kernel down; a kernel whose page
+  has gone without that (no connection) and that has been idle for ``cull_idle_timeout`` seconds
+  is shut down (checked every ``cull_interval``). ``preheat=True`` keeps a pool of kernels that
+  have already run the notebook, so a visit renders at once (pool kernels count to the cap;
+  the pool refills itself without asking, so it can go over the cap by up to the pool size).
+* Websocket messages may be as large as the upload limit + 1 MB (:func:`websocket_limit`);
+  Tornado drops a connection that sends more. An upload is one message; the upload button
   (:class:`xrdwidgets.widgets.upload.SizeLimitedUpload`) refuses a file over the upload limit in
   the browser, before it is read, and the panel says so; a file within it fits the websocket
-  limit. (Tornado's default limit is 10 MB, above which it drops the connection.) The integer
-  setting goes in a ``voila.json`` written to a private run folder that is the server's working
-  directory (Voila's command line cannot pass integers inside ``tornado_settings``).
+  limit; a client that skips the browser check loses its connection. The integer setting goes
+  in a ``voila.json`` written to a private run folder that is the server's working directory
+  (Voila's command line cannot pass integers inside ``tornado_settings``).
+* Exports from the dashboards go to ``<data folder>/results/`` (:func:`xrdwidgets.safety.results_root`)
+  and replace only files this visitor's kernel wrote, unless ``allow_overwrite`` (passed as
+  ``XRDWIDGETS_ALLOW_OVERWRITE``). Uploads go to a per-server scratch folder in the run folder,
+  removed with it.
 * The data folder reaches the notebooks' kernels as the environment variable
   ``XRDWIDGETS_DATA_DIR`` (:data:`xrdwidgets.safety.DATA_DIR_ENV`), the upload limit as
   ``XRDWIDGETS_MAX_UPLOAD_MB``; the data panel confines every path to the folder.
@@ -69,21 +80,25 @@ APP_CELLS = (
 )
 DASHBOARDS_ENV = "XRDWIDGETS_DASHBOARDS"
 DEFAULT_PORT = 8866
-#: Default culling: shut down kernels idle (and without a page) for 10 minutes; check every minute.
-CULL_IDLE_TIMEOUT_S = 600
-CULL_INTERVAL_S = 60
-_WS_MARGIN_BYTES = 16 * 2**20
+#: Default culling: shut down kernels idle (and without a page) for 5 minutes; check every 30 s.
+CULL_IDLE_TIMEOUT_S = 300
+CULL_INTERVAL_S = 30
+#: Default caps: kernels running at once, and per client address (see the module docstring).
+MAX_KERNELS = 10
+MAX_KERNELS_PER_CLIENT = 3
+_WS_MARGIN_BYTES = 1 * 2**20
 #: With pre-heated kernels: seconds before a used kernel is replaced (after its page is drawn).
 PREHEAT_FILL_DELAY_S = 8.0
 
 
 def websocket_limit(max_upload_mb: float) -> int:
-    """Largest websocket message (bytes) for an upload limit: ``2 × limit + 16 MB``.
+    """Largest websocket message (bytes) for an upload limit: ``limit + 1 MB``.
 
-    Files between the upload limit and this size still reach the kernel and get a clear "too
-    large" message in the page instead of a silently dropped connection.
+    An upload within the limit is one binary message of its bytes plus a small JSON header; the
+    page refuses larger files before sending them, so anything larger comes from a client that
+    skipped that check, and Tornado closes its connection.
     """
-    return int(2 * max_upload_mb * 2**20) + _WS_MARGIN_BYTES
+    return int(max_upload_mb * 2**20) + _WS_MARGIN_BYTES
 
 
 # ============================================================================ notebooks
@@ -129,7 +144,8 @@ def free_port() -> int:
 
 def voila_command(target, *, port: int, preheat: bool = False, pool_size: int = 1,
                   fill_delay: float = PREHEAT_FILL_DELAY_S, cull_idle_timeout: int = CULL_IDLE_TIMEOUT_S, cull_interval: int = CULL_INTERVAL_S,
-                  open_browser: bool = False, python: str | None = None) -> list[str]:
+                  max_kernels: int = MAX_KERNELS, max_kernels_per_client: int = MAX_KERNELS_PER_CLIENT,
+                  open_browser: bool = False, python: str | None = None, extra_args=()) -> list[str]:
     """The Voila command line serving ``target`` (a notebook or a folder of notebooks).
 
     Parameters
@@ -147,10 +163,14 @@ def voila_command(target, *, port: int, preheat: bool = False, pool_size: int = 
         CPU with the page that is rendering, so it waits until that page is drawn.
     cull_idle_timeout, cull_interval : int
         Seconds; see the module docstring.
+    max_kernels, max_kernels_per_client : int
+        Kernel caps (0: none); see the module docstring.
     open_browser : bool
         Let Voila open a browser tab.
     python : str, optional
         Interpreter (default: this one, so kernels use this environment).
+    extra_args : sequence of str
+        More options for the server (e.g. ``--GuardedVoila.release_memory=False``), last.
 
     Returns
     -------
@@ -159,18 +179,20 @@ def voila_command(target, *, port: int, preheat: bool = False, pool_size: int = 
     target = Path(target).resolve()
     if not target.exists():
         raise FileNotFoundError(f"{target}: no such notebook or folder")
-    cmd = [python or sys.executable, "-m", "voila", str(target),
+    cmd = [python or sys.executable, "-m", "xrdwidgets.guarded_voila", str(target),
            f"--port={int(port)}", "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
            "--strip_sources=True", "--show_tracebacks=False",
            f"--MappingKernelManager.cull_idle_timeout={int(cull_idle_timeout)}",
            f"--MappingKernelManager.cull_interval={int(cull_interval)}",
-           "--MappingKernelManager.cull_connected=False"]
+           "--MappingKernelManager.cull_connected=False",
+           f"--GuardedVoila.max_kernels={int(max_kernels)}",
+           f"--GuardedVoila.max_kernels_per_client={int(max_kernels_per_client)}"]
     if not open_browser:
         cmd.append("--no-browser")
     if preheat:
         cmd += ["--preheat_kernel=True", f"--pool_size={int(pool_size)}",
                 f"--VoilaKernelManager.fill_delay={float(fill_delay)}"]
-    return cmd
+    return cmd + [str(a) for a in extra_args]
 
 
 def _run_folder(max_upload_mb: float) -> Path:
@@ -203,7 +225,8 @@ class VoilaServer:
 
 
 def launch(target=None, *, port: int | None = None, data_dir=None, max_upload_mb: float = 200,
-           log_file=None, env: dict | None = None, demo_cache: bool = True, **kwargs) -> VoilaServer:
+           allow_overwrite: bool = False, log_file=None, env: dict | None = None, demo_cache: bool = True,
+           **kwargs) -> VoilaServer:
     """Start Voila in the background, in a new process group (see :func:`stop`).
 
     Parameters
@@ -213,9 +236,13 @@ def launch(target=None, *, port: int | None = None, data_dir=None, max_upload_mb
     port : int, optional
         Default :data:`DEFAULT_PORT`; ``0`` picks a free port.
     data_dir : path-like, optional
-        The data folder visitors may read (checked to exist; passed as ``XRDWIDGETS_DATA_DIR``).
+        The data folder visitors may read (checked to exist; passed as ``XRDWIDGETS_DATA_DIR``);
+        their exports go to its ``results/`` sub-folder. Default: an empty private folder in
+        the run folder (so exports never land in a working directory; deleted by :func:`stop`).
     max_upload_mb : float
         Largest upload the page may send (sets the websocket message limit).
+    allow_overwrite : bool
+        Let visitors replace files in ``results/`` that their page did not write.
     log_file : path-like, optional
         Where the server's output goes (default ``voila.log`` in the run folder, which
         :func:`stop` deletes).
@@ -234,9 +261,15 @@ def launch(target=None, *, port: int | None = None, data_dir=None, max_upload_mb
     run_dir = _run_folder(max_upload_mb)
     full_env = dict(os.environ)
     full_env.pop(safety.DATA_DIR_ENV, None)
-    root = safety.data_root(data_dir) if data_dir is not None else None
-    if root is not None:
-        full_env[safety.DATA_DIR_ENV] = str(root)
+    if data_dir is not None:
+        root = safety.data_root(data_dir)
+    else:
+        root = run_dir / "data"
+        root.mkdir()
+    full_env[safety.DATA_DIR_ENV] = str(root)
+    (run_dir / "scratch").mkdir(mode=0o700)
+    full_env[safety.SCRATCH_ENV] = str(run_dir / "scratch")
+    full_env[safety.ALLOW_OVERWRITE_ENV] = "1" if allow_overwrite else "0"
     full_env[safety.MAX_UPLOAD_ENV] = f"{safety.max_upload_mb(max_upload_mb):g}"
     if demo_cache:
         from .sim.demo import DEMO_CACHE_ENV, write_demo_cache

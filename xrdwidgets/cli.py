@@ -1,4 +1,4 @@
-"""Command line: ``xrdwidgets demo | info | reconstruct | resume | methods | app``.
+"""Command line: ``xrdwidgets demo | info | integrate | reconstruct | resume | methods | app``.
 
 ``reconstruct`` offers every method of the registry (:mod:`xrdwidgets.recon.registry`), with the
 method's parameters as flags generated from it.
@@ -30,6 +30,9 @@ examples:
                                         the method's parameters, defaults and units
   xrdwidgets reconstruct scan.h5 --method sd2i --epochs 3000 --workdir run1 -o sd2i.h5
   xrdwidgets resume run1                continue it after Ctrl-C, a crash or a killed job
+  xrdwidgets demo --raw && xrdwidgets integrate xrdwidgets-output/raw/scan_master.h5 \\
+      --poni xrdwidgets-output/raw/scan.poni --trim 10 -o stack.h5
+                                        raw detector frames → sinogram stack (pyFAI)
   xrdwidgets app --data-dir ~/beamtime   serve the dashboard app (Voila) at http://127.0.0.1:8866/
 """
 
@@ -66,6 +69,10 @@ def cmd_demo(args) -> int:
     from .recon.fbp import iterate_fbp
     from .sim.demo import demo
 
+    if getattr(args, "raw", False):
+        from .cli_integrate import cmd_demo_raw
+
+        return cmd_demo_raw(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     check_writable(out, what="output folder")
@@ -229,7 +236,9 @@ def cmd_app(args) -> int:
     return appserver.serve(target, open_browser=not args.no_browser, on_ready=ready, port=args.port,
                            data_dir=args.data_dir, max_upload_mb=args.max_upload_mb,
                            preheat=args.preheat, pool_size=args.pool_size,
-                           cull_idle_timeout=args.cull_idle)
+                           cull_idle_timeout=args.cull_idle, max_kernels=args.max_kernels,
+                           max_kernels_per_client=args.max_kernels_per_client,
+                           allow_overwrite=args.allow_overwrite)
 
 
 def _add_method_flags(parser, spec):
@@ -318,6 +327,8 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     d.add_argument("--batch", type=int, default=128, help="channels reconstructed at once (default 128)")
     d.add_argument("--overwrite", action="store_true", help="replace existing output files")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    d.add_argument("--raw", action="store_true",
+                   help="write a simulated raw scan instead (detector frames, PONI, mask in DIR/raw)")
     d.set_defaults(func=cmd_demo)
 
     i = sub.add_parser("info", help="describe a data file (dims, coords, geometry, value ranges)",
@@ -344,6 +355,10 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     m.add_argument("-l", "--long", action="store_true", help="also list each method's parameters")
     m.set_defaults(func=cmd_methods)
 
+    from .cli_integrate import add_integrate_parser
+
+    add_integrate_parser(sub)
+
     a = sub.add_parser("app", help="serve the dashboard app with Voila on 127.0.0.1",
                        description="Serve the xrdwidgets dashboard (dashboards/app.ipynb) with Voila "
                                    "on 127.0.0.1 (this machine only, no token): sources stripped, no "
@@ -355,9 +370,16 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     a.add_argument("--preheat", action="store_true",
                    help="keep kernels that have already run the notebook, so a visit renders at once")
     a.add_argument("--pool-size", type=int, default=1, help="pre-heated kernels per notebook (default 1)")
-    a.add_argument("--cull-idle", type=int, default=600, metavar="SECONDS",
+    a.add_argument("--cull-idle", type=int, default=300, metavar="SECONDS",
                    help="shut down kernels idle this long with no page open (default %(default)s)")
     a.add_argument("--max-upload-mb", type=float, default=200, help="largest upload (default %(default)s MB)")
+    a.add_argument("--max-kernels", type=int, default=10, metavar="N",
+                   help="pages (kernels) open at once; more get a 'server is full' page (default %(default)s)")
+    a.add_argument("--max-kernels-per-client", type=int, default=3, metavar="N",
+                   help="pages open at once from one address (default %(default)s; 0: no per-address cap, "
+                        "e.g. behind a proxy on this machine, where every visitor is 127.0.0.1)")
+    a.add_argument("--allow-overwrite", action="store_true",
+                   help="let visitors replace files in DATA_DIR/results that their page did not write")
     a.add_argument("--tree", action="store_true", help="serve every dashboard in dashboards/ (a listing)")
     a.add_argument("--notebook", default=None, help="serve this notebook instead of the app")
     a.add_argument("--no-browser", action="store_true", help="do not open a browser tab")

@@ -132,6 +132,10 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read (damaged, missing parts, unsafe content)."""
 
 
+class _OtherComputation(ValueError):
+    """A finished work folder whose result belongs to other data or parameters."""
+
+
 class State(str, enum.Enum):
     """Lifecycle of a job."""
 
@@ -362,7 +366,7 @@ def _read_checkpoint(workdir, *, trusted: bool = False, damaged: str = "raise"):
                                       f"{type(exc).__name__}: {exc}") from exc
             kept[name] = rel
         state = {**state, "chunks": chunks}
-    meta = {k: raw.get(k) for k in ("iteration", "total", "saved", "job", "fingerprint")}
+    meta = {k: raw.get(k) for k in ("iteration", "total", "saved", "job")}
     meta["chunk_files"] = kept
     meta["chunk_sha256"] = {k: v for k, v in sums.items() if k in kept}
     meta["uses_chunks"] = files is not None
@@ -461,11 +465,12 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj, default=str, sort_keys=True))
 
 
-def _fingerprint_differences(old, new) -> list[str]:
+def _fingerprint_differences(old, new, where: str) -> list[str]:
+    """What differs between a recorded fingerprint ``old`` (in ``where``) and ``new``."""
     if isinstance(old, dict) and isinstance(new, dict):
-        return [f"{k}={old.get(k, '<unset>')!r} in job.json, {new.get(k, '<unset>')!r} now"
+        return [f"{k}={old.get(k, '<unset>')!r} in {where}, {new.get(k, '<unset>')!r} now"
                 for k in sorted(set(old) | set(new)) if old.get(k, "<unset>") != new.get(k, "<unset>")]
-    return [] if old == new else [f"{old!r} in job.json, {new!r} now"]
+    return [] if old == new else [f"{old!r} in {where}, {new!r} now"]
 
 
 def _release_workdir(lock, key: str):
@@ -525,10 +530,12 @@ class Job:
         Discard the result, checkpoint and parts a former job left in ``workdir`` (also the way
         to recompute a finished folder).
 
-    Work folder
-        A job holds the folder's exclusive lock (``job.lock``, :mod:`xrdwidgets.workdir_lock`)
-        from its creation to its end; the folder must be writable (a probe file is created and
-        removed before anything else). ``job.json`` records the pid and host of the process.
+    Notes
+    -----
+    A job with a ``workdir`` holds the folder's exclusive lock (``job.lock``,
+    :mod:`xrdwidgets.workdir_lock`) from its creation to its end; the folder must be writable
+    (a probe file is created and removed before anything else). ``job.json`` records the pid
+    and host of the process.
 
     Raises
     ------
@@ -819,13 +826,13 @@ class Job:
             raise ValueError(f"Job: {path} records a fingerprint ({old!r}); pass the fingerprint= of this "
                              "computation to resume it")
         if old is None:
-            self._log(f"resume: {path} records no fingerprint; this job's cannot be compared")
+            self._log(f"resume: {path} records no fingerprint; this job's fingerprint cannot be compared")
             return
-        diffs = _fingerprint_differences(old, self.fingerprint)
+        diffs = _fingerprint_differences(old, self.fingerprint, str(path))
         if diffs:
-            raise ValueError(f"Job: {self.workdir} holds another computation ({'; '.join(diffs).replace('job.json', str(path))}); "
-                             "resume with the same one, pass overwrite=True to recompute here, or choose "
-                             "another workdir")
+            raise ValueError(f"Job: {self.workdir} holds another computation ({'; '.join(diffs)}); resume "
+                             "with the same one, pass overwrite=True to recompute here, or choose another "
+                             "workdir")
 
     def _check_finished_source(self):
         """Call the source with the finished folder's last checkpoint: the algorithm checks it
@@ -836,7 +843,7 @@ class Job:
         try:
             gen = self._source(checkpoint=ck)
         except (ValueError, TypeError) as exc:
-            raise ValueError(
+            raise _OtherComputation(
                 f"{self.workdir} holds the result of another computation, not given back: {exc}. Pass "
                 "overwrite=True to recompute it here, or choose another workdir") from exc
         if hasattr(gen, "close"):
@@ -854,8 +861,7 @@ class Job:
         except BaseException as exc:  # noqa: BLE001 - reported to the user, never lost
             self.error = exc
             self._log(traceback.format_exc())
-            self._finish(State.FAILED, describe_error(exc) if isinstance(exc, ValueError) and
-                         "holds the result of another" in str(exc) else
+            self._finish(State.FAILED, describe_error(exc) if isinstance(exc, _OtherComputation) else
                          f"cannot read the finished result {path}: {describe_error(exc)}")
 
     def _drop_chunks(self):
@@ -1099,8 +1105,8 @@ def run(source, *, name: str = "job", queue: bool | JobQueue = False, **kwargs) 
         ``False``: a thread of its own (starts now). ``True``: the default queue (jobs run one
         after another); or a given :class:`JobQueue`.
     **kwargs
-        ``rate_hz``, ``workdir``, ``save_result``, ``params``, ``resume``, ``overwrite`` (see
-        :class:`Job`).
+        ``rate_hz``, ``workdir``, ``save_result``, ``params``, ``resume``, ``overwrite``,
+        ``fingerprint`` (see :class:`Job`).
     """
     if queue:
         q = default_queue() if queue is True else queue

@@ -17,8 +17,15 @@ opened:
 No user text is ever evaluated (no ``eval``/``exec``/``pickle``); numbers come from numeric
 widgets, choices from fixed option lists.
 
+* **Writes** (the dashboards' export buttons) go through the same confinement: into
+  ``<data folder>/results/`` (:func:`results_root`), in a sub-folder a visitor may name
+  (:class:`ExportPlace`); an existing file is replaced only if this visitor's kernel wrote it,
+  unless the owner allows replacing (``XRDWIDGETS_ALLOW_OVERWRITE=1``,
+  ``xrdwidgets app --allow-overwrite``). Without a data folder (the owner's own notebook) exports
+  go where the owner says, as before.
+
 The data folder of a served app comes from the ``XRDWIDGETS_DATA_DIR`` environment variable
-(set by ``xrdwidgets app --data-dir DIR``), see :func:`data_root`.
+(set by ``xrdwidgets app --data-dir DIR``; the served app always has one), see :func:`data_root`.
 
 This module is core: it imports no widget library.
 """
@@ -36,12 +43,19 @@ __all__ = [
     "DATA_DIR_ENV", "MAX_UPLOAD_ENV", "DEFAULT_MAX_UPLOAD_MB", "max_upload_mb", "DATA_FILE_SUFFIXES", "DATA_STORE_SUFFIXES", "UPLOAD_SUFFIXES",
     "UnsafePathError", "UploadError", "data_root", "confine", "list_data_files", "sniff_format",
     "check_upload", "safe_filename", "write_upload",
+    "RESULTS_FOLDER", "ALLOW_OVERWRITE_ENV", "SCRATCH_ENV", "results_root", "overwrite_allowed", "ExportPlace",
 ]
 
 #: Environment variable holding the data folder of a served app.
 DATA_DIR_ENV = "XRDWIDGETS_DATA_DIR"
 #: Environment variable holding the upload limit (MB) of a served app.
 MAX_UPLOAD_ENV = "XRDWIDGETS_MAX_UPLOAD_MB"
+#: Environment variable: "1" lets visitors replace files in the results folder that they did not write.
+ALLOW_OVERWRITE_ENV = "XRDWIDGETS_ALLOW_OVERWRITE"
+#: Environment variable holding the served app's scratch folder (uploads go there).
+SCRATCH_ENV = "XRDWIDGETS_SCRATCH_DIR"
+#: Sub-folder of the data folder receiving the dashboards' exports.
+RESULTS_FOLDER = "results"
 #: Upload limit (MB) when none is configured.
 DEFAULT_MAX_UPLOAD_MB = 200.0
 #: File suffixes listed from a data folder (HDF5 files and ``.npy`` arrays).
@@ -160,6 +174,112 @@ def confine(path, root, *, must_exist: bool = False) -> Path:
     if must_exist and not resolved.exists():
         raise FileNotFoundError(f"{text!r}: no such file in the data folder")
     return resolved
+
+
+def results_root(root) -> Path:
+    """``<root>/results``: the folder dashboard exports go to, created when missing.
+
+    Raises :class:`UnsafePathError` when ``results`` is a symlink (or anything) resolving
+    outside ``root``.
+    """
+    folder = confine(RESULTS_FOLDER, root)
+    folder.mkdir(exist_ok=True)
+    return confine(RESULTS_FOLDER, root, must_exist=True)
+
+
+def overwrite_allowed(value=None) -> bool:
+    """Whether visitors may replace files they did not write (``XRDWIDGETS_ALLOW_OVERWRITE``)."""
+    if value is None:
+        value = os.environ.get(ALLOW_OVERWRITE_ENV, "")
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+class ExportPlace:
+    """Where a dashboard's exports go, and which files this visitor (this kernel) wrote.
+
+    Parameters
+    ----------
+    root : path-like or None
+        The data folder. Given: every export folder is a sub-folder of
+        ``<root>/results`` (:func:`results_root`) named by the visitor, confined to it (``..``,
+        absolute paths and symlinks out are refused with :class:`UnsafePathError`); an existing
+        file is replaced only when this object wrote it, or when ``allow_overwrite``. ``None``
+        (the owner's notebook, no data folder): folders are taken as given, relative to the
+        working directory, and ``overwrite`` replaces any file, as the owner asks.
+    allow_overwrite : bool, optional
+        Default :func:`overwrite_allowed` (the server option).
+
+    Attributes
+    ----------
+    base : pathlib.Path or None
+        ``<root>/results`` (created on first use), or ``None`` without a root.
+    written : set of pathlib.Path
+        Files written through :meth:`target` + :meth:`wrote` (resolved paths).
+    """
+
+    def __init__(self, root=None, *, allow_overwrite: bool | None = None):
+        self.root = None if root is None else Path(os.fspath(root)).resolve()
+        self.allow_overwrite = overwrite_allowed() if allow_overwrite is None else bool(allow_overwrite)
+        self.written: set[Path] = set()
+
+    @property
+    def confined(self) -> bool:
+        return self.root is not None
+
+    @property
+    def base(self) -> Path | None:
+        return None if self.root is None else results_root(self.root)
+
+    def folder(self, text) -> Path:
+        """The export folder for the visitor's text (created): relative to the results folder
+        (empty or ``.`` means the results folder itself) when confined."""
+        text = "" if text is None else os.fspath(text)
+        if not self.confined:
+            folder = Path(text.strip() or ".").expanduser()
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder
+        base = self.base
+        try:
+            folder = confine(text.strip() or ".", base)
+            folder.mkdir(parents=True, exist_ok=True)
+            return confine(folder, base, must_exist=True)     # nothing swapped in meanwhile
+        except UnsafePathError:
+            raise UnsafePathError(f"{text!r} is outside the results folder: exports go into "
+                                  f"'{RESULTS_FOLDER}/' of the data folder (give a sub-folder name)") from None
+
+    def target(self, folder: Path, name: str, overwrite: bool) -> tuple[Path, bool]:
+        """The file ``folder/name`` to write and whether it may replace an existing file.
+
+        Raises
+        ------
+        UnsafePathError
+            Confined and ``folder/name`` resolves outside the results folder (a symlink).
+        FileExistsError
+            Confined, ``overwrite`` asked for, the file exists, this visitor did not write it
+            and the owner does not allow replacing.
+        """
+        path = Path(folder) / name
+        if not self.confined:
+            return path, bool(overwrite)
+        resolved = confine(path, self.base)
+        if overwrite and (path.exists() or path.is_symlink()) and resolved not in self.written \
+                and not self.allow_overwrite:
+            raise FileExistsError(f"{self.shown(path)} exists and was not written from this page; "
+                                  "the server does not allow replacing it: choose another folder")
+        return path, bool(overwrite)
+
+    def wrote(self, path) -> None:
+        """Record a file written for this visitor."""
+        self.written.add(Path(path).resolve())
+
+    def shown(self, path) -> str:
+        """``path`` as a visitor may see it: relative to the data folder when confined."""
+        if not self.confined:
+            return str(path)
+        try:
+            return Path(path).resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            return Path(path).name
 
 
 def _is_data_file(name: str) -> bool:
@@ -317,7 +437,8 @@ def write_upload(name: str, content, *, max_bytes: int, directory=None) -> Path:
     content : bytes-like
     max_bytes : int
     directory : path-like, optional
-        Parent of the fresh folder (default: the system temp folder).
+        Parent of the fresh folder (default: the served app's scratch folder,
+        ``XRDWIDGETS_SCRATCH_DIR``, else the system temp folder).
 
     Returns
     -------
@@ -326,6 +447,10 @@ def write_upload(name: str, content, *, max_bytes: int, directory=None) -> Path:
         (``shutil.rmtree(path.parent)``).
     """
     check_upload(name, content, max_bytes=max_bytes)
+    if directory is None:
+        scratch = os.environ.get(SCRATCH_ENV, "").strip()
+        if scratch and os.path.isdir(scratch):
+            directory = scratch
     folder = Path(tempfile.mkdtemp(prefix="xrdwidgets-upload-", dir=directory))
     path = folder / safe_filename(name)
     with open(path, "xb") as fh:

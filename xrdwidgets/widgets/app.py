@@ -1,7 +1,7 @@
 """The App: one dashboard with a tab per step of the XRD-CT workflow.
 
-Data (load / upload / simulate) → Corrections → Reconstruct → Explore → ROI image → ROI pattern →
-Peak fitting. Every tab is a thin panel
+Integrate (raw detector frames → stack) → Data (load / upload / simulate) → Corrections →
+Reconstruct → Explore → ROI image → ROI pattern → Peak fitting. Every tab is a thin panel
 over one shared :class:`~xrdwidgets.widgets.state.AppState`; the App only wires them together.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["App"]
 
-TABS = ("Data", "Corrections", "Reconstruct", "Explore", "ROI image", "ROI pattern", "Peak fitting")
+TABS = ("Integrate", "Data", "Corrections", "Reconstruct", "Explore", "ROI image", "ROI pattern", "Peak fitting")
 
 
 class App:
@@ -61,7 +61,12 @@ class App:
     def _build(self, name: str):
         if name in self.panels:
             return self.panels[name]
-        if name == "Data":
+        if name == "Integrate":
+            from .integrate_panel import IntegratePanel
+
+            panel = IntegratePanel(self.state, data_dir=self._data_dir, workdir=self._workdir)
+            panel.on_done.append(lambda _stack: self.select("Data"))   # the stack opens in Data
+        elif name == "Data":
             from .data_panel import DataPanel
 
             panel = DataPanel(self.state, data_dir=self._data_dir)
@@ -76,7 +81,7 @@ class App:
         elif name == "Explore":
             from .explorer import Explorer
 
-            panel = Explorer(None, state=self.state)
+            panel = Explorer(None, state=self.state, data_dir=self._data_dir)
         else:
             from . import analysis_panel as _ap
 
@@ -143,7 +148,8 @@ class App:
 
     def _on_result(self, change):
         # a new result appears: show it in the Explore tab (the explorer follows the state)
-        if change is not None and len(change.get("new", {})) > len(change.get("old", {})):
+        old = change.get("old") if change is not None else None   # a traitlets Sentinel at first set
+        if change is not None and len(change.get("new", {})) > (len(old) if isinstance(old, dict) else 0):
             self.select("Explore")
 
     def _ipython_display_(self):  # pragma: no cover - notebook display

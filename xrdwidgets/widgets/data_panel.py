@@ -18,11 +18,11 @@ Bad files give a one-line error in the panel (never a traceback), and the panel 
 """
 from __future__ import annotations
 
-import html
 import itertools
 import logging
 import shutil
 import threading
+import weakref
 from pathlib import Path
 
 import ipywidgets as w
@@ -346,10 +346,9 @@ class DataPanel:
 
     # ------------------------------------------------------------------ messages
     def _show(self, text: str, kind: str = "info"):
-        color = {"error": "#b00020", "ok": "#1b5e20", "info": "inherit"}[kind]
-        role = ' role="alert"' if kind == "error" else ""
-        self.status.value = (f'<span class="xrdw-msg xrdw-{kind}"{role} style="color:{color}">'
-                             f"{html.escape(text)}</span>")
+        from ._views import message_html
+
+        self.status.value = message_html(text, kind)
 
     def _user_text(self, exc: BaseException) -> str:
         """The message of ``exc`` with server paths replaced by what the visitor knows."""
@@ -504,6 +503,9 @@ class DataPanel:
 
         def work():
             path = safety.write_upload(name, content, max_bytes=self.max_upload_bytes)
+            # removed on the next upload, on close, when the panel is collected, or when the
+            # kernel ends (a finalizer runs at interpreter exit)
+            self._upload_cleanup = weakref.finalize(self, shutil.rmtree, str(path.parent), True)
             self._upload_path, self._upload_name = path, shown
             self._hide[str(path)] = shown
             self._hide[str(path.parent)] = "upload"
@@ -539,6 +541,9 @@ class DataPanel:
         return self._start(f"reading {shown}", work, {str(path): shown, str(path.parent): "upload"})
 
     def _discard_upload(self):
+        cleanup = getattr(self, "_upload_cleanup", None)
+        if cleanup is not None:
+            cleanup()
         if self._upload_path is not None:
             shutil.rmtree(self._upload_path.parent, ignore_errors=True)
         self._upload_path, self._upload_name = None, ""

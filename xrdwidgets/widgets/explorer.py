@@ -26,6 +26,7 @@ everything is written in terms of the two image dims ``row``/``col`` of the cano
 from __future__ import annotations
 
 import functools
+import os
 import logging
 import threading
 import time
@@ -37,6 +38,7 @@ import traitlets as tl
 import xarray as xr
 
 from .. import data as _data
+from .. import safety
 from .. import views as _v
 from ..data import DataError
 from ._views import (
@@ -87,7 +89,13 @@ class Explorer(tl.HasTraits):
         Follow ``state.results`` / ``state.current``: the current result is shown, the other
         results (and ``state.truth["volume"]`` when it has the same size) are overlays.
     export_dir : path-like, optional
-        Folder of the export buttons (default: the working directory). Created when missing.
+        Folder of the export buttons, created when missing. With a data folder (``data_dir``,
+        always the case in the served app): a sub-folder of ``<data folder>/results/``
+        (default: that folder itself), confined to it, and an existing file is replaced only if
+        this Explorer wrote it (see :class:`xrdwidgets.safety.ExportPlace`). Without one: any
+        folder (default: the working directory).
+    data_dir : path-like, optional
+        The data folder (default: ``$XRDWIDGETS_DATA_DIR``, else none).
     name : str, optional
         Label of the main volume (default: its ``name`` or the state's current key).
     max_image_size : int
@@ -136,7 +144,7 @@ class Explorer(tl.HasTraits):
     window = tl.Tuple(tl.Int(), tl.Int(), default_value=(0, 1))
 
     def __init__(self, volume=None, *, compare: dict | None = None, state: AppState | None = None,
-                 export_dir=None, name: str | None = None, max_image_size: int = 512,
+                 export_dir=None, data_dir=None, name: str | None = None, max_image_size: int = 512,
                  cmap: str = "viridis", percentiles=(1.0, 99.0), log: bool = False,
                  image_size=IMAGE_SIZE, pattern_size=PATTERN_SIZE):
         super().__init__()
@@ -145,7 +153,13 @@ class Explorer(tl.HasTraits):
         _v._check_cmap(cmap, type(self).__name__)
         _v.decimation_factors((1, 1), max_image_size)  # validates max_image_size
         self.max_image_size = int(max_image_size)
-        self.export_dir = Path(export_dir) if export_dir is not None else Path(".")
+        try:
+            root = safety.data_root(data_dir)
+        except NotADirectoryError:      # misconfigured: exports are refused, never unconfined
+            root = Path(data_dir if data_dir is not None else os.environ[safety.DATA_DIR_ENV])
+        self.exports = safety.ExportPlace(root)
+        default = "" if self.exports.confined else "."
+        self.export_dir = str(export_dir) if export_dir is not None else default
         self.state = state
         self.timings = {"pattern": float("nan"), "image": float("nan")}
         self._image_size = tuple(image_size)
@@ -223,6 +237,7 @@ class Explorer(tl.HasTraits):
         self.w_overlays = w.SelectMultiple(options=[], value=[], description="overlay", rows=3,
                                            layout=w.Layout(width="260px"))
         self.w_export_dir = w.Text(value=str(self.export_dir), description="folder",
+                                   placeholder=f"{safety.RESULTS_FOLDER}/…" if self.exports.confined else "",
                                    layout=w.Layout(width="300px"))
         self.w_image_fmt = w.Dropdown(options=list(_v.IMAGE_FORMATS), value="png",
                                       layout=w.Layout(width="70px"))
@@ -753,7 +768,7 @@ class Explorer(tl.HasTraits):
             self.pattern_fig.layout.yaxis.type = "log" if change["new"] else "linear"
 
     def _on_export_dir(self, change):
-        self.export_dir = Path(change["new"]).expanduser()
+        self.export_dir = str(change["new"])
 
     @_guarded
     def _on_state(self, change=None):
@@ -788,10 +803,9 @@ class Explorer(tl.HasTraits):
         r, c = self.pixel
         return _v.export_name(self._name, f"{row}{r}", f"{col}{c}")
 
-    def _target(self, what, fmt, folder):
-        folder = Path(folder) if folder is not None else self.export_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"{self._stem(what)}.{fmt}"
+    def _target(self, what, fmt, folder, overwrite):
+        folder = self.exports.folder(folder if folder is not None else self.export_dir)
+        return self.exports.target(folder, f"{self._stem(what)}.{fmt}", overwrite)
 
     def export_image(self, fmt: str = "png", *, folder=None, overwrite: bool = False) -> Path:
         """Write the current full-resolution image (PNG as shown: colormap, log, limits; or
@@ -803,10 +817,12 @@ class Explorer(tl.HasTraits):
         self._require()
         if fmt not in _v.IMAGE_FORMATS:
             raise DataError(f"export_image: fmt must be one of {_v.IMAGE_FORMATS}, found {fmt!r}")
-        path = self._target("image", fmt, folder)
+        path, overwrite = self._target("image", fmt, folder, overwrite)
         limits = self._limits if self.shown_image is not None else None
-        return _v.save_image(self.image, path, cmap=self.w_cmap.value, limits=limits,
-                             log=self.w_log.value, overwrite=overwrite)
+        out = _v.save_image(self.image, path, cmap=self.w_cmap.value, limits=limits,
+                            log=self.w_log.value, overwrite=overwrite)
+        self.exports.wrote(out)
+        return out
 
     def export_pattern(self, fmt: str = "xy", *, folder=None, overwrite: bool = False) -> Path:
         """Write the patterns at the current pixel (main + visible overlays) as ``.xy``,
@@ -815,8 +831,10 @@ class Explorer(tl.HasTraits):
         self._require()
         if fmt not in _v.PATTERN_FORMATS:
             raise DataError(f"export_pattern: fmt must be one of {_v.PATTERN_FORMATS}, found {fmt!r}")
-        path = self._target("pattern", fmt, folder)
-        return _v.save_patterns(self.patterns, path, overwrite=overwrite)
+        path, overwrite = self._target("pattern", fmt, folder, overwrite)
+        out = _v.save_patterns(self.patterns, path, overwrite=overwrite)
+        self.exports.wrote(out)
+        return out
 
     @_guarded
     def _export_clicked(self, what: str):
@@ -827,6 +845,10 @@ class Explorer(tl.HasTraits):
             else:
                 path = self.export_pattern(self.w_pattern_fmt.value, overwrite=self.w_overwrite.value)
         except FileExistsError as exc:
-            self._say(f"⚠ {exc.args[0].split(';')[0]}: not replaced (tick “overwrite” to replace)")
+            if self.w_overwrite.value:     # refused although asked: the message says why
+                self._say(f"⚠ {exc}")
+            else:
+                shown = self.exports.shown(Path(exc.args[0].split(" exists")[0]))
+                self._say(f"⚠ {shown} exists: not replaced (tick “overwrite” to replace)")
             return
-        self._say(f"saved {path}")
+        self._say(f"saved {self.exports.shown(path)}")

@@ -1,0 +1,348 @@
+"""Frames → sinogram stack: integrate a whole scan, out of core and resumable.
+
+:func:`iterate_integration` is an algorithm generator (like every reconstruction): it yields
+:class:`~xrdwidgets.recon.base.Progress` events (one per chunk of frames, with ``frames``,
+``frames_per_s`` and ``eta_s`` in ``metrics``) and returns the sinogram stack
+``(translation, angle, tth | q)``. :func:`integrate` runs it to the end. The same generator runs
+in a notebook, under ``xrdwidgets integrate`` (progress bar) and as a background job
+(:func:`xrdwidgets.jobs.run`).
+
+Out of core and resumable
+    With ``out=`` the patterns of each chunk of frames are written, as soon as the chunk is
+    integrated, to a work store ``<out>.partial.zarr`` beside the output (a zarr array frames ×
+    bins, one zarr chunk per frame chunk, and a marker file per finished chunk). A cancelled or
+    killed run started again with the same inputs continues with the chunks that have no
+    marker; the work store records a fingerprint of the inputs (frame files, PONI, mask,
+    settings, plan) and refuses to mix different runs. When every chunk is done the stack is
+    assembled (lazily, dask) into ``out`` (HDF5 ``.h5``, or zarr ``.zarr``) and the work store
+    is removed. Raw files are only read.
+
+Provenance (attrs of the result)
+    ``integrate_poni`` (the PONI text), ``integrate_poni_file``, ``integrate_mask_file`` and its
+    SHA-256, ``integrate_settings`` (JSON: unit, bins, method, trim, engine …),
+    ``integrate_plan`` (JSON), ``integrate_frame_files`` and ``integrate_frame_sha256`` (JSON
+    lists), and the usual ``provenance_*`` keys.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .. import data as _data
+from ..data import DataError
+from ..recon.base import Progress, run_to_end
+from .calibration import file_sha256, load_image, load_poni, scan_geometry
+from .engines import UNITS, IntegrationOptions, Integrator
+from .plan import ScanPlan, ScanPlanError, plan_from_motors
+from .readers import FrameSource, open_frames
+
+log = logging.getLogger(__name__)
+
+__all__ = ["iterate_integration", "integrate", "integrate_frames", "resolve_plan", "work_store"]
+
+_DONE = "done"
+_FINGERPRINT = "xrdwidgets_integrate_fingerprint"
+
+
+def work_store(out) -> Path:
+    """The work store of an output path: ``<out>.partial.zarr``."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial.zarr")
+
+
+def resolve_plan(source: FrameSource, plan=None, *, n_translations=None, n_angles=None,
+                 order: str = "raster", use_motors: bool = True, live: bool = False) -> ScanPlan:
+    """The scan plan: given, else from the file's motor positions, else a regular grid.
+
+    ``live``: the acquisition is still running; the plan must be declared (``plan`` or
+    ``n_translations`` and ``n_angles``) and the source may hold fewer frames than it.
+
+    Raises
+    ------
+    ScanPlanError
+        The frame count does not fit, or nothing says how frames map to the grid.
+    """
+    if live and plan is None and (n_translations is None or n_angles is None):
+        raise ScanPlanError(f"{source.name}: a running acquisition needs the scan plan (plan=, or "
+                            "n_translations and n_angles)")
+    if plan is None and use_motors and not live and {"translation", "rotation"} <= set(source.motors):
+        units = source.motor_units.get("translation") or "mm"
+        plan = plan_from_motors(source.motors["translation"], source.motors["rotation"],
+                                n_translations=n_translations, n_angles=n_angles,
+                                translation_units=units)
+    elif plan is None:
+        if n_translations is None and n_angles is None:
+            raise ScanPlanError(f"{source.name}: no motor positions (translation, rotation) in the "
+                                "file; give the scan plan (n_translations, n_angles and order, or plan=)")
+        n = source.n_frames
+        if n_translations is None:
+            n_translations = n // int(n_angles)
+        if n_angles is None:
+            n_angles = n // int(n_translations)
+        plan = ScanPlan.regular(int(n_translations), int(n_angles), order=order)
+    if live:
+        if source.n_frames > plan.n_frames:
+            plan.check_frames(source.n_frames, where=source.name)
+    else:
+        plan.check_frames(source.n_frames, where=source.name)
+    return plan
+
+
+def _fingerprint(source, poni_text, mask_info, integ, plan, chunk):
+    return json.dumps({"files": [str(f) for f in source.files], "n_frames": source.n_frames,
+                       "frame_shape": list(source.frame_shape), "poni": poni_text, "mask": mask_info,
+                       "settings": integ.describe(), "plan": plan.to_dict(), "chunk": int(chunk),
+                       "cells": np.asarray(plan.frame_cells()).ravel().tolist()[:2000]},
+                      sort_keys=True, default=str)
+
+
+def _open_store(path: Path, n_frames, bins, chunk, fingerprint, overwrite):
+    import zarr
+
+    if path.exists() and overwrite:
+        shutil.rmtree(path)
+    if path.exists():
+        grp = zarr.open_group(str(path), mode="r+")
+        found = grp.attrs.get(_FINGERPRINT)
+        if found != fingerprint:
+            raise DataError(f"{path}: work store of a different integration (other frames, PONI, mask, "
+                            "settings or plan); remove it or pass overwrite=True to start again")
+        arr = grp["patterns"]
+    else:
+        grp = zarr.open_group(str(path), mode="w")
+        arr = grp.create_array("patterns", shape=(n_frames, bins), chunks=(chunk, bins), dtype="float32",
+                               fill_value=np.nan)
+        grp.attrs[_FINGERPRINT] = fingerprint
+    (path / _DONE).mkdir(exist_ok=True)
+    return arr
+
+
+def _poni_text(poni, ai):
+    if isinstance(poni, (str, Path)) and Path(poni).is_file():
+        return Path(poni).read_text(errors="replace")
+    return str(ai)
+
+
+def _combined_mask(source, mask, use_file_mask):
+    parts, info = [], {}
+    if mask is not None:
+        parts.append(load_image(mask, "mask", source.frame_shape))
+        if isinstance(mask, (str, Path)):
+            p = str(mask).split("::")[0]
+            info = {"file": str(mask), "sha256": file_sha256(p)}
+        else:
+            info = {"file": None, "pixels": int(parts[-1].sum())}
+    if use_file_mask and source.pixel_mask is not None:
+        parts.append(source.pixel_mask)
+        info["file_pixel_mask"] = int(source.pixel_mask.sum())
+    if not parts:
+        return None, info
+    m = parts[0]
+    for p in parts[1:]:
+        m = m | p
+    return m, info
+
+
+def _angle_range(angles):
+    a = np.asarray(angles, float)
+    span = 180.0 if a.size < 2 or a[-1] - a[0] < 180.0 else 360.0
+    return (float(a[0]), float(a[0] + span))
+
+
+def iterate_integration(raw, poni, *, out=None, plan: ScanPlan | None = None, n_translations=None,
+                        n_angles=None, order: str = "raster", mask=None, dark=None, flat=None,
+                        options: IntegrationOptions | None = None, chunk: int = 64, dataset=None,
+                        use_file_mask: bool = True, use_motors: bool = True, checksums: bool = True,
+                        overwrite: bool = False, prefetch: int = 2, wait_s: float | None = None,
+                        poll_s: float = 0.5, **option_kwargs):
+    """Integrate a raw scan into a sinogram stack, chunk by chunk (a generator).
+
+    Parameters
+    ----------
+    raw : path, list of paths, folder, glob or FrameSource
+        The frames (see :func:`~xrdwidgets.integrate.readers.open_frames`).
+    poni : path or pyFAI integrator
+        Calibration; its wavelength gives the energy of the result's geometry.
+    out : path, optional
+        Output file (``.h5`` or ``.zarr``): makes the run out of core and resumable (module
+        docstring). An existing output is only replaced with ``overwrite=True``.
+    plan : ScanPlan, optional
+        Default: from the motor positions in the file, else ``n_translations``, ``n_angles`` and
+        ``order`` (see :func:`resolve_plan`).
+    mask, dark, flat : array or path, optional
+        Corrections (the file's own pixel mask is added when ``use_file_mask``).
+    options : IntegrationOptions, optional
+        Or its fields as keywords (``unit="q"``, ``bins=500``, ``method="trimmed"``, …).
+    chunk : int
+        Frames per batch (and per zarr chunk of the work store).
+    checksums : bool
+        Record the SHA-256 of every frame file in the result's attrs.
+    wait_s : float, optional
+        Live mode (a running acquisition): integrate the frames already written, then look for
+        new ones every ``poll_s`` seconds (:meth:`FrameSource.refresh`) until the plan's frames
+        are all there; give up with :class:`ScanPlanError` after ``wait_s`` seconds without a
+        new frame. Needs a declared plan. While waiting, a :class:`Progress` with
+        ``metrics["waiting"] = True`` is yielded each poll (so a job can be cancelled).
+
+    Yields
+    ------
+    Progress
+        One per chunk: ``iteration`` = chunks done, ``total``, ``metrics`` with ``frames``,
+        ``n_frames``, ``frames_per_s``, ``eta_s``.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``sinogram`` (translation, angle, tth | q), float32, counts per pixel of normal
+        incidence; coords in mm / deg / deg or 1/Å; geometry from the PONI and the plan.
+    """
+    if options is None:
+        options = IntegrationOptions(**option_kwargs)
+    elif option_kwargs:
+        raise TypeError(f"give options= or option keywords, not both ({sorted(option_kwargs)})")
+    source = raw if isinstance(raw, FrameSource) else open_frames(raw, dataset=dataset)
+    out = None if out is None else Path(out)
+    if out is not None and out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: exists; pass overwrite=True to replace it")
+    ai = load_poni(poni, shape=source.frame_shape)
+    live = wait_s is not None
+    plan = resolve_plan(source, plan, n_translations=n_translations, n_angles=n_angles, order=order,
+                        use_motors=use_motors, live=live)
+    full_mask, mask_info = _combined_mask(source, mask, use_file_mask)
+    integ = Integrator(ai, source.frame_shape, options, mask=full_mask, dark=dark, flat=flat)
+    n, bins, chunk = plan.n_frames, options.bins, max(1, int(chunk))
+    n_chunks = math.ceil(n / chunk)
+    poni_text = _poni_text(poni, ai)
+    if out is not None:
+        store = work_store(out)
+        arr = _open_store(store, n, bins, chunk, _fingerprint(source, poni_text, mask_info, integ, plan, chunk),
+                          overwrite)
+        done = {int(p.name) for p in (store / _DONE).iterdir() if p.name.isdigit()}
+    else:
+        arr = np.full((n, bins), np.nan, np.float32)
+        done = set()
+    pending = [k for k in range(n_chunks) if k not in done]
+    if done:
+        log.info("%s: resuming, %d of %d chunks already done", out, len(done), n_chunks)
+    t0 = time.perf_counter()
+    frames_done = 0
+    last_new = time.monotonic()
+
+    def progress(**extra):
+        dt = time.perf_counter() - t0
+        rate = frames_done / dt if dt > 0 and frames_done else float("nan")
+        left = n - min(n, len(done) * chunk)
+        return Progress(iteration=len(done), total=n_chunks,
+                        metrics={"frames": min(n, len(done) * chunk), "n_frames": n, "frames_per_s": rate,
+                                 "eta_s": left / rate if rate > 0 else None, **extra})
+
+    try:
+        while pending:
+            avail = source.n_frames
+            ready = [k for k in pending if min((k + 1) * chunk, n) <= avail]
+            if not ready:               # live: wait for the acquisition
+                if not live or time.monotonic() - last_new > wait_s:
+                    raise ScanPlanError(f"{source.name}: {avail} of the plan's {n} frames after waiting "
+                                        f"{wait_s or 0:g} s for more")
+                time.sleep(poll_s)
+                if source.refresh():
+                    last_new = time.monotonic()
+                yield progress(waiting=True, frames_written=source.n_frames)
+                continue
+            for start, frames in source.iter_chunks(chunk, indices=[k * chunk for k in ready], stop=n,
+                                                    prefetch=prefetch):
+                pat = integ.integrate(frames)
+                arr[start:start + pat.shape[0]] = pat
+                if out is not None:
+                    (store / _DONE / str(start // chunk)).touch()
+                done.add(start // chunk)
+                frames_done += pat.shape[0]
+                yield progress()
+            pending = [k for k in pending if k not in done]
+    finally:
+        if source is not raw:
+            source.close()
+    idx = plan.acquisition_index()
+    if out is not None:
+        import dask.array as dsa
+
+        data = dsa.from_zarr(arr)[idx.ravel()].reshape(idx.shape + (bins,))
+    else:
+        data = arr[idx.ravel()].reshape(idx.shape + (bins,))
+    t = plan.translations
+    step = float(np.median(np.diff(t))) if t.size > 1 else None
+    geom = scan_geometry(ai, translation_step_mm=step if plan.translation_units == "mm" else None,
+                         angle_range_deg=_angle_range(plan.angles))
+    dim = options.unit
+    attrs = {"integrate_poni": poni_text,
+             "integrate_poni_file": str(poni) if isinstance(poni, (str, Path)) else "",
+             "integrate_mask": json.dumps(mask_info),
+             "integrate_settings": json.dumps(integ.describe()),
+             "integrate_plan": json.dumps(plan.to_dict()),
+             "integrate_frame_files": json.dumps([str(f) for f in source.files])}
+    if checksums:
+        attrs["integrate_frame_sha256"] = json.dumps([file_sha256(f) for f in source.files])
+    attrs.update(_data.provenance("xrdwidgets.integrate", {"raw": source.name, "n_frames": n}))
+    da = _data.sinogram_stack(data, translation=t, angle=plan.angles, spectral=integ.radial,
+                              spectral_dim=dim, geometry=geom, name="sinogram", units="counts",
+                              attrs=attrs, validate_values=False)
+    if plan.translation_units != "mm":
+        da["translation"].attrs["units"] = _data.PIXEL_UNITS
+    da[dim].attrs["units"] = UNITS[dim][1]
+    if out is None:
+        return da
+    from .. import io
+
+    if out.suffix == ".zarr":
+        io.save_zarr(da, out, overwrite=overwrite, producer="xrdwidgets.integrate")
+        result = io.open_zarr(out)
+    else:
+        io.save(da, out, overwrite=overwrite, producer="xrdwidgets.integrate",
+                parameters={"raw": source.name})
+        result = io.load(out)
+    shutil.rmtree(work_store(out), ignore_errors=True)
+    return result
+
+
+def integrate(raw, poni, **kwargs) -> xr.DataArray:
+    """Integrate a raw scan into a sinogram stack (runs :func:`iterate_integration` to the end).
+
+    ``callback=`` (optional) is called with every :class:`Progress`; other keywords as
+    :func:`iterate_integration`.
+
+    Examples
+    --------
+    >>> stack = integrate("scan_master.h5", "scan.poni", bins=500, method="trimmed", trim=10)
+    """
+    callback = kwargs.pop("callback", None)
+    return run_to_end(iterate_integration(raw, poni, **kwargs), callback)
+
+
+def integrate_frames(frames, poni, *, mask=None, dark=None, flat=None, **option_kwargs) -> xr.DataArray:
+    """Patterns of a few frames in memory: ``(frame, tth | q)`` DataArray (previews, tests).
+
+    Parameters
+    ----------
+    frames : array (n, ny, nx) or (ny, nx)
+    poni : path or pyFAI integrator
+    **option_kwargs
+        Fields of :class:`IntegrationOptions`.
+    """
+    f = np.asarray(frames)
+    f = f[None] if f.ndim == 2 else f
+    ai = load_poni(poni, shape=f.shape[1:])
+    opts = IntegrationOptions(**option_kwargs)
+    integ = Integrator(ai, f.shape[1:], opts, mask=mask, dark=dark, flat=flat)
+    dim = opts.unit
+    da = xr.DataArray(integ.integrate(f), dims=("frame", dim),
+                      coords={"frame": np.arange(f.shape[0]), dim: integ.radial}, name="pattern",
+                      attrs={"units": "counts", "integrate_settings": json.dumps(integ.describe())})
+    da[dim].attrs["units"] = UNITS[dim][1]
+    return da
