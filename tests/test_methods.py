@@ -133,7 +133,7 @@ def test_a_killed_cli_run_resumes_from_its_work_folder(scan, tmp_path):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         t0 = time.time()
-        while not list((wd / "chunks").glob("*.npy")) and time.time() - t0 < 300:
+        while not (wd / "checkpoint.pt").exists() and time.time() - t0 < 300:
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)

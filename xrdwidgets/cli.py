@@ -193,10 +193,10 @@ def cmd_reconstruct(args) -> int:
     if not _check_out(out, args.overwrite):
         return 2
     if args.workdir:
-        from .jobs import CHECKPOINT_FILE, RESULT_FILE
+        from .jobs import CHECKPOINT_FILE, CHUNKS_DIR, JOB_FILE, RESULT_FILE
 
         wd = Path(args.workdir)
-        if (wd / CHECKPOINT_FILE).exists() or (wd / RESULT_FILE).exists():
+        if any((wd / f).exists() for f in (JOB_FILE, CHECKPOINT_FILE, CHUNKS_DIR, RESULT_FILE)):
             print(f"error: {wd} holds a former run; continue it with: xrdwidgets resume {wd} "
                   "(or choose another --workdir)", file=sys.stderr)
             return 2
