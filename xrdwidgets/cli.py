@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from .checks import check_writable
+
 log = logging.getLogger("xrdwidgets.cli")
 
 _EPILOG = """\
@@ -65,6 +67,7 @@ def cmd_demo(args) -> int:
         return cmd_demo_raw(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    check_writable(out, what="output folder")
     h5, png = out / "demo.h5", out / "demo.png"
     for p in (h5, png):
         if p.exists() and not args.overwrite:
@@ -117,6 +120,8 @@ def cmd_reconstruct(args) -> int:
     if out.exists() and not args.overwrite:
         print(f"error: {out} exists; pass --overwrite or choose --out", file=sys.stderr)
         return 2
+    # before any reading or computing: the output must be writable (probe file)
+    check_writable(out.parent, what=f"output folder of {out.name}")
     obj = io.load(src)
     if args.variable:
         obj = obj[args.variable]

@@ -19,12 +19,24 @@ array's ``attrs`` under ``geometry_*`` keys; provenance under ``provenance_*`` k
 
 Functions accept any dim order and return canonical order. Errors are :class:`DataError`
 (a ``ValueError``) and name the variable, what was expected and what was found.
+
+Plausibility (checked once, in :func:`validate_sinogram_stack` / :func:`validate_volume`, which
+every constructor and reconstruction calls)
+    Rotation angles in degrees that look like radians (all within ±2π+0.001 and spanning at
+    least 0.9π: a half or full turn in radians), or that span more than two turns (720°), and
+    2θ values below 0° or above 180° are refused with a :class:`DataError` naming the variable,
+    the range expected and found. Angles stored in radians (coordinate ``units`` ``"rad"``)
+    are converted to degrees; the constructors take ``angle_units="rad"``. A range that is
+    right although unusual is accepted after :func:`accept_range` (it marks the coordinate
+    with ``attrs["range_checked"] = 1``). Constant data (all values equal, e.g. all zero)
+    give a :class:`DataWarning` naming the variable.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import logging
+import warnings
 
 import numpy as np
 import xarray as xr
@@ -40,7 +52,7 @@ __all__ = [
     "SINOGRAM_DIMS", "IMAGE_DIMS", "UNITS", "LONG_NAMES", "DataError",
     "sinogram_stack", "volume", "validate_sinogram_stack", "validate_volume", "validate",
     "kind_of", "spectral_dim", "canonical", "get_geometry", "set_geometry", "convert_spectral",
-    "provenance", "as_dataarray", "nonfinite_counts",
+    "provenance", "as_dataarray", "nonfinite_counts", "accept_range", "DataWarning", "RANGE_CHECKED",
 ]
 
 TRANSLATION = "translation"
@@ -69,6 +81,18 @@ LONG_NAMES = {
 PIXEL_UNITS = "px"
 
 _DEFAULT_NAMES = {"sinogram": "sinogram", "volume": "volume"}
+
+
+#: Coordinate attribute set by :func:`accept_range`: its unusual range is meant.
+RANGE_CHECKED = "range_checked"
+_DEG_UNITS = ("deg", "degree", "degrees", "°")
+_RAD_UNITS = ("rad", "radian", "radians")
+#: Most rotation a sinogram's angles may span (two turns) unless accepted.
+MAX_ANGLE_SPAN_DEG = 720.0
+
+
+class DataWarning(UserWarning):
+    """Data that are valid but probably not what was meant (e.g. all values equal)."""
 
 
 class DataError(ValueError):
@@ -264,7 +288,7 @@ def _default_coord(dim, n, geometry):
 def sinogram_stack(data, *, dims=None, translation=None, angle=None, spectral=None,
                    spectral_dim: str = "tth", z=None, time=None, geometry: ScanGeometry | None = None,
                    name: str = "sinogram", units: str = "counts", attrs: dict | None = None,
-                   validate_values: bool = True) -> xr.DataArray:
+                   validate_values: bool = True, angle_units: str = "deg") -> xr.DataArray:
     """Wrap an array as a labelled sinogram stack.
 
     Parameters
@@ -286,6 +310,9 @@ def sinogram_stack(data, *, dims=None, translation=None, angle=None, spectral=No
     geometry : ScanGeometry, optional
     validate_values : bool
         Check for NaN/inf (skipped for lazy dask data).
+    angle_units : {"deg", "rad"}
+        Units of ``angle``; radians are converted to degrees (the data model's unit). Angles
+        that look like radians while declared degrees are refused (module docstring).
 
     Returns
     -------
@@ -293,6 +320,13 @@ def sinogram_stack(data, *, dims=None, translation=None, angle=None, spectral=No
         Canonical order ``(time, z, translation, angle, spectral)``.
     """
     _spectral_from_kwargs(spectral, spectral_dim, name)
+    au = str(angle_units).strip().lower()
+    if au in _RAD_UNITS:
+        if angle is None:
+            raise DataError(f"{name}: angle_units={angle_units!r} needs angle= values")
+        angle = np.rad2deg(np.asarray(angle, dtype=float))
+    elif au not in _DEG_UNITS:
+        raise DataError(f"{name}: angle_units must be 'deg' or 'rad', found {angle_units!r}")
     coords = {TRANSLATION: translation, ANGLE: angle, spectral_dim: spectral, Z: z, TIME: time}
     da = _build(data, dims, coords, SINOGRAM_DIMS, spectral_dim=spectral_dim, geometry=geometry,
                 name=name, units=units, attrs=attrs, var=name)
@@ -341,6 +375,88 @@ def _is_lazy(da):
     return not isinstance(da.data, np.ndarray)
 
 
+def accept_range(obj, dim: str):
+    """A shallow copy of ``obj`` whose coordinate ``dim`` is marked as meant to have its range.
+
+    For a range the plausibility checks refuse although it is right (e.g. angles in degrees
+    that span only 3–6°, or a scan of more than two turns): sets
+    ``attrs["range_checked"] = 1`` on the coordinate. Values are not changed.
+    """
+    if dim not in obj.coords:
+        raise DataError(f"accept_range: {getattr(obj, 'name', None) or 'data'} has no coordinate {dim!r}")
+    var = obj[dim].variable.copy(deep=False)
+    var.attrs = {**var.attrs, RANGE_CHECKED: 1}
+    return obj.assign_coords({dim: var})
+
+
+def _range_refused(var, dim, found, expected, hint):
+    return DataError(f"{var}: coordinate {dim!r} {found}; expected {expected}. {hint} If the values "
+                     f"are right, accept them with xrdwidgets.data.accept_range(data, {dim!r})")
+
+
+def _check_angles(da, var):
+    """Angles in degrees and plausible; radians (declared by ``units``) converted."""
+    c = da.coords[ANGLE]
+    units = str(c.attrs.get("units", "deg")).strip().lower()
+    if units in _RAD_UNITS:
+        log.info("%s: angles given in radians; converted to degrees", var)
+        attrs = {**c.attrs, "units": "deg"}
+        da = da.assign_coords({ANGLE: (ANGLE, np.rad2deg(np.asarray(c.values, float)), attrs)})
+        c = da.coords[ANGLE]
+    elif units not in _DEG_UNITS:
+        raise DataError(f"{var}: coordinate 'angle' has units {c.attrs.get('units')!r}; expected "
+                        "'deg' (or 'rad', converted)")
+    if c.attrs.get(RANGE_CHECKED) or c.size < 2:
+        return da
+    v = np.asarray(c.values, float)
+    lo, hi = float(v.min()), float(v.max())
+    span = hi - lo
+    if max(abs(lo), abs(hi)) <= 2 * np.pi + 1e-3 and span >= 0.9 * np.pi:
+        raise _range_refused(
+            var, ANGLE, f"spans {lo:.4g} to {hi:.4g} (declared degrees), which looks like radians",
+            "rotation angles in degrees (e.g. 0 to 180)",
+            "Convert them (np.rad2deg), set the coordinate's units to 'rad', or pass angle_units='rad' "
+            "to the constructor.")
+    if span > MAX_ANGLE_SPAN_DEG + 1e-6:
+        raise _range_refused(
+            var, ANGLE, f"spans {lo:.6g} to {hi:.6g}° ({span / 360:.1f} turns)",
+            f"at most {MAX_ANGLE_SPAN_DEG:.0f}° (two turns) of rotation",
+            "Check the angle source (a counter in other units? several scans appended?).")
+    return da
+
+
+def _check_tth(da, var):
+    c = da.coords["tth"]
+    units = str(c.attrs.get("units", "deg")).strip().lower()
+    if units not in _DEG_UNITS or c.attrs.get(RANGE_CHECKED) or c.size == 0:
+        return
+    v = np.asarray(c.values, float)
+    lo, hi = float(v.min()), float(v.max())
+    if lo < 0 or hi > 180:
+        raise _range_refused(var, "tth", f"spans {lo:.6g} to {hi:.6g}°", "2θ within 0 to 180°",
+                             "Is the axis in other units (q in 1/Å: spectral_dim='q'; radians)?")
+
+
+def _warn_if_constant(da, var):
+    if da.size < 2:
+        return
+    lo, hi = da.data.min(), da.data.max()
+    if lo == hi:
+        warnings.warn(f"{var}: all {da.size} values are {float(lo):g} (constant data): nothing to "
+                      "reconstruct or fit; check the file and the variable", DataWarning,
+                      stacklevel=_caller_stacklevel())
+
+
+def _caller_stacklevel() -> int:
+    """``stacklevel`` of the first frame outside xrdwidgets (a warning points at the user's line)."""
+    import sys
+
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("xrdwidgets"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _validate(obj, kind, *, check_finite, name):
     da = as_dataarray(obj, kind)
     var = name or da.name or kind
@@ -386,6 +502,10 @@ def _validate(obj, kind, *, check_finite, name):
                 )
     if da.sizes[spec[0]] < 1 or any(da.sizes[d] < 1 for d in core):
         raise DataError(f"{var}: empty {kind}: sizes {dict(da.sizes)}")
+    if kind == "sinogram":
+        da = _check_angles(da, var)
+    if spec[0] == "tth":
+        _check_tth(da, var)
     if check_finite and not (check_finite != "always" and _is_lazy(da)):
         n_nan, n_inf = nonfinite_counts(da)
         if n_nan or n_inf:
@@ -393,6 +513,7 @@ def _validate(obj, kind, *, check_finite, name):
                 f"{var}: expected finite values, found {n_nan} NaN and {n_inf} inf of {da.size} "
                 "(fill or mask them first, e.g. da.fillna(0))"
             )
+        _warn_if_constant(da, var)
     if "geometry_energy_keV" in da.attrs or any(k.startswith("geometry_") for k in da.attrs):
         try:
             get_geometry(da)

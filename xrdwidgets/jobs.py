@@ -43,6 +43,23 @@ Resume protocol
     (:mod:`xrdwidgets.recon.driver`), so a volume is written once, not once per batch. When the
     result is stored, the chunk files are removed (``result.h5`` holds it all).
 
+Safety of a work folder (a result is never handed back for the wrong computation)
+    *One job per folder*: a job holds the folder's exclusive lock (``job.lock``,
+    :mod:`xrdwidgets.workdir_lock`) from its creation to its end; a second job, in this process
+    or another, gets a :class:`WorkdirBusyError` naming the holder (pid, host, job name, start
+    time). The lock of a process that died is taken over (logged). *Checks before work*: the
+    folder must be writable (a probe file). *Fingerprints*: before ``result.h5`` is given back
+    as "already done", the source is called with the folder's last checkpoint, which makes the
+    algorithm compare the checkpoint's fingerprint (method, parameters, data hash) with its own
+    arguments without running anything; a mismatch fails the job with what differs (pass
+    ``overwrite=True`` to recompute). A generic source can pass ``fingerprint=`` (recorded in
+    ``job.json``, compared on resume). *Checksums*: ``checkpoint.pt`` (format version 2) wraps
+    its content with a sha256, and lists a sha256 of every chunk file as written; reading
+    verifies them. A damaged ``checkpoint.pt`` is a :class:`CheckpointError`; a damaged chunk is
+    a CheckpointError from :func:`load_checkpoint`, and is left out (so recomputed, never merged)
+    when a job resumes. *Crashes*: ``job.json`` records the pid and host; :func:`job_info`
+    reports a job still marked running whose process is gone as ``"crashed"``.
+
 Subscribers run in a dispatcher thread, never in the worker; they must only set widget
 traits (no ``display()``/``print`` into Output widgets from threads).
 """
@@ -50,6 +67,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import inspect
 import itertools
 import json
@@ -63,25 +81,33 @@ import tempfile
 import threading
 import time
 import traceback
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .checks import check_writable
+from .workdir_lock import LOCK_FILE, WorkdirBusyError, process_alive, this_process
+from .workdir_lock import acquire as _acquire_lock
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "CHECKPOINT_FILE",
     "CHUNKS_DIR",
+    "LOCK_FILE",
     "RESULT_FILE",
     "CheckpointError",
     "Job",
     "JobEvent",
     "JobQueue",
     "State",
+    "WorkdirBusyError",
     "default_queue",
     "describe_error",
     "job_info",
@@ -98,13 +124,17 @@ RESULT_FILE = "result.h5"
 CHUNKS_DIR = "chunks"
 JOB_FILE = "job.json"
 _FORMAT = "xrdwidgets.checkpoint"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: a sha256 of the content and of every part; 1 (read only): none
 _NDARRAY = "__xrdwidgets_ndarray__"
 _CHUNK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read (damaged, missing parts, unsafe content)."""
+
+
+class _OtherComputation(ValueError):
+    """A finished work folder whose result belongs to other data or parameters."""
 
 
 class State(str, enum.Enum):
@@ -115,10 +145,12 @@ class State(str, enum.Enum):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: Only in :func:`job_info`: ``job.json`` says running (or queued) but its process is gone.
+    CRASHED = "crashed"
 
     @property
     def finished(self) -> bool:
-        return self in (State.DONE, State.FAILED, State.CANCELLED)
+        return self in (State.DONE, State.FAILED, State.CANCELLED, State.CRASHED)
 
 
 @dataclass(frozen=True)
@@ -226,18 +258,56 @@ def atomic_torch_save(obj, path) -> Path:
 _atomic_torch_save = atomic_torch_save
 
 
-def _atomic_save_npy(path: Path, arr):
+class _HashingWriter:
+    """A binary file that hashes what is written to it (``np.save`` writes through it)."""
+
+    def __init__(self, fh):
+        self.fh, self.hash = fh, hashlib.sha256()
+
+    def write(self, data):
+        self.hash.update(data)
+        return self.fh.write(data)
+
+
+def _atomic_save_npy(path: Path, arr) -> str:
+    """Write ``arr`` to ``path`` (``.npy``) atomically; returns the sha256 of the file's bytes."""
     if hasattr(arr, "detach"):  # a torch tensor
         arr = arr.detach().cpu().numpy()
     arr = np.asarray(arr)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)
+            out = _HashingWriter(fh)
+            np.save(out, arr, allow_pickle=False)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    return out.hash.hexdigest()
+
+
+def _sha256_file(path: Path, block: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _save_checkpoint_file(raw: dict, path: Path):
+    """Write ``checkpoint.pt``: ``raw`` serialised by ``torch.save``, wrapped with its sha256.
+
+    The file is ``{"format", "version": 2, "sha256", "payload": bytes}`` (itself a ``torch.save``
+    file readable with ``weights_only=True``); :func:`_read_checkpoint` checks the hash before it
+    reads the payload, so a flipped bit is reported, never loaded.
+    """
+    import torch
+
+    buf = BytesIO()
+    torch.save(raw, buf)
+    payload = buf.getvalue()
+    atomic_torch_save({"format": _FORMAT, "version": _FORMAT_VERSION,
+                       "sha256": hashlib.sha256(payload).hexdigest(), "payload": payload}, path)
 
 
 def _damaged(path: Path, why: str) -> CheckpointError:
@@ -247,16 +317,11 @@ def _damaged(path: Path, why: str) -> CheckpointError:
         f"and {CHUNKS_DIR}/ in {path.parent})")
 
 
-def _read_checkpoint(workdir, *, trusted: bool = False):
-    """``(state, meta)`` of ``workdir/checkpoint.pt``, or ``(None, {})`` when there is none."""
+def _torch_load(path: Path, source, trusted: bool):
     import torch
 
-    workdir = Path(workdir)
-    path = workdir / CHECKPOINT_FILE
-    if not path.exists():
-        return None, {}
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=not trusted)
+        return torch.load(source, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as exc:
         if "Unsupported global" in str(exc):
             raise CheckpointError(
@@ -267,13 +332,50 @@ def _read_checkpoint(workdir, *, trusted: bool = False):
     except Exception as exc:
         text = str(exc).splitlines()[0] if str(exc) else "the file is empty or truncated"
         raise _damaged(path, f"{type(exc).__name__}: {text}") from exc
+
+
+def _load_raw(path: Path, *, trusted: bool = False):
+    """The content of a ``checkpoint.pt`` with its checksum verified: the dict a job wrote
+    (``state``, ``chunks``, ``chunk_sha256``, ``iteration``...), or a bare legacy object."""
+    raw = _torch_load(path, path, trusted)
     if not (isinstance(raw, dict) and raw.get("format") == _FORMAT):
-        return raw, {}  # a bare dict (trusted legacy file)
-    if raw.get("version") != _FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format version {raw.get('version')!r}; this "
-                              f"xrdwidgets reads version {_FORMAT_VERSION}")
+        return raw  # a bare dict (trusted legacy file)
+    version = raw.get("version")
+    if version == 2:
+        payload, digest = raw.get("payload"), raw.get("sha256")
+        if not isinstance(payload, bytes) or not isinstance(digest, str):
+            raise _damaged(path, "it has no payload or no checksum")
+        found = hashlib.sha256(payload).hexdigest()
+        if found != digest:
+            raise _damaged(path, f"its sha256 checksum does not match its content (recorded {digest[:12]}…, "
+                                 f"found {found[:12]}…)")
+        inner = _torch_load(path, BytesIO(payload), trusted)
+        if not isinstance(inner, dict):
+            raise _damaged(path, f"its payload is a {type(inner).__name__}, not a dict")
+        return {**inner, "format": _FORMAT, "version": 2}
+    if version != 1:
+        raise CheckpointError(f"checkpoint {path} has format version {version!r}; this "
+                              f"xrdwidgets reads versions 1 and {_FORMAT_VERSION}")
+    return raw
+
+
+def _read_checkpoint(workdir, *, trusted: bool = False, damaged: str = "raise"):
+    """``(state, meta)`` of ``workdir/checkpoint.pt``, or ``(None, {})`` when there is none.
+
+    ``damaged="drop"``: a part whose checksum does not match is left out (logged, listed in
+    ``meta["damaged"]``) so that the algorithm recomputes it; ``"raise"``: a CheckpointError.
+    """
+    workdir = Path(workdir)
+    path = workdir / CHECKPOINT_FILE
+    if not path.exists():
+        return None, {}
+    raw = _load_raw(path, trusted=trusted)
+    if not (isinstance(raw, dict) and raw.get("format") == _FORMAT):
+        return raw, {}
     state = _decode(raw.get("state"))
     files = raw.get("chunks")
+    sums = raw.get("chunk_sha256") or {}
+    kept, bad = {}, []
     if files is not None:
         chunks = {}
         for name, rel in files.items():
@@ -283,15 +385,28 @@ def _read_checkpoint(workdir, *, trusted: bool = False):
             if not cpath.exists():
                 raise CheckpointError(f"checkpoint {path} lists the part {cpath}, which is missing; "
                                       "restore it, or start afresh (overwrite=True)")
+            want = sums.get(name)
+            if want is not None and _sha256_file(cpath) != want:
+                why = (f"cannot read {cpath} (a part of checkpoint {path}): its sha256 checksum does not "
+                       "match the one recorded when it was written; the file is damaged")
+                if damaged != "drop":
+                    raise CheckpointError(why + "; restore it, or resume with a job, which recomputes "
+                                                "damaged parts (xrdwidgets.jobs.resume)")
+                log.warning("%s; it is left out and recomputed", why)
+                bad.append(str(name))
+                continue
             try:
                 chunks[name] = np.load(cpath, mmap_mode="r", allow_pickle=False)
             except Exception as exc:
                 raise CheckpointError(f"cannot read {cpath} (a part of checkpoint {path}): "
                                       f"{type(exc).__name__}: {exc}") from exc
+            kept[name] = rel
         state = {**state, "chunks": chunks}
     meta = {k: raw.get(k) for k in ("iteration", "total", "saved", "job")}
-    meta["chunk_files"] = dict(files or {})
+    meta["chunk_files"] = kept
+    meta["chunk_sha256"] = {k: v for k, v in sums.items() if k in kept}
     meta["uses_chunks"] = files is not None
+    meta["damaged"] = bad
     return state, meta
 
 
@@ -316,7 +431,9 @@ def load_checkpoint(workdir, *, trusted: bool = False) -> dict | None:
     Raises
     ------
     CheckpointError
-        The file (or one of its parts) is damaged or missing; the message names it.
+        The file (or one of its parts) is damaged or missing, or its checksum does not match
+        (sha256 recorded when written); the message names it. A job that resumes leaves damaged
+        parts out instead, so that they are recomputed.
     """
     return _read_checkpoint(workdir, trusted=trusted)[0]
 
@@ -337,11 +454,7 @@ def merge_checkpoint(previous: dict | None, new: dict) -> dict:
     return {**new, "chunks": {**(previous.get("chunks") or {}), **(new.get("chunks") or {})}}
 
 
-def job_info(workdir) -> dict | None:
-    """The ``job.json`` of a job's workdir as a dict (``None`` if there is none).
-
-    Raises a ValueError naming the file when it is not valid JSON.
-    """
+def _read_job_file(workdir) -> dict | None:
     path = Path(workdir) / JOB_FILE
     if not path.exists():
         return None
@@ -349,6 +462,57 @@ def job_info(workdir) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read {path}: {exc}") from exc
+
+
+#: Work folders whose lock a job of this process holds: resolved path → job id.
+_held: dict[str, int] = {}
+
+
+def _job_alive(workdir: Path, info: dict) -> bool | None:
+    """Whether the job ``job.json`` describes still runs (None: cannot tell, e.g. another host)."""
+    me = this_process()
+    if info.get("pid") == me["pid"] and info.get("host") == me["host"]:
+        return str(workdir.resolve()) in _held
+    return process_alive(info)
+
+
+def job_info(workdir) -> dict | None:
+    """The ``job.json`` of a job's workdir as a dict (``None`` if there is none).
+
+    A job recorded as ``running`` or ``queued`` whose process has ended (a crash, a kill, a
+    closed kernel: ``job.json`` could not be updated) is reported with ``state`` ``"crashed"``,
+    ``recorded_state`` the state in the file, and a ``message`` saying so; continue it with
+    :func:`resume`. A job of another host is reported as recorded.
+
+    Raises a ValueError naming the file when it is not valid JSON.
+    """
+    info = _read_job_file(workdir)
+    if info is None or info.get("state") not in (State.RUNNING.value, State.QUEUED.value):
+        return info
+    if _job_alive(Path(workdir), info) is False:
+        info = {**info, "state": State.CRASHED.value, "recorded_state": info["state"],
+                "message": f"the process that ran this job (pid {info.get('pid')} on host {info.get('host')}) "
+                           f"ended without finishing it (a crash, a kill or a closed kernel); continue "
+                           f"it with xrdwidgets.jobs.resume({str(workdir)!r}, source)"}
+    return info
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str, sort_keys=True))
+
+
+def _fingerprint_differences(old, new, where: str) -> list[str]:
+    """What differs between a recorded fingerprint ``old`` (in ``where``) and ``new``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [f"{k}={old.get(k, '<unset>')!r} in {where}, {new.get(k, '<unset>')!r} now"
+                for k in sorted(set(old) | set(new)) if old.get(k, "<unset>") != new.get(k, "<unset>")]
+    return [] if old == new else [f"{old!r} in {where}, {new!r} now"]
+
+
+def _release_workdir(lock, key: str):
+    if _held.get(key) is not None and not lock._released:
+        _held.pop(key, None)
+    lock.release()
 
 
 def _accepts_checkpoint(fn) -> bool:
@@ -382,28 +546,52 @@ class Job:
         ``save_result(result, path)``; default: :func:`xrdwidgets.io.save` for xarray results.
     params : dict, optional
         Parameters to record (JSON-serialisable where possible).
+    fingerprint : dict, optional
+        What identifies the computation (JSON-serialisable: data hash, parameters...),
+        recorded in ``job.json``. With ``resume=True`` it must equal the recorded one, else a
+        ValueError lists what differs (nothing is run or returned). Stack reconstructions
+        need none: their checkpoints hold a fingerprint the algorithm checks itself.
     resume : bool
         Continue the job whose files are in ``workdir``: with a checkpoint there, the worker
         calls ``source(checkpoint=...)`` (``source`` must be such a callable); with
         ``result.h5`` there, the job ends at once, done, with that result (read with
         :func:`xrdwidgets.io.load`; ``None`` with a custom ``save_result``); with neither, it
-        starts from the beginning.
+        starts from the beginning. Before a finished result is given back, the source is
+        called with the folder's last checkpoint (which does not run it: the algorithm checks
+        the checkpoint's fingerprint against its data and parameters at the call); a mismatch
+        fails the job with the algorithm's message of what differs, and the result is not
+        returned. A part of the checkpoint whose checksum does not match is left out and
+        recomputed (``resumed_from["damaged"]``), never merged.
     overwrite : bool
-        Discard the result, checkpoint and parts a former job left in ``workdir``.
+        Discard the result, checkpoint and parts a former job left in ``workdir`` (also the way
+        to recompute a finished folder).
+
+    Notes
+    -----
+    A job with a ``workdir`` holds the folder's exclusive lock (``job.lock``,
+    :mod:`xrdwidgets.workdir_lock`) from its creation to its end; the folder must be writable
+    (a probe file is created and removed before anything else). ``job.json`` records the pid
+    and host of the process.
 
     Raises
     ------
+    WorkdirBusyError
+        Another job (of this process or another) uses ``workdir``; the message names it (pid,
+        host, job name, start time).
+    PermissionError, NotADirectoryError
+        ``workdir`` cannot be written (the message names it).
     FileExistsError
         ``workdir`` holds a result or a checkpoint and neither ``resume`` nor ``overwrite`` is set.
     CheckpointError
         ``resume=True`` and the checkpoint cannot be read (the message names the file).
     ValueError
-        ``resume=True`` without a workdir, or with a checkpoint and a source that cannot take it.
+        ``resume=True`` without a workdir, or with a checkpoint and a source that cannot take it,
+        or with a ``fingerprint`` other than the recorded one.
     """
 
     def __init__(self, source, *, name: str = "job", rate_hz: float = 10.0, workdir=None,
                  save_result: Callable | None = None, params: dict | None = None,
-                 resume: bool = False, overwrite: bool = False):
+                 resume: bool = False, overwrite: bool = False, fingerprint: dict | None = None):
         if resume and overwrite:
             raise ValueError("Job: resume=True and overwrite=True exclude each other")
         if resume and workdir is None:
@@ -415,6 +603,7 @@ class Job:
         self.workdir = Path(workdir) if workdir is not None else None
         self._save_result = save_result
         self.params = dict(params or {})
+        self.fingerprint = None if fingerprint is None else _jsonable(fingerprint)
         self.state = State.QUEUED
         self.progress = None
         self.history: list = []          # (iteration, loss) pairs
@@ -438,13 +627,29 @@ class Job:
         self.last_checkpoint: dict | None = None  # iteration/time of the last checkpoint written
         self._checkpoint: dict | None = None     # loaded for the worker, dropped once used
         self._chunk_files: dict[str, str] = {}   # parts written so far: name → relative path
+        self._chunk_sums: dict[str, str] = {}    # their sha256
         self._uses_chunks = False
         self._ckpt_raw: dict | None = None       # last checkpoint.pt content, without parts
+        self._final_checkpoint: dict | None = None  # of a finished folder: checked before "already done"
         self._already_done = False
+        self._workdir_lock = None
         if self.workdir is not None:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            self._take_workdir(overwrite=bool(overwrite))
-            self._persist()
+            check_writable(self.workdir, what="job workdir")
+            self._workdir_lock = _acquire_lock(self.workdir, self.name)
+            key = str(self.workdir.resolve())
+            _held[key] = self.id
+            # a job object dropped without running still frees the folder
+            weakref.finalize(self, _release_workdir, self._workdir_lock, key)
+            try:
+                if self._workdir_lock.previous:
+                    self._log(f"took over the lock of {self._workdir_lock.previous.get('job')!r} "
+                              f"(pid {self._workdir_lock.previous.get('pid')}), which is no longer running")
+                self._take_workdir(overwrite=bool(overwrite))
+                self._persist()
+            except BaseException:
+                self._release_workdir()
+                raise
 
     # ------------------------------------------------------------------ public API
     def __repr__(self):
@@ -596,6 +801,13 @@ class Job:
             if gone:
                 self._log(f"overwrite: removed {', '.join(gone)} of a former job")
             return
+        try:
+            recorded = _read_job_file(wd) if self.resume else None
+        except ValueError as exc:
+            self._log(f"resume: {exc}; its fingerprint cannot be compared")
+            recorded = None
+        if recorded is not None:
+            self._check_fingerprint(recorded)
         if not self.resume:
             if result.exists():
                 raise FileExistsError(
@@ -609,29 +821,74 @@ class Job:
         if result.exists():
             self._already_done = True
             self.resumed_from = {"iteration": None, "result": str(result)}
+            # what the finished job last checkpointed: the source is checked against it
+            self._final_checkpoint = _read_checkpoint(wd)[0]
+            if self._final_checkpoint is not None:
+                self._require_resumable(ck, "check that the finished result belongs to it")
             return
-        state, meta = _read_checkpoint(wd)
+        state, meta = _read_checkpoint(wd, damaged="drop")
         if state is None:
             self._log(f"resume: no checkpoint in {wd}, starting from the beginning")
             return
-        if isinstance(self._source, Iterator) or not callable(self._source):
-            raise TypeError(
-                f"Job: {ck} exists, but the source is a generator object, which cannot be resumed; "
-                "pass a callable that accepts checkpoint= (e.g. functools.partial(iterate_sirt, stack, "
-                "n_iter=50) or functools.partial(recon.iterate, stack, 'sirt', n_iter=50))")
-        if not _accepts_checkpoint(self._source):
-            raise ValueError(f"Job: {ck} exists, but the source {self._source!r} does not accept "
-                             "checkpoint=; it cannot resume")
+        self._require_resumable(ck, "be resumed")
         self._checkpoint = state
         self._chunk_files = dict(meta.get("chunk_files") or {})
+        self._chunk_sums = dict(meta.get("chunk_sha256") or {})
         self._uses_chunks = bool(meta.get("uses_chunks"))
         self.resumed_from = {"iteration": meta.get("iteration"), "total": meta.get("total"),
                              "saved": meta.get("saved"), "chunks": len(self._chunk_files),
                              "checkpoint": str(ck)}
+        if meta.get("damaged"):
+            self.resumed_from["damaged"] = list(meta["damaged"])
+            self._log(f"resume: damaged part(s) {', '.join(meta['damaged'])} (checksum mismatch) left out; "
+                      "they are recomputed")
+
+    def _require_resumable(self, ck: Path, purpose: str):
+        if isinstance(self._source, Iterator) or not callable(self._source):
+            raise TypeError(
+                f"Job: {ck} exists, but the source is a generator object, which cannot {purpose}; "
+                "pass a callable that accepts checkpoint= (e.g. functools.partial(iterate_sirt, stack, "
+                "n_iter=50) or functools.partial(recon.iterate, stack, 'sirt', n_iter=50))")
+        if not _accepts_checkpoint(self._source):
+            raise ValueError(f"Job: {ck} exists, but the source {self._source!r} does not accept "
+                             f"checkpoint=; it cannot {purpose}")
+
+    def _check_fingerprint(self, recorded: dict):
+        old = recorded.get("fingerprint")
+        if old is None and self.fingerprint is None:
+            return
+        path = self.workdir / JOB_FILE
+        if self.fingerprint is None:
+            raise ValueError(f"Job: {path} records a fingerprint ({old!r}); pass the fingerprint= of this "
+                             "computation to resume it")
+        if old is None:
+            self._log(f"resume: {path} records no fingerprint; this job's fingerprint cannot be compared")
+            return
+        diffs = _fingerprint_differences(old, self.fingerprint, str(path))
+        if diffs:
+            raise ValueError(f"Job: {self.workdir} holds another computation ({'; '.join(diffs)}); resume "
+                             "with the same one, pass overwrite=True to recompute here, or choose another "
+                             "workdir")
+
+    def _check_finished_source(self):
+        """Call the source with the finished folder's last checkpoint: the algorithm checks it
+        against its own data and parameters at the call (nothing is run); raise if it refuses."""
+        ck, self._final_checkpoint = self._final_checkpoint, None
+        if ck is None:
+            return
+        try:
+            gen = self._source(checkpoint=ck)
+        except (ValueError, TypeError) as exc:
+            raise _OtherComputation(
+                f"{self.workdir} holds the result of another computation, not given back: {exc}. Pass "
+                "overwrite=True to recompute it here, or choose another workdir") from exc
+        if hasattr(gen, "close"):
+            gen.close()
 
     def _take_finished_result(self):
         path = self.workdir / RESULT_FILE
         try:
+            self._check_finished_source()
             if self._save_result is None:
                 from . import io
 
@@ -640,25 +897,25 @@ class Job:
         except BaseException as exc:  # noqa: BLE001 - reported to the user, never lost
             self.error = exc
             self._log(traceback.format_exc())
-            self._finish(State.FAILED, f"cannot read the finished result {path}: {describe_error(exc)}")
+            self._finish(State.FAILED, describe_error(exc) if isinstance(exc, _OtherComputation) else
+                         f"cannot read the finished result {path}: {describe_error(exc)}")
 
     def _drop_chunks(self):
         """Once the result is stored: remove the parts, keep the small checkpoint state."""
         if not self._chunk_files or self.workdir is None:
             return
-        self._chunk_files = {}
+        self._chunk_files, self._chunk_sums = {}, {}
         path = self.workdir / CHECKPOINT_FILE
         raw = self._ckpt_raw
         if raw is None:  # resumed and finished without a checkpoint of its own: use the file's
             try:
-                import torch
-
-                raw = torch.load(path, map_location="cpu", weights_only=True)
+                raw = _load_raw(path)
             except Exception:  # the result is stored; the checkpoint is obsolete
                 log.debug("job %s: cannot re-read %s", self.id, path, exc_info=True)
                 raw = None
-        if isinstance(raw, dict) and raw.get("format") == _FORMAT:
-            _atomic_torch_save({**raw, "chunks": {}}, path)
+        if isinstance(raw, dict) and "state" in raw:
+            keep = {k: v for k, v in raw.items() if k not in ("format", "version")}
+            _save_checkpoint_file({**keep, "chunks": {}, "chunk_sha256": {}}, path)
         else:
             path.unlink(missing_ok=True)  # it would list parts that are gone
         shutil.rmtree(self.workdir / CHUNKS_DIR, ignore_errors=True)
@@ -706,14 +963,16 @@ class Job:
                     name = str(name)
                     if not _CHUNK_NAME.fullmatch(name) or name in (".", ".."):
                         raise ValueError(f"checkpoint part name {name!r}: use letters, digits, '_', '-', '.'")
-                    _atomic_save_npy(folder / f"{name}.npy", arr)  # parts first, then the list
+                    # parts first, then the list (with their checksums)
+                    self._chunk_sums[name] = _atomic_save_npy(folder / f"{name}.npy", arr)
                     self._chunk_files[name] = f"{CHUNKS_DIR}/{name}.npy"
         it, total = getattr(ev, "iteration", None), getattr(ev, "total", None)
-        raw = {"format": _FORMAT, "version": _FORMAT_VERSION, "state": _encode(state, "checkpoint"),
+        raw = {"state": _encode(state, "checkpoint"),
                "chunks": dict(self._chunk_files) if self._uses_chunks else None,
+               "chunk_sha256": dict(self._chunk_sums) if self._uses_chunks else None,
                "iteration": it, "total": total, "saved": time.time(), "job": self.name}
-        _atomic_torch_save(raw, self.workdir / CHECKPOINT_FILE)
-        self._ckpt_raw = {k: v for k, v in raw.items() if k != "chunks"}
+        _save_checkpoint_file(raw, self.workdir / CHECKPOINT_FILE)
+        self._ckpt_raw = {k: v for k, v in raw.items() if k not in ("chunks", "chunk_sha256")}
         self.last_checkpoint = {"iteration": it, "total": total, "saved": raw["saved"],
                                 "chunks": len(self._chunk_files)}
         self._persist()
@@ -746,8 +1005,13 @@ class Job:
             self.finished = time.time()
         self._log(message)
         self._persist()
+        self._release_workdir()  # before waiters wake: the folder is free when wait() returns
         self._done.set()
         self._post(JobEvent(self, state, self.progress), force=True)
+
+    def _release_workdir(self):
+        if self._workdir_lock is not None:
+            _release_workdir(self._workdir_lock, str(self.workdir.resolve()))
 
     def _log(self, line: str):
         stamp = time.strftime("%H:%M:%S")
@@ -767,6 +1031,7 @@ class Job:
             "loss": getattr(p, "loss", None), "params": self.params,
             "error": None if self.error is None else describe_error(self.error),
             "checkpoint": self.last_checkpoint, "resumed_from": self.resumed_from,
+            "fingerprint": self.fingerprint, **this_process(),
         }
         _atomic_write_text(self.workdir / JOB_FILE, json.dumps(info, indent=1, default=str))
 
@@ -876,8 +1141,8 @@ def run(source, *, name: str = "job", queue: bool | JobQueue = False, **kwargs) 
         ``False``: a thread of its own (starts now). ``True``: the default queue (jobs run one
         after another); or a given :class:`JobQueue`.
     **kwargs
-        ``rate_hz``, ``workdir``, ``save_result``, ``params``, ``resume``, ``overwrite`` (see
-        :class:`Job`).
+        ``rate_hz``, ``workdir``, ``save_result``, ``params``, ``resume``, ``overwrite``,
+        ``fingerprint`` (see :class:`Job`).
     """
     if queue:
         q = default_queue() if queue is True else queue

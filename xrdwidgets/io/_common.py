@@ -19,6 +19,7 @@ import xarray as xr
 
 from .. import data as _data
 from .._version import __version__
+from ..checks import check_writable
 from ..data import SPECTRAL_DIMS, DataError
 
 #: One logger for the whole package (named ``xrdwidgets.io``, as before the split).
@@ -79,13 +80,33 @@ def _require_exists(path: Path) -> None:
         raise XRDFileNotFoundError(f"{path}: no such file or folder")
 
 
-def _check_target(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise FileExistsError(
-            f"{path}: the file exists; pass overwrite=True to replace it (or choose another name)"
-        )
+def _check_target(path: Path, overwrite: bool, *, store: bool = False) -> None:
+    """Before any work: may ``path`` be written? (a zarr folder when ``store``, else a file)
+
+    ``overwrite=True`` replaces only what the writer makes: a zarr store (``store``) or a file,
+    never a folder of other files. The folder must exist and be writable (a probe file is
+    created and removed), so that a bad target is reported before the data are computed.
+    """
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise FileExistsError(
+                f"{path}: the file exists; pass overwrite=True to replace it (or choose another name)"
+            )
+        if store and not _is_zarr(path):
+            what = "a folder that is not a zarr store" if path.is_dir() else "a file, not a zarr store"
+            raise FileExistsError(
+                f"{path}: exists and is {what}; overwrite=True replaces only a zarr store, never other "
+                "files. Remove it yourself or choose another name")
+        if not store and path.is_dir():
+            raise IsADirectoryError(
+                f"{path}: is a folder; overwrite=True replaces only a file. Remove it yourself or "
+                "choose another name")
     if not path.parent.is_dir():
         raise XRDFileNotFoundError(f"{path}: cannot write, the folder {path.parent} does not exist")
+    try:
+        check_writable(path.parent)
+    except OSError as exc:
+        raise type(exc)(f"{path}: cannot write: {exc}") from None
 
 
 def _remove(path: Path) -> None:
@@ -97,19 +118,21 @@ def _remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _atomic_path(path: Path, overwrite: bool):
+def _atomic_path(path: Path, overwrite: bool, *, store: bool = False):
     """Yield a temporary path beside ``path``; on success move it into place atomically.
 
     On any error the temporary file/folder is removed and ``path`` is left untouched. A file
-    target is replaced with one ``os.replace``; a folder (zarr) target is first moved aside.
+    target is replaced with one ``os.replace``; a folder (zarr, ``store=True``) target is first
+    moved aside, and only when it is a zarr store (:func:`_check_target`).
     """
-    _check_target(path, overwrite)
+    _check_target(path, overwrite, store=store)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         yield tmp
         if path.exists() and not overwrite:  # appeared while we were writing
             raise FileExistsError(f"{path}: the file appeared while writing; not replaced")
         if tmp.is_dir() and path.exists():
+            _check_target(path, overwrite, store=True)  # still a zarr store: never another folder
             aside = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.old"
             os.replace(path, aside)
             os.replace(tmp, path)

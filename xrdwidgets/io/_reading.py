@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..checks import check_fits_in_memory, fits_in_memory
 from ._common import (
     _FORMAT_KEY, _NPY_MAGIC, FORMAT_NAME, XRDFileError, _is_zarr, _require_exists, _value_stats,
     log,
@@ -80,8 +81,27 @@ def _get_dataset(f, key, path, *, ndim=None):
     return dset
 
 
+def _check_size(path, datasets) -> None:
+    """Before reading HDF5 datasets whole: a DataTooLargeError when they do not fit in memory."""
+    datasets = list(datasets)
+    nbytes = sum(int(d.size) * d.dtype.itemsize for d in datasets)
+    if nbytes and not fits_in_memory(nbytes):
+        shown = ", ".join(f"{d.name} {d.shape} {d.dtype}" for d in datasets[:3])
+        check_fits_in_memory(nbytes, what=f"{path}: reading {shown}" + (" ..." if len(datasets) > 3 else ""),
+                             lazy_hint=LAZY_HINT)
+
+
+#: How to work on a file too large to load (in the errors of the readers).
+LAZY_HINT = ("work on it lazily: xrdwidgets.io.describe(path) summarises it without loading it; read a "
+             "part with h5py (e.g. f['/data'][..., :64]); or copy it block by block into a chunked zarr "
+             "store (xrdwidgets.io.create_zarr_stack) and open that lazily with xrdwidgets.io.open_zarr "
+             "(dask): reconstructions read such a store one channel batch at a time")
+
+
 def _read(dset, path):
-    """All values of an HDF5 dataset (an ``XRDFileError`` if the bytes cannot be read)."""
+    """All values of an HDF5 dataset (an ``XRDFileError`` if the bytes cannot be read; a
+    ``DataTooLargeError`` before reading when they would not fit in memory)."""
+    _check_size(path, [dset])
     try:
         return np.asarray(dset[()])
     except (OSError, RuntimeError, ValueError) as exc:

@@ -22,7 +22,7 @@ from ._common import (
     _atomic_path, _auto_chunks, _check_reserved, _decode_attr, _decode_provenance, _is_dask,
     _is_zarr, _provenance, _read_attrs, _require_exists, _write_attrs, log,
 )
-from ._reading import _inventory, _layout, _open_h5
+from ._reading import _check_size, _inventory, _layout, _open_h5
 from .ndtomo import load_ndtomo
 from .sd2i import load_sd2i
 from .zarr_store import _zarr_root_attrs, open_zarr
@@ -250,6 +250,8 @@ def _read_own(f, path, *, lazy=False):
                            f"{__version__} reads up to version {FORMAT_VERSION} (upgrade xrdwidgets)")
     try:
         kind = f.attrs[_OBJECT_KEY]
+        if not lazy:  # before any read: a clear error when it cannot fit in memory
+            _check_size(path, [d for _, d in _ordered(f["coords"]) + _ordered(f["variables"])])
         coords = dict(_read_variable(d, path, lazy) for _, d in _ordered(f["coords"]))
         variables = [_read_variable(d, path, lazy) for _, d in _ordered(f["variables"])]
     except KeyError as exc:

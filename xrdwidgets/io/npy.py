@@ -8,6 +8,8 @@ from .. import data as _data
 from ..data import SPECTRAL_DIMS, DataError
 from ..geometry import ScanGeometry
 from ._common import XRDFileError, _as_path, _require_exists
+from ..checks import DataTooLargeError
+from ..checks import check_fits_in_memory as _check_fits
 from ._reading import _describe_bytes, _nonfinite_note, _note
 
 
@@ -39,7 +41,15 @@ def load_npy(path, dims, kind: str | None = None, *, mmap_mode: str | None = "r"
     path = _as_path(path)
     _require_exists(path)
     try:
+        if mmap_mode is None:  # read whole: first check its size from the header (a memory map)
+            head = np.load(path, mmap_mode="r", allow_pickle=False)
+            if isinstance(head, np.ndarray):
+                _check_fits(head.nbytes, what=f"{path}: reading the array {head.shape} {head.dtype}",
+                            lazy_hint="keep the default mmap_mode='r' (the file stays on disk until used)")
+            del head
         arr = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except DataTooLargeError:
+        raise
     except (ValueError, OSError, EOFError) as exc:
         raise XRDFileError(f"{path}: not a readable .npy file ({_describe_bytes(path)}): {exc}") from None
     if isinstance(arr, np.lib.npyio.NpzFile):

@@ -14,6 +14,8 @@ import numpy as np
 import xarray as xr
 
 from .. import data as _data
+from ..checks import available_memory, fits_in_memory
+from ..checks import format_bytes as _fmt_size
 from ..data import DataError
 from ._common import (
     _NPY_MAGIC, _VERSION_KEY, FORMAT_NAME, XRDFileError, _as_path, _decode_provenance, _is_dask,
@@ -26,13 +28,6 @@ from .zarr_store import open_zarr
 
 
 # ============================================================================ describe
-def _fmt_size(nbytes):
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if nbytes < 1024 or unit == "TiB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
-
-
 def _fmt_coord(name, c, dim_names) -> str:
     v = np.asarray(c.values)
     units = c.attrs.get("units", "")
@@ -53,6 +48,10 @@ def _fmt_coord(name, c, dim_names) -> str:
 
 
 def _fmt_stats(data) -> str:
+    nbytes = int(np.prod(data.shape, dtype=np.float64)) * np.dtype(data.dtype).itemsize
+    if not fits_in_memory(nbytes):  # scanning it all would take hours: shape and size only
+        return (f"values: not summarised ({_fmt_size(nbytes)}, more than the "
+                f"{_fmt_size(available_memory() or 0)} of memory available: too large to scan)")
     s = _value_stats(data)
     if s is None:
         return f"values: dtype {data.dtype} (not summarised)"
@@ -146,12 +145,20 @@ def _describe_path(path: Path) -> list[str]:
         if layout is None:
             return [f"file: {path} (HDF5, unknown layout)", f"holds: {_inventory(f)}"]
     if layout == "ndtomo":
+        with _open_h5(path) as f:
+            dset = f["data"]
+            if not fits_in_memory(dset.size * dset.dtype.itemsize):  # describe without loading
+                return [f"file: {path} (nDTomo layout)",
+                        f"/data: shape {dset.shape}, dtype {dset.dtype}, "
+                        f"{_fmt_size(dset.size * dset.dtype.itemsize)}; {_fmt_stats(dset)}",
+                        f"holds: {_inventory(f)}"]
         return [f"file: {path} (nDTomo layout)"] + _describe_obj(load_ndtomo(path))
     lines = [f"file: {path} (SD2I layout: 2-D (angles, translations) sinograms; read one with "
              "load_sd2i(path, name))"]
     with _open_h5(path) as f:
         for name, dset in f.items():
-            lines.append(f"  {name}: {dset.shape} {dset.dtype}; {_fmt_stats(_read(dset, path))}")
+            big = not fits_in_memory(dset.size * dset.dtype.itemsize)
+            lines.append(f"  {name}: {dset.shape} {dset.dtype}; {_fmt_stats(dset if big else _read(dset, path))}")
     return lines
 
 

@@ -109,7 +109,7 @@ def save_zarr(obj, path, *, chunks=None, overwrite: bool = False, producer: str 
     chunk_dict = _zarr_chunk_dict(ds, chunks)
     if chunk_dict:
         ds = ds.chunk(chunk_dict)
-    with _atomic_path(path, overwrite) as tmp:
+    with _atomic_path(path, overwrite, store=True) as tmp:
         ds.to_zarr(str(tmp), mode="w-", consolidated=False)
     log.info("saved %s to zarr store %s (chunks %s)", type(obj).__name__, path, chunk_dict)
     return path
@@ -302,7 +302,7 @@ def create_zarr_stack(path, *, coords: dict, kind: str | None = None, dtype="flo
     import dask.array as dsa
 
     path = _as_path(path)
-    _check_target(path, overwrite)
+    _check_target(path, overwrite, store=True)
     dims = tuple(coords)
     if kind is None:
         kind = "sinogram" if {"translation", "angle"} <= set(dims) else "volume"

@@ -61,6 +61,7 @@ import torch
 import xarray as xr
 
 from .. import data as _data
+from ..checks import check_stack_memory
 from ..ops.projector import ParallelProjector
 from .base import Progress
 
@@ -335,6 +336,7 @@ def prepare_stack(stack, *, caller: str, producer: str, parameters: dict, batch:
     batch = check_int(caller, "batch", batch)
     n_t, n_a = da.sizes[_data.TRANSLATION], da.sizes[_data.ANGLE]
     n = n_t if n is None else check_int(caller, "n", n)
+    check_stack_memory(da, n, batch, caller=caller)  # before the projector or any read
     geom = _data.get_geometry(da)
     if centre_offset is None:
         centre_offset = geom.centre_offset if geom is not None else 0.0
