@@ -249,3 +249,23 @@ def test_bad_input_named(tmp_path, raw):
         LiveSession(tmp_path / "x.h5", scan.poni, plan=(6, 8))
     with pytest.raises(TimeoutError, match="x.h5"):
         live(tmp_path / "x.h5", scan.poni, plan=scan.plan, period_s=0.02, idle_timeout_s=0.1)
+
+
+def test_cli_live(raw, tmp_path, capsys):
+    from xrdwidgets import io
+    from xrdwidgets.cli import main
+
+    scan, frames_npy, mask_npy = raw
+    src = tmp_path / "scan.h5"
+    _writer.write_frames(src, np.load(frames_npy), pixel_mask=np.load(mask_npy), done=True)
+    out, vol = tmp_path / "stack.h5", tmp_path / "vol.h5"
+    rc = main(["live", str(src), "--poni", str(scan.poni), "--n-translations", str(N_T), "--n-angles", str(N_A),
+               "--order", "zigzag", "--bins", "120", "--period", "0.02", "-q", "-o", str(out), "--volume", str(vol)])
+    assert rc == 0, capsys.readouterr().err
+    got = io.load(out)
+    ref = integrate(src, scan.poni, n_translations=N_T, n_angles=N_A, order="zigzag", bins=120)
+    np.testing.assert_array_equal(np.asarray(got.values), ref.values)
+    assert io.load(vol).dims == ("y", "x", "tth")
+    assert main(["live", str(src), "--poni", str(scan.poni), "--n-translations", "6", "--n-angles", "8",
+                 "-q", "-o", str(out)]) == 2          # an existing output is not replaced
+    assert "exists" in capsys.readouterr().err
