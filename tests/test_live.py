@@ -269,3 +269,53 @@ def test_cli_live(raw, tmp_path, capsys):
     assert main(["live", str(src), "--poni", str(scan.poni), "--n-translations", "6", "--n-angles", "8",
                  "-q", "-o", str(out)]) == 2          # an existing output is not replaced
     assert "exists" in capsys.readouterr().err
+
+
+
+def test_live_panel_follows_a_scan_and_opens_the_stack(raw, tmp_path):
+    """The Live tab headless: Start → images while frames arrive → stack and FBP in the app."""
+    from waiting import wait_until
+
+    from xrdwidgets.widgets._views import decode_z
+    from xrdwidgets.widgets.app import TABS, App
+
+    scan, frames_npy, mask_npy = raw
+    root = tmp_path / "data"
+    root.mkdir()
+    poni = root / "scan.poni"
+    poni.write_bytes(Path(scan.poni).read_bytes())
+    app = App(data_dir=root)
+    panel = app.panel("Live")
+    panel.refresh()
+    assert panel.poni.options == ("scan.poni",)
+    panel.source.value = "../outside.h5"
+    panel.poni.value = "scan.poni"
+    assert panel.start() is None and "outside" in panel.status.value          # confined to the data folder
+    panel.source.value = "live.h5"
+    panel.windows.value = "3-1"
+    assert panel.start() is None and "window" in panel.status.value
+    panel.windows.value = ""
+    panel.n_translations.value, panel.n_angles.value, panel.order.value = N_T, N_A, "zigzag"
+    panel.bins.value, panel.period.value, panel.update_every.value = 120, 0.05, 0.1
+    th = threading.Thread(target=_write, args=(frames_npy, root / "live.h5", 0, N_T * N_A),
+                          kwargs=dict(rate=40, mask=mask_npy, done=True))
+    job = panel.start()
+    assert job is not None
+    th.start()
+    try:
+        # an image of a part of the angles appears while the writer is still writing
+        assert wait_until(lambda: panel.session.snapshot().volume is not None
+                          and "angles" in str(panel.images.layout.title.text), 60)
+        partial = panel.session.snapshot()
+        assert partial.frames < N_T * N_A or th.is_alive() is False
+        assert wait_until(lambda: job.state.finished and not panel.start_button.disabled, 60)
+    finally:
+        th.join()
+    assert job.state == job.state.DONE, job.error
+    assert "scan complete" in panel.status.value
+    assert app.state.raw.sizes == {"translation": N_T, "angle": N_A, "tth": 120}
+    assert "live FBP" in app.state.results
+    assert app.tabs.selected_index == TABS.index("Explore")          # the FBP opens in the Explore tab
+    img = decode_z(panel.images.data[0].z)
+    assert img.shape == (N_T, N_T) and np.isfinite(img).all() and np.ptp(img) > 0
+    assert "missing wedge 0°" in panel.images.layout.title.text

@@ -8,8 +8,8 @@ files), :mod:`.progressive` (FBP updated with the new angles only, warm-started 
 from __future__ import annotations
 
 from .progressive import ProgressiveFBP, WarmSIRT, coverage
-from .session import LiveSession, LiveSnapshot, iterate_live, live, window_images
+from .session import LiveSession, LiveSnapshot, iterate_live, live, strongest_windows, window_images
 from .sources import DONE_SUFFIX, FrameFolder, GrowingHDF5, LiveSource, open_live
 
 __all__ = ["ProgressiveFBP", "WarmSIRT", "coverage", "LiveSession", "LiveSnapshot", "iterate_live", "live",
-           "window_images", "DONE_SUFFIX", "FrameFolder", "GrowingHDF5", "LiveSource", "open_live"]
+           "window_images", "strongest_windows", "DONE_SUFFIX", "FrameFolder", "GrowingHDF5", "LiveSource", "open_live"]

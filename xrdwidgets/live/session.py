@@ -35,7 +35,7 @@ from .sources import LiveSource, open_live
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LiveSession", "LiveSnapshot", "iterate_live", "live", "window_images"]
+__all__ = ["LiveSession", "LiveSnapshot", "iterate_live", "live", "window_images", "strongest_windows"]
 
 
 @dataclass
@@ -119,6 +119,29 @@ def window_images(volume, radial, windows) -> np.ndarray:
             sel[int(np.argmin(np.abs(r - 0.5 * (lo + hi))))] = True
         out.append(np.asarray(volume)[..., sel].mean(-1))
     return np.stack(out, -1)
+
+
+def strongest_windows(radial, pattern, k: int = 3) -> list[tuple[float, float]]:
+    """Radial windows ``(lo, hi)`` around the ``k`` most prominent peaks of ``pattern``.
+
+    Each window spans the peak's full width at half prominence (at least one bin each side),
+    in the units of ``radial``; sorted by position.
+    """
+    from scipy.signal import find_peaks, peak_widths
+
+    r = np.asarray(radial, float)
+    y = np.nan_to_num(np.asarray(pattern, float))
+    peaks, props = find_peaks(y, prominence=0)
+    if peaks.size == 0:
+        return [(float(r[0]), float(r[-1]))]
+    top = peaks[np.argsort(props["prominences"])[::-1][:k]]
+    _, _, left, right = peak_widths(y, top, rel_height=0.5)
+    out = []
+    for pk, lo, hi in sorted(zip(top, left, right)):
+        i0 = int(max(0, min(pk - 1, np.floor(lo))))
+        i1 = int(min(r.size - 1, max(pk + 1, np.ceil(hi))))
+        out.append((float(r[i0]), float(r[i1])))
+    return out
 
 
 class LiveSession:
