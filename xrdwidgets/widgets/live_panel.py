@@ -338,7 +338,7 @@ class LivePanel:
             cov = snap.coverage
             with _fig.updating(self.images):
                 for i in range(_N_IMAGES):
-                    self.images.data[i].z = _fig.z_rows(imgs[..., i] if i < len(wins) else np.zeros((1, 1)))
+                    self.images.data[i].z = _fig.z_rows(imgs[..., i] if i < len(wins) else np.full((1, 1), np.nan))
                     self.images.layout.annotations[i].text = (
                         f"{wins[i][0]:.3g}–{wins[i][1]:.3g}" if i < len(wins) else "")
                 self.images.layout.title = {"text": f"FBP of {cov['angles']}/{cov['n_angles']} angles "
