@@ -249,3 +249,57 @@ def test_cli_demo_raw_then_integrate(tmp_path, capsys):
     assert main(["integrate", str(raw / "scan_master.h5"), "--poni", str(raw / "scan.poni"),
                  "--mask", str(tmp_path / "nomask.edf"), "-o", str(tmp_path / "b.h5")]) == 1
     assert "mask file" in capsys.readouterr().err
+
+
+def test_virtual_dataset_and_blosc(tmp_path):
+    import h5py
+
+    scan = simulate_raw_scan(tmp_path, n_translations=4, n_angles=3, n_spot_frames=0, frames_per_file=5,
+                             compression="blosc-lz4")
+    direct = open_frames(scan.master)
+    frames = direct.read(0, 12)
+    # a virtual dataset over the data files, as some beamlines write
+    layout = h5py.VirtualLayout(shape=(12, 64, 64), dtype=np.uint32)
+    start = 0
+    for f in scan.data_files:
+        with h5py.File(f, "r") as h:
+            n = h["entry/data/data"].shape[0]
+        layout[start:start + n] = h5py.VirtualSource(f.name, "entry/data/data", shape=(n, 64, 64))
+        start += n
+    vds = tmp_path / "vds.h5"
+    with h5py.File(vds, "w") as h:
+        h.create_virtual_dataset("entry/instrument/detector/data", layout, fillvalue=0)
+    src = open_frames(vds)
+    assert src.n_frames == 12
+    np.testing.assert_array_equal(src.read(0, 12), frames)
+    src.close()
+    scan.data_files[1].rename(tmp_path / "moved.h5")
+    with pytest.raises(Exception, match=r"virtual dataset source 'scan_data_000002\.h5'.*not found"):
+        open_frames(vds)
+    direct.close()
+
+
+def test_existing_corrections_and_reconstruction_run_on_the_stack(tmp_path):
+    from xrdwidgets import corrections
+    from xrdwidgets.recon.fbp import fbp
+
+    scan = simulate_raw_scan(tmp_path, n_translations=10, n_angles=6, air_margin=2, n_spot_frames=0)
+    st = integrate(scan.master, scan.poni, bins=90, radial_range=(2.5, 9.5))
+    fixed, reports = corrections.correct(st)
+    assert fixed.dims == st.dims and fixed.shape == st.shape and np.all(np.isfinite(fixed.values))
+    vol = fbp(fixed)
+    assert vol.dims == ("y", "x", "tth") and vol.sizes["tth"] == 90
+
+
+def test_two_integrators_sharing_one_pyfai_geometry(noisy):
+    src = open_frames(noisy.master)
+    ai = load_poni(noisy.poni, shape=src.frame_shape)
+    frames = src.read(0, 3)
+    extra = src.pixel_mask.copy()
+    extra[:, :20] = True
+    a = Integrator(ai, src.frame_shape, IntegrationOptions(bins=100), mask=src.pixel_mask)
+    b = Integrator(ai, src.frame_shape, IntegrationOptions(bins=100), mask=extra)   # replaces pyFAI's engine
+    ref_a = Integrator(load_poni(noisy.poni), src.frame_shape, IntegrationOptions(bins=100), mask=src.pixel_mask)
+    np.testing.assert_allclose(a.integrate(frames, engine="scipy"), ref_a.integrate(frames, engine="pyfai"), rtol=1e-5)
+    assert not np.allclose(a.integrate(frames), b.integrate(frames))
+    src.close()

@@ -76,3 +76,18 @@ def test_app_integrates_and_opens_the_stack_in_data(root, tmp_path):
     assert app.tabs.selected_index == TABS.index("Data")
     assert "integrated scan_master.h5" in app.state.status
     assert list(tmp_path.glob("scan_master-tth-trimmed-120.h5"))   # written out of core
+
+
+def test_listing_does_not_follow_links_out_of_the_data_folder(root, tmp_path_factory):
+    import os
+
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret.poni").write_text("Wavelength: 1e-10\n")
+    os.symlink(outside / "secret.poni", root / "escape.poni")
+    os.symlink(outside, root / "linked_dir")
+    try:
+        p = IntegratePanel(AppState(), data_dir=root)
+        assert list(p.poni.options) == ["raw/scan.poni"]
+    finally:
+        (root / "escape.poni").unlink()
+        (root / "linked_dir").unlink()

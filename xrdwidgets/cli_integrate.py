@@ -111,7 +111,7 @@ def cmd_demo_raw(args) -> int:
         return 2
     px, n_t, n_a = RAW_DEMO_SIZES[args.size]
     scan = simulate_raw_scan(out, shape=(px, px), n_translations=n_t, n_angles=n_a, seed=args.seed,
-                             pixel_size_mm=0.172 * 64 / px)
+                             pixel_size_mm=0.172 * 64 / px, air_margin=max(1, n_t // 8))
     print(f"simulated {n_t} translations × {n_a} angles = {n_t * n_a} frames of {px}×{px} px")
     for p in (scan.master, *scan.data_files, scan.poni, scan.mask):
         print(f"wrote {p}")

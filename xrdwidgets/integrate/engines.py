@@ -174,6 +174,10 @@ class Integrator:
         self.engine = opts.engine
         if self.engine == "auto":
             self.engine = "torch" if _default_device().startswith("cuda") else "scipy"
+        if opts.method == "mean":
+            # export now: pyFAI replaces the engine of this method when the same integrator is
+            # later used with other bins, mask or range
+            self.csr_matrix()
 
     # ------------------------------------------------------------------ CSR export
     def csr_matrix(self):
@@ -186,8 +190,9 @@ class Integrator:
                 if getattr(key, "split_lower", None) == self._method[0] and getattr(key, "dim", 1) == 1 \
                         and getattr(key, "algo_lower", None) == "csr":
                     eng = val.engine
-            if eng is None:   # fall back on the most recent 1-D CSR engine
-                eng = list(self.ai.engines.values())[-1].engine
+            if eng is None:
+                raise DataError(f"pyFAI kept no 1-D CSR engine for method {self._method}; cannot export "
+                                "its pixel-to-bin matrix (use engine='pyfai')")
             n_bins, n_pix = int(eng.output_size), int(eng.input_size)
             if n_bins != self.options.bins or n_pix != int(np.prod(self.frame_shape)):
                 raise DataError(f"pyFAI engine shape {(n_bins, n_pix)} does not fit bins × pixels "

@@ -37,9 +37,11 @@ def frame_preview(raw, poni, *, index: int = 0, mask=None, use_file_mask: bool =
     dict
         ``image`` (rows, cols) log10(1 + counts), masked pixels NaN, decimated by ``step``;
         ``step``; ``radial`` and ``pattern`` (bins,); ``unit`` (dim name) and ``units``;
-        ``rings``: list of ``(position, rows, cols)`` in decimated pixel coordinates;
+        ``rings``: list of ``(position, rows, cols)``: each ring's line in decimated pixel
+        coordinates (``None`` between separate pieces);
         ``n_frames``, ``frame_shape``, ``index``.
     """
+    from contourpy import contour_generator   # matplotlib's contouring library
     from scipy.signal import find_peaks
 
     with open_frames(raw, dataset=dataset) as src:
@@ -62,12 +64,14 @@ def frame_preview(raw, poni, *, index: int = 0, mask=None, use_file_mask: bool =
     peaks, props = find_peaks(np.nan_to_num(pattern), prominence=prom)
     order = np.argsort(props["prominences"])[::-1][:n_rings]
     unit_arr = ai.center_array(shape, unit=UNITS[opts.unit][0])[::step, ::step]
-    half = 0.5 * abs(pos[1] - pos[0]) * step
     rings = []
+    gen = contour_generator(z=np.asarray(unit_arr, float))
     for p in sorted(peaks[order]):
-        r, c = np.nonzero(np.abs(unit_arr - pos[p]) <= half)
-        keep = slice(None, None, max(1, r.size // 400))
-        rings.append((float(pos[p]), r[keep].tolist(), c[keep].tolist()))
+        rows, cols = [], []
+        for line in gen.lines(float(pos[p])):      # (n, 2) arrays of (column, row)
+            cols += line[:, 0].tolist() + [None]
+            rows += line[:, 1].tolist() + [None]
+        rings.append((float(pos[p]), rows, cols))
     return {"image": img, "step": step, "radial": pos, "pattern": pattern, "unit": opts.unit,
             "units": UNITS[opts.unit][1], "rings": rings, "n_frames": n_frames, "frame_shape": shape,
             "index": int(index)}

@@ -313,7 +313,7 @@ def simulate_raw_scan(folder, *, name: str = "scan", n_translations: int = 8, n_
                       oversample: int = 2, polarization_factor: float | None = None,
                       instrumental_fwhm_deg: float = 0.08, frames_per_file: int = 20,
                       compression: str = "bitshuffle-lz4", motors: bool = True, phase_maps: dict | None = None,
-                      seed: int = 0) -> RawScan:
+                      air_margin: int = 0, seed: int = 0) -> RawScan:
     """Simulate a raw pencil-beam XRD-CT scan and write it like an Eiger.
 
     Parameters
@@ -359,6 +359,9 @@ def simulate_raw_scan(folder, *, name: str = "scan", n_translations: int = 8, n_
     phase_maps : dict, optional
         ``{phase: (n_translations, n_translations) volume fractions}``; default: the demo's
         sample (:func:`xrdwidgets.sim.demo.demo_phase_maps`).
+    air_margin : int
+        Translations of air on each side: the sample image has ``n_translations - 2 ×
+        air_margin`` pixels (of one translation step) across.
     seed : int
 
     Returns
@@ -392,7 +395,10 @@ def simulate_raw_scan(folder, *, name: str = "scan", n_translations: int = 8, n_
     step_mm = sample_mm / n
     geom = ScanGeometry(energy_keV=energy_keV, distance_mm=distance_mm, translation_step_mm=step_mm,
                         pixel_size_mm=pixel_size_mm)
-    maps = demo_phase_maps(n) if phase_maps is None else dict(phase_maps)
+    n_px = n - 2 * int(air_margin)
+    if n_px < 2:
+        raise ValueError(f"air_margin: expected fewer than {n // 2} translations per side, found {air_margin}")
+    maps = demo_phase_maps(n_px) if phase_maps is None else dict(phase_maps)
     truth_vol = chemical_phantom(maps, tth, energy_keV=energy_keV, geometry=geom,
                                  instrumental_fwhm_deg=instrumental_fwhm_deg)
     scan = acquire(truth_vol, n_angles=n_angles, n_translations=n, dose=None, keep_truth=False)

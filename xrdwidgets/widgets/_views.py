@@ -50,6 +50,7 @@ __all__ = [
     "decode_z",
     "fixed_box",
     "image_figure",
+    "message_html",
     "mirror_state",
     "pattern_figure",
     "updating",
@@ -168,6 +169,16 @@ def fixed_box(child, width: int, height: int) -> w.Box:
     return w.Box([child], layout=w.Layout(width=f"{width}px", height=f"{height}px",
                                           min_width=f"{width}px", flex="0 0 auto",
                                           overflow="hidden"))
+
+
+def message_html(text: str, kind: str = "info") -> str:
+    """A panel's one-line status message (``kind``: info, ok or error; CSS class ``xrdw-<kind>``,
+    errors announced with ``role="alert"``), text escaped."""
+    import html
+
+    color = {"error": "#b00020", "ok": "#1b5e20", "info": "inherit"}[kind]
+    role = ' role="alert"' if kind == "error" else ""
+    return f'<span class="xrdw-msg xrdw-{kind}"{role} style="color:{color}">{html.escape(text)}</span>'
 
 
 class MessageMeter:

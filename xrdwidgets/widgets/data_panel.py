@@ -18,7 +18,6 @@ Bad files give a one-line error in the panel (never a traceback), and the panel 
 """
 from __future__ import annotations
 
-import html
 import itertools
 import logging
 import shutil
@@ -346,10 +345,9 @@ class DataPanel:
 
     # ------------------------------------------------------------------ messages
     def _show(self, text: str, kind: str = "info"):
-        color = {"error": "#b00020", "ok": "#1b5e20", "info": "inherit"}[kind]
-        role = ' role="alert"' if kind == "error" else ""
-        self.status.value = (f'<span class="xrdw-msg xrdw-{kind}"{role} style="color:{color}">'
-                             f"{html.escape(text)}</span>")
+        from ._views import message_html
+
+        self.status.value = message_html(text, kind)
 
     def _user_text(self, exc: BaseException) -> str:
         """The message of ``exc`` with server paths replaced by what the visitor knows."""

@@ -13,8 +13,8 @@ only start jobs; the job thread only sets traits.
 from __future__ import annotations
 
 import functools
-import html
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -42,25 +42,32 @@ _EXPECTED_ERRORS = (OSError, ValueError, IndexError)
 _STYLE = {"description_width": "6em"}
 
 
-def _listing(root, suffixes, *, max_files: int = 500) -> list[str]:
-    """Files with ``suffixes`` under ``root`` (relative, confined, not hidden), sorted."""
+def _listing(root, suffixes, *, max_files: int = 500, max_depth: int = 6) -> list[str]:
+    """Files with ``suffixes`` under ``root`` (relative, confined, not hidden), sorted.
+
+    HDF5 files come from :func:`xrdwidgets.safety.list_data_files`; other kinds (PONI, masks)
+    from the same kind of walk: symlinked folders not followed, at most ``max_depth`` levels."""
     if root is None:
         return []
     if suffixes == RAW_SUFFIXES:
         return [f for f in safety.list_data_files(root) if f.lower().endswith(RAW_SUFFIXES)]
+    base = Path(root).resolve()
     out = []
-    for p in sorted(Path(root).resolve().rglob("*")):
-        rel = p.relative_to(Path(root).resolve())
-        if any(part.startswith(".") for part in rel.parts) or not p.name.lower().endswith(suffixes):
-            continue
-        try:
-            safety.confine(rel.as_posix(), root, must_exist=True)
-        except (OSError, ValueError):
-            continue
-        out.append(rel.as_posix())
-        if len(out) >= max_files:
-            break
-    return out
+    for here, dirs, files in os.walk(base, followlinks=False):
+        rel_here = Path(here).relative_to(base)
+        dirs[:] = [d for d in sorted(dirs) if not d.startswith(".") and len(rel_here.parts) < max_depth]
+        for name in sorted(files):
+            if name.startswith(".") or not name.lower().endswith(suffixes):
+                continue
+            rel = (rel_here / name).as_posix()
+            try:
+                safety.confine(rel, base, must_exist=True)
+            except (OSError, ValueError):
+                continue
+            out.append(rel)
+            if len(out) >= max_files:
+                return sorted(out)
+    return sorted(out)
 
 
 def _preview_source(raw, poni, **kw):
@@ -140,8 +147,8 @@ class IntegratePanel:
         base = make_subplots(rows=1, cols=2, column_widths=[0.42, 0.58], horizontal_spacing=0.1,
                              subplot_titles=("frame (log counts) and rings", "integrated pattern"))
         base.add_trace(go.Heatmap(z=[[0.0]], colorscale="Viridis", showscale=False, hoverinfo="skip"), row=1, col=1)
-        base.add_trace(go.Scatter(x=[], y=[], mode="markers", marker={"size": 3, "color": "#ff5252"},
-                                  hoverinfo="skip", name="rings"), row=1, col=1)
+        base.add_trace(go.Scatter(x=[], y=[], mode="lines", line={"width": 1.5, "color": "#ff5252"},
+                                  hoverinfo="skip", connectgaps=False, name="rings"), row=1, col=1)
         base.add_trace(go.Scatter(x=[], y=[], mode="lines", name="pattern"), row=1, col=2)
         base.add_trace(go.Scatter(x=[], y=[], mode="markers", name="ring peaks",
                                   marker={"symbol": "triangle-down", "size": 9, "color": "#ff5252"}), row=1, col=2)
@@ -189,10 +196,7 @@ class IntegratePanel:
 
     # ------------------------------------------------------------------ messages
     def _show(self, text: str, kind: str = "info"):
-        color = {"error": "#b00020", "ok": "#1b5e20", "info": "inherit"}[kind]
-        role = ' role="alert"' if kind == "error" else ""
-        self.status.value = (f'<span class="xrdw-msg xrdw-{kind}"{role} style="color:{color}">'
-                             f"{html.escape(text)}</span>")
+        self.status.value = _fig.message_html(text, kind)
 
     def _user_text(self, exc: BaseException) -> str:
         if isinstance(exc, _EXPECTED_ERRORS):
