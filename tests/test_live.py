@@ -213,11 +213,13 @@ def test_frame_folder_waits_for_complete_files(raw, tmp_path):
     assert src.writer_done
 
 
-def test_growing_pattern_stack(tmp_path):
-    """Already integrated patterns (no raw frames): the session reconstructs them as they come."""
+@pytest.mark.parametrize("order", ["raster", "rotation-fast"])
+def test_growing_pattern_stack(tmp_path, order):
+    """Already integrated patterns (no raw frames): the session reconstructs them as they come
+    (angle by angle, or translation row by row when rotation is the fast axis)."""
     import h5py
 
-    plan = ScanPlan.regular(6, 4, order="raster")
+    plan = ScanPlan.regular(6, 4, order=order) if order == "raster" else ScanPlan.regular(4, 6, order=order)
     rng = np.random.default_rng(0)
     pats = rng.random((24, 10)).astype(np.float32)
     p = tmp_path / "patterns.h5"
@@ -234,9 +236,17 @@ def test_growing_pattern_stack(tmp_path):
             d[k:k + 6] = pats[k:k + 6]
             c[0] = k + 6
         snap = sess.step()
-        assert snap.frames == k + 6 and snap.angles_done == k // 6 + 1
+        assert snap.frames == k + 6
+        if order == "raster":
+            assert snap.angles_done == k // 6 + 1
+        else:   # rows so far, zeros elsewhere
+            assert snap.rows_done == k // 6 + 1
+            part = np.zeros((4, 6, 10), np.float32)
+            part[: k // 6 + 1] = pats[: k + 6].reshape(-1, 6, 10)
+            np.testing.assert_allclose(snap.volume, fbp_array(part, plan.angles), rtol=1e-5, atol=1e-6)
     stack = sess.stack()
-    np.testing.assert_array_equal(stack.values, pats.reshape(4, 6, 10).transpose(1, 0, 2))
+    expect = pats.reshape(4, 6, 10).transpose(1, 0, 2) if order == "raster" else pats.reshape(4, 6, 10)
+    np.testing.assert_array_equal(stack.values, expect)
     np.testing.assert_allclose(snap.volume, fbp_array(stack.values, plan.angles), rtol=1e-5, atol=1e-6)
     sess.close()
 
@@ -306,8 +316,9 @@ def test_live_panel_follows_a_scan_and_opens_the_stack(raw, tmp_path):
         # an image of a part of the angles appears while the writer is still writing
         assert wait_until(lambda: panel.session.snapshot().volume is not None
                           and "angles" in str(panel.images.layout.title.text), 60)
-        partial = panel.session.snapshot()
-        assert partial.frames < N_T * N_A or th.is_alive() is False
+        vol = panel.explore()                        # the partial volume in the Explore tab
+        assert vol.dims == ("y", "x", "tth") and vol.shape == (N_T, N_T, 120)
+        assert any(k.startswith("live FBP") for k in app.state.results)   # (the final one if the scan ended)
         assert wait_until(lambda: job.state.finished and not panel.start_button.disabled, 60)
     finally:
         th.join()
@@ -319,3 +330,30 @@ def test_live_panel_follows_a_scan_and_opens_the_stack(raw, tmp_path):
     img = decode_z(panel.images.data[0].z)
     assert img.shape == (N_T, N_T) and np.isfinite(img).all() and np.ptp(img) > 0
     assert "missing wedge 0°" in panel.images.layout.title.text
+
+
+def test_warm_sirt_continues_from_previous_image():
+    """Warm start: 5 + 5 iterations equal 10 from zero (same angles), unlike 5 from zero."""
+    from xrdwidgets.live import WarmSIRT
+
+    rng = np.random.default_rng(3)
+    angles = np.arange(8) * 22.5
+    sino = rng.random((12, 8, 2)).astype(np.float32)
+    done = np.ones(8, bool)
+    warm = WarmSIRT(12, angles, n_iter=5)
+    warm.update(sino, done)
+    twice = warm.update(sino, done).copy()
+    ten = WarmSIRT(12, angles, n_iter=10).update(sino, done)
+    five = WarmSIRT(12, angles, n_iter=5).update(sino, done)
+    np.testing.assert_allclose(twice, ten, rtol=1e-4, atol=1e-5)
+    assert np.abs(twice - five).max() > 1e-3
+
+
+def test_writer_done_before_the_plan_is_full(raw, tmp_path):
+    from xrdwidgets.integrate import ScanPlanError
+
+    scan, frames_npy, mask_npy = raw
+    src = tmp_path / "short.h5"
+    _writer.write_frames(src, np.load(frames_npy), stop=10, done=True)
+    with pytest.raises(ScanPlanError, match=r"short.h5: the writer finished after 10 frames; the scan plan expects 48"):
+        live(src, scan.poni, plan=scan.plan, bins=50, period_s=0.02, idle_timeout_s=30)
