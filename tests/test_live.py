@@ -199,12 +199,11 @@ def test_frame_folder_waits_for_complete_files(raw, tmp_path):
             (tmp_path / "tmp.edf").read_bytes())
     half.write_bytes(full[: len(full) // 2])         # a writer in the middle of this file
     assert src.poll() is None                        # first sighting: nothing settled yet
-    got = src.poll()
+    half.write_bytes(full)                           # the writer finishes it before the next poll
+    got = src.poll()                                 # frame 0 settled; frame 1 grew: it waits
     assert got.shape == (1, 32, 32) and np.array_equal(got[0], frames[0])
-    half.write_bytes(full)                           # the writer finishes it
-    assert src.poll() is None                        # size changed: wait one more poll
     got = src.poll()
-    assert np.array_equal(got[0], frames[1])
+    assert got.shape == (1, 32, 32) and np.array_equal(got[0], frames[1])
     fabio.edfimage.EdfImage(data=frames[2]).write(str(folder / "f_00002.edf"))
     (folder / "f_00002.edf.done").touch()            # a writer-done marker: no wait
     assert np.array_equal(src.poll()[0], frames[2])
@@ -357,3 +356,27 @@ def test_writer_done_before_the_plan_is_full(raw, tmp_path):
     _writer.write_frames(src, np.load(frames_npy), stop=10, done=True)
     with pytest.raises(ScanPlanError, match=r"short.h5: the writer finished after 10 frames; the scan plan expects 48"):
         live(src, scan.poni, plan=scan.plan, bins=50, period_s=0.02, idle_timeout_s=30)
+
+
+def test_folder_of_frames_equals_offline_and_warm_sirt(raw, tmp_path):
+    """Frames appearing as EDF files: the live stack equals the offline integration of the folder;
+    the warm-started SIRT of a window is there too."""
+    from xrdwidgets.sim.frames import write_images
+
+    scan, frames_npy, mask_npy = raw
+    frames = np.load(frames_npy)
+    folder = tmp_path / "edf"
+    write_images(frames[:20], folder, "f")
+    sess = LiveSession(folder, scan.poni, plan=scan.plan, bins=80, mask=np.load(mask_npy), update_every_s=0,
+                       windows=[(3.0, 4.0)], sirt_iterations=3)
+    sess.step()                                       # first sighting of the files
+    snap = sess.step()
+    assert snap.frames == 20 and snap.sirt is not None and snap.sirt.shape == (N_T, N_T, 1)
+    paths = write_images(frames, folder, "f")[20:]    # the rest appear (the first 20 rewritten identically)
+    assert len(paths) == 28
+    for _ in range(3):
+        snap = sess.step()
+    assert snap.frames == N_T * N_A and snap.finished
+    offline = integrate(folder, scan.poni, plan=scan.plan, bins=80, mask=np.load(mask_npy))
+    np.testing.assert_array_equal(sess.stack().values, offline.values)
+    sess.close()

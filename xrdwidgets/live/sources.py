@@ -22,7 +22,10 @@ hands out the items (detector frames ``(n, rows, columns)`` or integrated patter
 :class:`FrameFolder`
     A folder where single-image files appear (any fabio format: CBF, EDF, TIFF, …), taken in
     name order. A file is complete when a marker ``<file>.done`` exists or when its size and
-    modification time are unchanged over two polls (and it is not empty).
+    modification time are unchanged over two polls (and it is not empty). A writer that stalls
+    in the middle of a file for longer than a poll period defeats the second rule (fabio reads
+    truncated images without an error): such writers should create the marker, or write
+    under another name and rename.
 Integrated patterns
     :class:`GrowingHDF5` on a 2-D dataset ``(n, bins)`` is a growing stack of already
     integrated patterns (``kind == "patterns"``); its radial axis is read from a 1-D dataset
@@ -305,17 +308,19 @@ class FrameFolder(LiveSource):
     def poll(self):
         files = self._candidates()[len(self._files):]
         out = []
+        blocked = False          # frames are handed out in order: a file waits for the ones before it
         for p in files:
             try:
                 st = p.stat()
             except OSError:
-                break
+                blocked = True
+                continue
             sig = (st.st_size, st.st_mtime_ns)
-            marker = p.with_name(p.name + DONE_SUFFIX).exists()
-            stable = self._seen.get(p) == sig and st.st_size > 0
-            self._seen[p] = sig
-            if not (marker or stable):
-                break       # frames are handed out in order: wait for this one
+            ready = p.with_name(p.name + DONE_SUFFIX).exists() or (self._seen.get(p) == sig and st.st_size > 0)
+            self._seen[p] = sig          # every file's signature is recorded at every poll
+            if blocked or not ready:
+                blocked = True
+                continue
             out.append(self._read(p))
             self._files.append(p)
             self._seen.pop(p, None)
