@@ -65,7 +65,7 @@ class LiveSnapshot:
     volume : array (y, x, bins) or None
         The current reconstruction (FBP of the complete cells).
     frames_in_image : int
-        Frames received when ``volume`` was last updated.
+        Frames received when ``volume`` last changed (new complete angles or rows).
     image_time : float
         ``time.monotonic()`` of that update.
     coverage : dict
@@ -274,6 +274,7 @@ class LiveSession:
         now = time.monotonic()
         if not force and now - self._last_update < self.update_every_s:
             return False
+        before = self.recon.updates
         if self.rotation_fast:
             rows = np.flatnonzero(self.filled.all(axis=1) & ~self._released)
             if rows.size:
@@ -287,8 +288,7 @@ class LiveSession:
                 self.recon.add(cols, self.sinogram[:, cols])
                 self._released[cols] = True
         self._last_update = now
-        changed = self.recon.updates and (self._frames_in_image != self.received or self._volume is None)
-        if not changed:
+        if self.recon.updates == before:     # nothing new became complete: the images stand
             return False
         self._volume = self.recon.image()
         if self._sirt is not None and self.windows:

@@ -37,6 +37,8 @@ __all__ = ["LivePanel", "parse_windows", "MAX_LIVE_BYTES"]
 #: Largest working memory of a live session started from the dashboard (patterns, sinogram, images).
 MAX_LIVE_BYTES = 2 * 2**30
 _ORDERS = ("raster", "zigzag", "interlaced", "interlaced-zigzag", "rotation-fast")
+#: A session started from the dashboard ends when no frame arrived for this long (s).
+IDLE_TIMEOUT_S = 1800.0
 _STYLE = {"description_width": "8em"}
 _N_IMAGES = 4
 _EXPECTED_ERRORS = (OSError, ValueError, IndexError, TimeoutError)
@@ -242,7 +244,7 @@ class LivePanel:
         self._shown_image = None
         self._name = Path(self.source.value).name
         gen = functools.partial(iterate_live, None, plan=plan, session=self.session,
-                                period_s=float(self.period.value), stop=self._stop)
+                                period_s=float(self.period.value), stop=self._stop, idle_timeout_s=IDLE_TIMEOUT_S)
         self.start_button.disabled = True
         self.stop_button.disabled = False
         self._show(f"waiting for frames in {self.source.value} …")
