@@ -84,8 +84,10 @@ def test_peaks_match_the_patterns_that_made_them(tmp_path):
 
 
 def test_trimmed_mean_removes_spots_plain_mean_does_not(noisy):
+    """Each method against itself on the same frame with the spot pixels masked out."""
     src = open_frames(noisy.master)
     rows, cols = np.mgrid[:64, :64]
+    clip_errors = []
     for k, spots in noisy.spots.items():
         frame = src.read(k, k + 1)
         near = np.zeros((64, 64), bool)
@@ -104,6 +106,11 @@ def test_trimmed_mean_removes_spots_plain_mean_does_not(noisy):
         err_trim = np.abs(trimmed - trimmed_ref).max() / trimmed_ref.max()
         assert err_plain > 0.3, err_plain
         assert err_trim < 0.08 and err_trim < 0.1 * err_plain, (err_trim, err_plain)
+        clipped, clipped_ref = run(none, method="sigma_clip"), run(near, method="sigma_clip")
+        clip_errors.append(np.abs(clipped - clipped_ref).max() / clipped_ref.max())
+    # sigma clipping (3 σ, pyFAI's azimuthal error model) is less robust: several spots in one
+    # bin inflate its σ (measured here: 0.002-0.006 on three frames, 0.36 on the fourth)
+    assert sum(e < 0.05 for e in clip_errors) >= len(clip_errors) - 1, clip_errors
     src.close()
 
 
@@ -213,70 +220,6 @@ def test_resume_after_kill_gives_the_same_stack(noisy, tmp_path):
     fresh = integrate(noisy.master, noisy.poni, bins=150, chunk=2, radial_range=(2.0, 10.0))
     np.testing.assert_array_equal(np.asarray(resumed.values), fresh.values)
     assert not work_store(out).exists()
-
-
-@pytest.mark.parametrize("fmt", ["cbf", "edf", "tif"])
-def test_single_image_formats_read_like_hdf5(noisy, tmp_path, fmt):
-    from xrdwidgets.sim.frames import write_images
-
-    src = open_frames(noisy.master)
-    frames = src.read(0, 24).astype(np.int32)
-    frames[:, src.pixel_mask] = -1
-    write_images(frames, tmp_path, "f", fmt)
-    imgs = open_frames(str(tmp_path / f"f_*.{fmt}"))
-    assert imgs.n_frames == 24 and imgs.frame_shape == (64, 64)
-    np.testing.assert_array_equal(imgs.read(3, 5), frames[3:5])
-    plan = ScanPlan.regular(6, 4, translation_step_mm=noisy.geometry.translation_step_mm, order="zigzag")
-    a = integrate(imgs, noisy.poni, plan=plan, mask=src.pixel_mask, bins=80)
-    b = integrate(noisy.master, noisy.poni, bins=80)
-    np.testing.assert_allclose(a.values, b.values, rtol=1e-5, atol=1e-3)
-    src.close()
-
-
-def test_cli_demo_raw_then_integrate(tmp_path, capsys):
-    from xrdwidgets import io
-    from xrdwidgets.cli import main
-
-    assert main(["demo", "--raw", "--size", "tiny", "--out", str(tmp_path)]) == 0
-    raw = tmp_path / "raw"
-    assert main(["demo", "--raw", "--size", "tiny", "--out", str(tmp_path)]) == 2   # no silent overwrite
-    out = tmp_path / "stack.h5"
-    assert main(["integrate", str(raw / "scan_master.h5"), "--poni", str(raw / "scan.poni"), "--trim", "10",
-                 "--bins", "120", "--unit", "q", "-q", "-o", str(out)]) == 0
-    st = io.load(out)
-    assert st.dims == ("translation", "angle", "q") and st.shape == (8, 6, 120)
-    assert '"method": "trimmed"' in st.attrs["integrate_settings"]
-    assert main(["integrate", str(raw / "scan_master.h5"), "--poni", str(raw / "scan.poni"),
-                 "--mask", str(tmp_path / "nomask.edf"), "-o", str(tmp_path / "b.h5")]) == 1
-    assert "mask file" in capsys.readouterr().err
-
-
-def test_virtual_dataset_and_blosc(tmp_path):
-    import h5py
-
-    scan = simulate_raw_scan(tmp_path, n_translations=4, n_angles=3, n_spot_frames=0, frames_per_file=5,
-                             compression="blosc-lz4")
-    direct = open_frames(scan.master)
-    frames = direct.read(0, 12)
-    # a virtual dataset over the data files, as some beamlines write
-    layout = h5py.VirtualLayout(shape=(12, 64, 64), dtype=np.uint32)
-    start = 0
-    for f in scan.data_files:
-        with h5py.File(f, "r") as h:
-            n = h["entry/data/data"].shape[0]
-        layout[start:start + n] = h5py.VirtualSource(f.name, "entry/data/data", shape=(n, 64, 64))
-        start += n
-    vds = tmp_path / "vds.h5"
-    with h5py.File(vds, "w") as h:
-        h.create_virtual_dataset("entry/instrument/detector/data", layout, fillvalue=0)
-    src = open_frames(vds)
-    assert src.n_frames == 12
-    np.testing.assert_array_equal(src.read(0, 12), frames)
-    src.close()
-    scan.data_files[1].rename(tmp_path / "moved.h5")
-    with pytest.raises(Exception, match=r"virtual dataset source 'scan_data_000002\.h5'.*not found"):
-        open_frames(vds)
-    direct.close()
 
 
 def test_existing_corrections_and_reconstruction_run_on_the_stack(tmp_path):

@@ -41,7 +41,10 @@ def add_integrate_parser(sub):
     g.add_argument("--dataset", default=None, help="HDF5 dataset of the frames (default: found)")
     g.add_argument("--chunk", type=int, default=64, help="frames per batch (default %(default)s)")
     g.add_argument("--engine", default="auto", choices=["auto", "pyfai", "scipy", "torch"],
-                   help="engine of the plain mean (default: torch on a GPU, else scipy)")
+                   help="engine of the plain mean (default auto: torch, on CUDA when present)")
+    g.add_argument("--wait", dest="wait_s", type=float, default=None, metavar="SECONDS",
+                   help="live: integrate a running acquisition, waiting up to SECONDS for each new frame "
+                        "(needs --n-translations and --n-angles)")
     g.add_argument("-o", "--out", required=True, help="output stack (.h5 or .zarr)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -75,7 +78,7 @@ def cmd_integrate(args) -> int:
     gen = iterate_integration(raw, args.poni, out=out, mask=args.mask, dark=args.dark, flat=args.flat,
                               options=opts, n_translations=args.n_translations, n_angles=args.n_angles,
                               order=args.order, dataset=args.dataset, chunk=args.chunk,
-                              overwrite=args.overwrite)
+                              overwrite=args.overwrite, wait_s=args.wait_s)
     bar = None
 
     def cb(ev):
@@ -85,6 +88,8 @@ def cmd_integrate(args) -> int:
             bar = tqdm(total=m["n_frames"], initial=m["frames"] - min(m["frames"], args.chunk), unit="frame",
                        desc="integrate", disable=args.quiet, file=sys.stderr, leave=False)
         bar.update(m["frames"] - bar.n)
+        if m.get("waiting"):
+            bar.set_postfix_str(f"waiting: {m['frames_written']} frames written")
 
     try:
         st = run_to_end(gen, cb)

@@ -1,7 +1,8 @@
 """Raw detector frames → 1-D patterns → sinogram stacks (pyFAI), out of core and resumable.
 
 Main entry points: :func:`integrate` (a whole scan, xarray out), :func:`iterate_integration`
-(the same as a generator of progress events, for jobs), :func:`integrate_frames` (a few frames),
+(the same as a generator of progress events, for jobs; ``wait_s=`` follows a running
+acquisition), :func:`integrate_frames` (a few frames), :func:`frame_preview` (one frame, its rings),
 :func:`open_frames` (lazy readers), :func:`load_poni` (calibration), :class:`Integrator` and
 :class:`IntegrationOptions` (engines), :class:`ScanPlan` (frame → scan point).
 """

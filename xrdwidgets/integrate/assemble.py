@@ -59,15 +59,21 @@ def work_store(out) -> Path:
 
 
 def resolve_plan(source: FrameSource, plan=None, *, n_translations=None, n_angles=None,
-                 order: str = "raster", use_motors: bool = True) -> ScanPlan:
+                 order: str = "raster", use_motors: bool = True, live: bool = False) -> ScanPlan:
     """The scan plan: given, else from the file's motor positions, else a regular grid.
+
+    ``live``: the acquisition is still running; the plan must be declared (``plan`` or
+    ``n_translations`` and ``n_angles``) and the source may hold fewer frames than it.
 
     Raises
     ------
     ScanPlanError
         The frame count does not fit, or nothing says how frames map to the grid.
     """
-    if plan is None and use_motors and {"translation", "rotation"} <= set(source.motors):
+    if live and plan is None and (n_translations is None or n_angles is None):
+        raise ScanPlanError(f"{source.name}: a running acquisition needs the scan plan (plan=, or "
+                            "n_translations and n_angles)")
+    if plan is None and use_motors and not live and {"translation", "rotation"} <= set(source.motors):
         units = source.motor_units.get("translation") or "mm"
         plan = plan_from_motors(source.motors["translation"], source.motors["rotation"],
                                 n_translations=n_translations, n_angles=n_angles,
@@ -82,7 +88,11 @@ def resolve_plan(source: FrameSource, plan=None, *, n_translations=None, n_angle
         if n_angles is None:
             n_angles = n // int(n_translations)
         plan = ScanPlan.regular(int(n_translations), int(n_angles), order=order)
-    plan.check_frames(source.n_frames, where=source.name)
+    if live:
+        if source.n_frames > plan.n_frames:
+            plan.check_frames(source.n_frames, where=source.name)
+    else:
+        plan.check_frames(source.n_frames, where=source.name)
     return plan
 
 
@@ -151,7 +161,8 @@ def iterate_integration(raw, poni, *, out=None, plan: ScanPlan | None = None, n_
                         n_angles=None, order: str = "raster", mask=None, dark=None, flat=None,
                         options: IntegrationOptions | None = None, chunk: int = 64, dataset=None,
                         use_file_mask: bool = True, use_motors: bool = True, checksums: bool = True,
-                        overwrite: bool = False, prefetch: int = 2, **option_kwargs):
+                        overwrite: bool = False, prefetch: int = 2, wait_s: float | None = None,
+                        poll_s: float = 0.5, **option_kwargs):
     """Integrate a raw scan into a sinogram stack, chunk by chunk (a generator).
 
     Parameters
@@ -174,6 +185,12 @@ def iterate_integration(raw, poni, *, out=None, plan: ScanPlan | None = None, n_
         Frames per batch (and per zarr chunk of the work store).
     checksums : bool
         Record the SHA-256 of every frame file in the result's attrs.
+    wait_s : float, optional
+        Live mode (a running acquisition): integrate the frames already written, then look for
+        new ones every ``poll_s`` seconds (:meth:`FrameSource.refresh`) until the plan's frames
+        are all there; give up with :class:`ScanPlanError` after ``wait_s`` seconds without a
+        new frame. Needs a declared plan. While waiting, a :class:`Progress` with
+        ``metrics["waiting"] = True`` is yielded each poll (so a job can be cancelled).
 
     Yields
     ------
@@ -196,11 +213,12 @@ def iterate_integration(raw, poni, *, out=None, plan: ScanPlan | None = None, n_
     if out is not None and out.exists() and not overwrite:
         raise FileExistsError(f"{out}: exists; pass overwrite=True to replace it")
     ai = load_poni(poni, shape=source.frame_shape)
+    live = wait_s is not None
     plan = resolve_plan(source, plan, n_translations=n_translations, n_angles=n_angles, order=order,
-                        use_motors=use_motors)
+                        use_motors=use_motors, live=live)
     full_mask, mask_info = _combined_mask(source, mask, use_file_mask)
     integ = Integrator(ai, source.frame_shape, options, mask=full_mask, dark=dark, flat=flat)
-    n, bins, chunk = source.n_frames, options.bins, max(1, int(chunk))
+    n, bins, chunk = plan.n_frames, options.bins, max(1, int(chunk))
     n_chunks = math.ceil(n / chunk)
     poni_text = _poni_text(poni, ai)
     if out is not None:
@@ -211,25 +229,44 @@ def iterate_integration(raw, poni, *, out=None, plan: ScanPlan | None = None, n_
     else:
         arr = np.full((n, bins), np.nan, np.float32)
         done = set()
-    todo = [k for k in range(n_chunks) if k not in done]
+    pending = [k for k in range(n_chunks) if k not in done]
     if done:
         log.info("%s: resuming, %d of %d chunks already done", out, len(done), n_chunks)
     t0 = time.perf_counter()
     frames_done = 0
+    last_new = time.monotonic()
+
+    def progress(**extra):
+        dt = time.perf_counter() - t0
+        rate = frames_done / dt if dt > 0 and frames_done else float("nan")
+        left = n - min(n, len(done) * chunk)
+        return Progress(iteration=len(done), total=n_chunks,
+                        metrics={"frames": min(n, len(done) * chunk), "n_frames": n, "frames_per_s": rate,
+                                 "eta_s": left / rate if rate > 0 else None, **extra})
+
     try:
-        for start, frames in source.iter_chunks(chunk, indices=[k * chunk for k in todo], prefetch=prefetch):
-            pat = integ.integrate(frames)
-            arr[start:start + pat.shape[0]] = pat
-            if out is not None:
-                (store / _DONE / str(start // chunk)).touch()
-            done.add(start // chunk)
-            frames_done += pat.shape[0]
-            dt = time.perf_counter() - t0
-            rate = frames_done / dt if dt > 0 else float("nan")
-            left = n - min(n, len(done) * chunk)
-            yield Progress(iteration=len(done), total=n_chunks,
-                           metrics={"frames": min(n, len(done) * chunk), "n_frames": n,
-                                    "frames_per_s": rate, "eta_s": left / rate if rate > 0 else None})
+        while pending:
+            avail = source.n_frames
+            ready = [k for k in pending if min((k + 1) * chunk, n) <= avail]
+            if not ready:               # live: wait for the acquisition
+                if not live or time.monotonic() - last_new > wait_s:
+                    raise ScanPlanError(f"{source.name}: {avail} of the plan's {n} frames after waiting "
+                                        f"{wait_s or 0:g} s for more")
+                time.sleep(poll_s)
+                if source.refresh():
+                    last_new = time.monotonic()
+                yield progress(waiting=True, frames_written=source.n_frames)
+                continue
+            for start, frames in source.iter_chunks(chunk, indices=[k * chunk for k in ready], stop=n,
+                                                    prefetch=prefetch):
+                pat = integ.integrate(frames)
+                arr[start:start + pat.shape[0]] = pat
+                if out is not None:
+                    (store / _DONE / str(start // chunk)).touch()
+                done.add(start // chunk)
+                frames_done += pat.shape[0]
+                yield progress()
+            pending = [k for k in pending if k not in done]
     finally:
         if source is not raw:
             source.close()
