@@ -379,7 +379,8 @@ def iterate_live(source, poni=None, *, plan: ScanPlan, period_s: float = 0.5, id
     Parameters
     ----------
     source, poni, plan, **kwargs :
-        See :class:`LiveSession`.
+        See :class:`LiveSession`; or ``session=`` an existing :class:`LiveSession` (then
+        ``source`` and ``poni`` are ignored), e.g. to read its state while it runs.
     period_s : float
         Polling period (s).
     idle_timeout_s : float, optional
