@@ -1,4 +1,4 @@
-"""Command line: ``xrdwidgets demo | info | integrate | reconstruct | resume | methods | app``.
+"""Command line: ``xrdwidgets demo | info | integrate | live | reconstruct | resume | methods | app``.
 
 ``reconstruct`` offers every method of the registry (:mod:`xrdwidgets.recon.registry`), with the
 method's parameters as flags generated from it.
@@ -33,6 +33,8 @@ examples:
   xrdwidgets demo --raw && xrdwidgets integrate xrdwidgets-output/raw/scan_master.h5 \\
       --poni xrdwidgets-output/raw/scan.poni --trim 10 -o stack.h5
                                         raw detector frames → sinogram stack (pyFAI)
+  xrdwidgets live scan.h5 --poni scan.poni --n-translations 32 --n-angles 24 -o stack.h5
+                                        follow a scan being written; images while it runs
   xrdwidgets app --data-dir ~/beamtime   serve the dashboard app (Voila) at http://127.0.0.1:8866/
 """
 
@@ -358,6 +360,10 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     from .cli_integrate import add_integrate_parser
 
     add_integrate_parser(sub)
+
+    from .cli_live import add_live_parser
+
+    add_live_parser(sub)
 
     a = sub.add_parser("app", help="serve the dashboard app with Voila on 127.0.0.1",
                        description="Serve the xrdwidgets dashboard (dashboards/app.ipynb) with Voila "

@@ -8,7 +8,8 @@ acquisition), :func:`integrate_frames` (a few frames), :func:`frame_preview` (on
 """
 from __future__ import annotations
 
-from .assemble import integrate, integrate_frames, iterate_integration, resolve_plan, work_store
+from .assemble import (integrate, integrate_frames, iterate_integration, resolve_plan, stack_from_patterns,
+                       work_store)
 from .calibration import CalibrationError, load_image, load_poni, make_integrator, scan_geometry, write_poni
 from .engines import METHODS, PRESETS, UNITS, IntegrationOptions, Integrator
 from .preview import frame_preview
@@ -16,7 +17,7 @@ from .plan import PLAN_ORDERS, ScanPlan, ScanPlanError, plan_from_motors
 from .readers import FrameReadError, FrameSource, open_frames
 
 __all__ = [
-    "integrate", "iterate_integration", "integrate_frames", "resolve_plan", "work_store",
+    "integrate", "iterate_integration", "integrate_frames", "resolve_plan", "stack_from_patterns", "work_store",
     "CalibrationError", "load_image", "load_poni", "make_integrator", "scan_geometry", "write_poni",
     "METHODS", "PRESETS", "UNITS", "IntegrationOptions", "Integrator",
     "PLAN_ORDERS", "ScanPlan", "ScanPlanError", "plan_from_motors",

@@ -45,7 +45,8 @@ from .readers import FrameSource, open_frames
 
 log = logging.getLogger(__name__)
 
-__all__ = ["iterate_integration", "integrate", "integrate_frames", "resolve_plan", "work_store"]
+__all__ = ["iterate_integration", "integrate", "integrate_frames", "resolve_plan", "work_store",
+           "stack_from_patterns"]
 
 _DONE = "done"
 _FINGERPRINT = "xrdwidgets_integrate_fingerprint"
@@ -269,33 +270,14 @@ def iterate_integration(raw, poni, *, out=None, plan: ScanPlan | None = None, n_
     finally:
         if source is not raw:
             source.close()
-    idx = plan.acquisition_index()
     if out is not None:
         import dask.array as dsa
 
-        data = dsa.from_zarr(arr)[idx.ravel()].reshape(idx.shape + (bins,))
+        patterns = dsa.from_zarr(arr)
     else:
-        data = arr[idx.ravel()].reshape(idx.shape + (bins,))
-    t = plan.translations
-    step = float(np.median(np.diff(t))) if t.size > 1 else None
-    geom = scan_geometry(ai, translation_step_mm=step if plan.translation_units == "mm" else None,
-                         angle_range_deg=_angle_range(plan.angles))
-    dim = options.unit
-    attrs = {"integrate_poni": poni_text,
-             "integrate_poni_file": str(poni) if isinstance(poni, (str, Path)) else "",
-             "integrate_mask": json.dumps(mask_info),
-             "integrate_settings": json.dumps(integ.describe()),
-             "integrate_plan": json.dumps(plan.to_dict()),
-             "integrate_frame_files": json.dumps([str(f) for f in source.files])}
-    if checksums:
-        attrs["integrate_frame_sha256"] = json.dumps([file_sha256(f) for f in source.files])
-    attrs.update(_data.provenance("xrdwidgets.integrate", {"raw": source.name, "n_frames": n}))
-    da = _data.sinogram_stack(data, translation=t, angle=plan.angles, spectral=integ.radial,
-                              spectral_dim=dim, geometry=geom, name="sinogram", units="counts",
-                              attrs=attrs, validate_values=False)
-    if plan.translation_units != "mm":
-        da["translation"].attrs["units"] = _data.PIXEL_UNITS
-    da[dim].attrs["units"] = UNITS[dim][1]
+        patterns = arr
+    da = stack_from_patterns(patterns, plan, integ, ai, poni=poni, poni_text=poni_text, mask_info=mask_info,
+                             files=source.files, raw_name=source.name, checksums=checksums)
     if out is None:
         return da
     from .. import io
@@ -309,6 +291,54 @@ def iterate_integration(raw, poni, *, out=None, plan: ScanPlan | None = None, n_
         result = io.load(out)
     shutil.rmtree(work_store(out), ignore_errors=True)
     return result
+
+
+def stack_from_patterns(patterns, plan: ScanPlan, integ: Integrator, ai, *, poni, poni_text: str,
+                        mask_info: dict, files, raw_name: str, checksums: bool = True) -> xr.DataArray:
+    """The sinogram stack of integrated patterns in acquisition order (offline and live paths).
+
+    Parameters
+    ----------
+    patterns : array or dask array (n_frames, bins)
+        Pattern of every frame, in acquisition (frame) order.
+    plan : ScanPlan
+        Grid cell of every frame.
+    integ, ai :
+        The :class:`Integrator` and pyFAI integrator that made the patterns (settings,
+        radial axis, geometry).
+    poni, poni_text, mask_info, files, raw_name, checksums :
+        Provenance (see the module docstring).
+
+    Returns
+    -------
+    xarray.DataArray
+        ``sinogram`` (translation, angle, tth | q) with coords, geometry and provenance.
+    """
+    bins = integ.options.bins
+    idx = plan.acquisition_index()
+    data = patterns[idx.ravel()].reshape(idx.shape + (bins,))
+    t = plan.translations
+    step = float(np.median(np.diff(t))) if t.size > 1 else None
+    geom = scan_geometry(ai, translation_step_mm=step if plan.translation_units == "mm" else None,
+                         angle_range_deg=_angle_range(plan.angles))
+    dim = integ.options.unit
+    files = [str(f) for f in files]
+    attrs = {"integrate_poni": poni_text,
+             "integrate_poni_file": str(poni) if isinstance(poni, (str, Path)) else "",
+             "integrate_mask": json.dumps(mask_info),
+             "integrate_settings": json.dumps(integ.describe()),
+             "integrate_plan": json.dumps(plan.to_dict()),
+             "integrate_frame_files": json.dumps(files)}
+    if checksums:
+        attrs["integrate_frame_sha256"] = json.dumps([file_sha256(f) for f in files])
+    attrs.update(_data.provenance("xrdwidgets.integrate", {"raw": raw_name, "n_frames": plan.n_frames}))
+    da = _data.sinogram_stack(data, translation=t, angle=plan.angles, spectral=integ.radial,
+                              spectral_dim=dim, geometry=geom, name="sinogram", units="counts",
+                              attrs=attrs, validate_values=False)
+    if plan.translation_units != "mm":
+        da["translation"].attrs["units"] = _data.PIXEL_UNITS
+    da[dim].attrs["units"] = UNITS[dim][1]
+    return da
 
 
 def integrate(raw, poni, **kwargs) -> xr.DataArray:

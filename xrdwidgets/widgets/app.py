@@ -1,8 +1,8 @@
 """The App: one dashboard with a tab per step of the XRD-CT workflow.
 
-Integrate (raw detector frames → stack) → Data (load / upload / simulate) → Corrections →
-Reconstruct → Explore → ROI image → ROI pattern → Peak fitting. Every tab is a thin panel
-over one shared :class:`~xrdwidgets.widgets.state.AppState`; the App only wires them together.
+Integrate (raw detector frames → stack) → Data (load / upload / simulate) → Live (follow a scan
+being written, images while it runs) → Corrections → Reconstruct → Explore → ROI image →
+ROI pattern → Peak fitting. Every tab is a thin panel over one shared :class:`~xrdwidgets.widgets.state.AppState`; the App only wires them together.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["App"]
 
-TABS = ("Integrate", "Data", "Corrections", "Reconstruct", "Explore", "ROI image", "ROI pattern", "Peak fitting")
+TABS = ("Integrate", "Data", "Live", "Corrections", "Reconstruct", "Explore", "ROI image", "ROI pattern", "Peak fitting")
 
 
 class App:
@@ -61,7 +61,11 @@ class App:
     def _build(self, name: str):
         if name in self.panels:
             return self.panels[name]
-        if name == "Integrate":
+        if name == "Live":
+            from .live_panel import LivePanel
+
+            panel = LivePanel(self.state, data_dir=self._data_dir)
+        elif name == "Integrate":
             from .integrate_panel import IntegratePanel
 
             panel = IntegratePanel(self.state, data_dir=self._data_dir, workdir=self._workdir)
