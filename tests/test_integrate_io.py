@@ -81,45 +81,22 @@ def test_virtual_dataset_and_blosc(tmp_path):
     direct.close()
 
 
-def test_live_acquisition_of_single_images(noisy, tmp_path):
-    """Frames written while the integration runs (a Pilatus-like folder of EDF images)."""
-    import threading
-    import time
-
-    from xrdwidgets.integrate import ScanPlanError, iterate_integration
+def test_scan_being_written_is_refused_and_sent_to_live(noisy, tmp_path, capsys):
+    """Offline integration reads a finished scan only: a folder holding part of the plan is refused
+    before any work, pointing to xrdwidgets.live (which follows it: tests/test_live.py)."""
+    from xrdwidgets.cli import main
+    from xrdwidgets.integrate import ScanPlanError
     from xrdwidgets.sim.frames import write_images
 
     src = open_frames(noisy.master)
-    frames = src.read(0, 24)
-    plan = ScanPlan.regular(6, 4, translation_step_mm=noisy.geometry.translation_step_mm, order="zigzag")
-    folder = tmp_path / "live"
-    write_images(frames[:5], folder, "f", "edf")
-
-    def acquire():
-        for i in range(5, 24):
-            time.sleep(0.05)
-            tmp = tmp_path / "tmp"
-            p = write_images([frames[i]], tmp, "x", "edf")[0]
-            p.rename(folder / f"f_{i:05d}.edf")          # appear whole, as a detector writes them
-
-    th = threading.Thread(target=acquire)
-    th.start()
-    events = []
-    gen = iterate_integration(str(folder / "f_*.edf"), noisy.poni, plan=plan, mask=src.pixel_mask, bins=80,
-                              chunk=4, wait_s=10, poll_s=0.05)
-    try:
-        while True:
-            events.append(next(gen))
-    except StopIteration as stop:
-        live = stop.value
-    th.join()
-    assert any(e.metrics.get("waiting") for e in events)
-    ref = integrate(noisy.master, noisy.poni, bins=80)
-    np.testing.assert_allclose(live.values, ref.values, rtol=1e-5, atol=1e-3)
-    # an acquisition that stops early: a clear error after the wait
-    stalled = tmp_path / "stalled"
-    write_images(frames[:7], stalled, "f", "edf")
-    with pytest.raises(ScanPlanError, match=r"7 of the plan's 24 frames after waiting 0.3 s"):
-        integrate(str(stalled / "f_*.edf"), noisy.poni, plan=plan, mask=src.pixel_mask, bins=80, chunk=4,
-                  wait_s=0.3, poll_s=0.05)
+    write_images(src.read(0, 7), tmp_path / "part", "f", "edf")
     src.close()
+    plan = ScanPlan.regular(6, 4, order="zigzag")
+    with pytest.raises(ScanPlanError, match=r"part.*7 frames do not fit .*24 frames expected\); a scan still "
+                                            r"being written is followed with xrdwidgets.live \(`xrdwidgets live`\)"):
+        integrate(str(tmp_path / "part"), noisy.poni, plan=plan, bins=80)
+    with pytest.raises(SystemExit) as exc:     # the follow mode of `integrate` is gone
+        main(["integrate", str(tmp_path / "part"), "--poni", str(noisy.poni), "--n-translations", "6",
+              "--n-angles", "4", "--wait", "5", "-o", str(tmp_path / "x.h5")])
+    assert exc.value.code == 2 and "unrecognized arguments: --wait" in capsys.readouterr().err
+    assert not (tmp_path / "x.h5").exists()

@@ -18,7 +18,8 @@ def add_integrate_parser(sub):
                                    "master or stack, or CBF/EDF/TIFF images) with pyFAI and assemble "
                                    "the sinogram stack (translation, angle, tth|q). Motor positions in "
                                    "the file give each frame's scan point, else --n-translations/--n-angles/"
-                                   "--order. Resumable: run the same command again after an interruption.")
+                                   "--order. Resumable: run the same command again after an interruption. "
+                                   "A scan still being written: follow it with `xrdwidgets live`.")
     g.add_argument("raw", nargs="+", help="master/stack HDF5 file(s), image files, a folder or a glob pattern")
     g.add_argument("--poni", required=True, help="pyFAI calibration (PONI file)")
     g.add_argument("--mask", default=None, help="mask image (EDF/TIFF/.npy/file.h5::dataset; non-zero = excluded)")
@@ -42,9 +43,6 @@ def add_integrate_parser(sub):
     g.add_argument("--chunk", type=int, default=64, help="frames per batch (default %(default)s)")
     g.add_argument("--engine", default="auto", choices=["auto", "pyfai", "scipy", "torch"],
                    help="engine of the plain mean (default auto: torch, on CUDA when present)")
-    g.add_argument("--wait", dest="wait_s", type=float, default=None, metavar="SECONDS",
-                   help="live: integrate a running acquisition, waiting up to SECONDS for each new frame "
-                        "(needs --n-translations and --n-angles)")
     g.add_argument("-o", "--out", required=True, help="output stack (.h5 or .zarr)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -78,7 +76,7 @@ def cmd_integrate(args) -> int:
     gen = iterate_integration(raw, args.poni, out=out, mask=args.mask, dark=args.dark, flat=args.flat,
                               options=opts, n_translations=args.n_translations, n_angles=args.n_angles,
                               order=args.order, dataset=args.dataset, chunk=args.chunk,
-                              overwrite=args.overwrite, wait_s=args.wait_s)
+                              overwrite=args.overwrite)
     bar = None
 
     def cb(ev):
@@ -88,8 +86,6 @@ def cmd_integrate(args) -> int:
             bar = tqdm(total=m["n_frames"], initial=m["frames"] - min(m["frames"], args.chunk), unit="frame",
                        desc="integrate", disable=args.quiet, file=sys.stderr, leave=False)
         bar.update(m["frames"] - bar.n)
-        if m.get("waiting"):
-            bar.set_postfix_str(f"waiting: {m['frames_written']} frames written")
 
     try:
         st = run_to_end(gen, cb)

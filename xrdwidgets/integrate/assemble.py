@@ -46,7 +46,7 @@ from .readers import FrameSource, open_frames
 log = logging.getLogger(__name__)
 
 __all__ = ["iterate_integration", "integrate", "integrate_frames", "resolve_plan", "work_store",
-           "stack_from_patterns"]
+           "stack_from_patterns", "combined_mask", "poni_text"]
 
 _DONE = "done"
 _FINGERPRINT = "xrdwidgets_integrate_fingerprint"
@@ -59,21 +59,15 @@ def work_store(out) -> Path:
 
 
 def resolve_plan(source: FrameSource, plan=None, *, n_translations=None, n_angles=None,
-                 order: str = "raster", use_motors: bool = True, live: bool = False) -> ScanPlan:
+                 order: str = "raster", use_motors: bool = True) -> ScanPlan:
     """The scan plan: given, else from the file's motor positions, else a regular grid.
-
-    ``live``: the acquisition is still running; the plan must be declared (``plan`` or
-    ``n_translations`` and ``n_angles``) and the source may hold fewer frames than it.
 
     Raises
     ------
     ScanPlanError
         The frame count does not fit, or nothing says how frames map to the grid.
     """
-    if live and plan is None and (n_translations is None or n_angles is None):
-        raise ScanPlanError(f"{source.name}: a running acquisition needs the scan plan (plan=, or "
-                            "n_translations and n_angles)")
-    if plan is None and use_motors and not live and {"translation", "rotation"} <= set(source.motors):
+    if plan is None and use_motors and {"translation", "rotation"} <= set(source.motors):
         units = source.motor_units.get("translation") or "mm"
         plan = plan_from_motors(source.motors["translation"], source.motors["rotation"],
                                 n_translations=n_translations, n_angles=n_angles,
@@ -88,11 +82,7 @@ def resolve_plan(source: FrameSource, plan=None, *, n_translations=None, n_angle
         if n_angles is None:
             n_angles = n // int(n_translations)
         plan = ScanPlan.regular(int(n_translations), int(n_angles), order=order)
-    if live:
-        if source.n_frames > plan.n_frames:
-            plan.check_frames(source.n_frames, where=source.name)
-    else:
-        plan.check_frames(source.n_frames, where=source.name)
+    plan.check_frames(source.n_frames, where=source.name)
     return plan
 
 
@@ -125,24 +115,43 @@ def _open_store(path: Path, n_frames, bins, chunk, fingerprint, overwrite):
     return arr
 
 
-def _poni_text(poni, ai):
+def poni_text(poni, ai) -> str:
+    """The calibration as text for provenance: the PONI file's content, else ``str(ai)``."""
     if isinstance(poni, (str, Path)) and Path(poni).is_file():
         return Path(poni).read_text(errors="replace")
     return str(ai)
 
 
-def _combined_mask(source, mask, use_file_mask):
+def combined_mask(mask, frame_shape, file_mask=None):
+    """The user's mask OR'ed with the detector file's own pixel mask, and its provenance.
+
+    Parameters
+    ----------
+    mask : array or path, optional
+        User mask (rows, cols), True = masked; a path is read with :func:`load_image`.
+    frame_shape : tuple of int
+        (rows, cols) of the frames, checked against the mask.
+    file_mask : bool array (rows, cols), optional
+        The pixel mask stored with the frames (pass None to ignore it).
+
+    Returns
+    -------
+    mask : bool array (rows, cols) or None
+        None when nothing is masked.
+    info : dict
+        Provenance: the mask file and its SHA-256 (or its pixel count), ``file_pixel_mask`` pixels.
+    """
     parts, info = [], {}
     if mask is not None:
-        parts.append(load_image(mask, "mask", source.frame_shape))
+        parts.append(load_image(mask, "mask", frame_shape))
         if isinstance(mask, (str, Path)):
             p = str(mask).split("::")[0]
             info = {"file": str(mask), "sha256": file_sha256(p)}
         else:
             info = {"file": None, "pixels": int(parts[-1].sum())}
-    if use_file_mask and source.pixel_mask is not None:
-        parts.append(source.pixel_mask)
-        info["file_pixel_mask"] = int(source.pixel_mask.sum())
+    if file_mask is not None:
+        parts.append(file_mask)
+        info["file_pixel_mask"] = int(file_mask.sum())
     if not parts:
         return None, info
     m = parts[0]
@@ -161,8 +170,7 @@ def iterate_integration(raw, poni, *, out=None, plan: ScanPlan | None = None, n_
                         n_angles=None, order: str = "raster", mask=None, dark=None, flat=None,
                         options: IntegrationOptions | None = None, chunk: int = 64, dataset=None,
                         use_file_mask: bool = True, use_motors: bool = True, checksums: bool = True,
-                        overwrite: bool = False, prefetch: int = 2, wait_s: float | None = None,
-                        poll_s: float = 0.5, **option_kwargs):
+                        overwrite: bool = False, prefetch: int = 2, **option_kwargs):
     """Integrate a raw scan into a sinogram stack, chunk by chunk (a generator).
 
     Parameters
@@ -185,12 +193,6 @@ def iterate_integration(raw, poni, *, out=None, plan: ScanPlan | None = None, n_
         Frames per batch (and per zarr chunk of the work store).
     checksums : bool
         Record the SHA-256 of every frame file in the result's attrs.
-    wait_s : float, optional
-        Live mode (a running acquisition): integrate the frames already written, then look for
-        new ones every ``poll_s`` seconds (:meth:`FrameSource.refresh`) until the plan's frames
-        are all there; give up with :class:`ScanPlanError` after ``wait_s`` seconds without a
-        new frame. Needs a declared plan. While waiting, a :class:`Progress` with
-        ``metrics["waiting"] = True`` is yielded each poll (so a job can be cancelled).
 
     Yields
     ------
@@ -213,17 +215,16 @@ def iterate_integration(raw, poni, *, out=None, plan: ScanPlan | None = None, n_
     if out is not None and out.exists() and not overwrite:
         raise FileExistsError(f"{out}: exists; pass overwrite=True to replace it")
     ai = load_poni(poni, shape=source.frame_shape)
-    live = wait_s is not None
     plan = resolve_plan(source, plan, n_translations=n_translations, n_angles=n_angles, order=order,
-                        use_motors=use_motors, live=live)
-    full_mask, mask_info = _combined_mask(source, mask, use_file_mask)
+                        use_motors=use_motors)
+    full_mask, mask_info = combined_mask(mask, source.frame_shape, source.pixel_mask if use_file_mask else None)
     integ = Integrator(ai, source.frame_shape, options, mask=full_mask, dark=dark, flat=flat)
     n, bins, chunk = plan.n_frames, options.bins, max(1, int(chunk))
     n_chunks = math.ceil(n / chunk)
-    poni_text = _poni_text(poni, ai)
+    provenance = poni_text(poni, ai)
     if out is not None:
         store = work_store(out)
-        arr = _open_store(store, n, bins, chunk, _fingerprint(source, poni_text, mask_info, integ, plan, chunk),
+        arr = _open_store(store, n, bins, chunk, _fingerprint(source, provenance, mask_info, integ, plan, chunk),
                           overwrite)
         done = {int(p.name) for p in (store / _DONE).iterdir() if p.name.isdigit()}
     else:
@@ -234,39 +235,25 @@ def iterate_integration(raw, poni, *, out=None, plan: ScanPlan | None = None, n_
         log.info("%s: resuming, %d of %d chunks already done", out, len(done), n_chunks)
     t0 = time.perf_counter()
     frames_done = 0
-    last_new = time.monotonic()
 
-    def progress(**extra):
+    def progress():
         dt = time.perf_counter() - t0
         rate = frames_done / dt if dt > 0 and frames_done else float("nan")
         left = n - min(n, len(done) * chunk)
         return Progress(iteration=len(done), total=n_chunks,
                         metrics={"frames": min(n, len(done) * chunk), "n_frames": n, "frames_per_s": rate,
-                                 "eta_s": left / rate if rate > 0 else None, **extra})
+                                 "eta_s": left / rate if rate > 0 else None})
 
     try:
-        while pending:
-            avail = source.n_frames
-            ready = [k for k in pending if min((k + 1) * chunk, n) <= avail]
-            if not ready:               # live: wait for the acquisition
-                if not live or time.monotonic() - last_new > wait_s:
-                    raise ScanPlanError(f"{source.name}: {avail} of the plan's {n} frames after waiting "
-                                        f"{wait_s or 0:g} s for more")
-                time.sleep(poll_s)
-                if source.refresh():
-                    last_new = time.monotonic()
-                yield progress(waiting=True, frames_written=source.n_frames)
-                continue
-            for start, frames in source.iter_chunks(chunk, indices=[k * chunk for k in ready], stop=n,
-                                                    prefetch=prefetch):
-                pat = integ.integrate(frames)
-                arr[start:start + pat.shape[0]] = pat
-                if out is not None:
-                    (store / _DONE / str(start // chunk)).touch()
-                done.add(start // chunk)
-                frames_done += pat.shape[0]
-                yield progress()
-            pending = [k for k in pending if k not in done]
+        for start, frames in source.iter_chunks(chunk, indices=[k * chunk for k in pending], stop=n,
+                                                prefetch=prefetch):
+            pat = integ.integrate(frames)
+            arr[start:start + pat.shape[0]] = pat
+            if out is not None:
+                (store / _DONE / str(start // chunk)).touch()
+            done.add(start // chunk)
+            frames_done += pat.shape[0]
+            yield progress()
     finally:
         if source is not raw:
             source.close()
@@ -276,7 +263,7 @@ def iterate_integration(raw, poni, *, out=None, plan: ScanPlan | None = None, n_
         patterns = dsa.from_zarr(arr)
     else:
         patterns = arr
-    da = stack_from_patterns(patterns, plan, integ, ai, poni=poni, poni_text=poni_text, mask_info=mask_info,
+    da = stack_from_patterns(patterns, plan, integ, ai, poni=poni, poni_text=provenance, mask_info=mask_info,
                              files=source.files, raw_name=source.name, checksums=checksums)
     if out is None:
         return da

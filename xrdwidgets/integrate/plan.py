@@ -124,8 +124,10 @@ class ScanPlan:
         """Raise :class:`ScanPlanError` unless ``n_frames`` equals :attr:`n_frames`."""
         if int(n_frames) != self.n_frames:
             n_t, n_a = self.shape
+            hint = ("; a scan still being written is followed with xrdwidgets.live (`xrdwidgets live`)"
+                    if int(n_frames) < self.n_frames else "")
             raise ScanPlanError(f"{where}: {n_frames} frames do not fit the scan plan of {n_t} "
-                                f"translations × {n_a} angles ({self.n_frames} frames expected)")
+                                f"translations × {n_a} angles ({self.n_frames} frames expected){hint}")
 
     def to_dict(self) -> dict:
         """JSON-friendly description (for provenance)."""

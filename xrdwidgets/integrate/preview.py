@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .assemble import _combined_mask
+from .assemble import combined_mask
 from .calibration import load_poni
 from .engines import UNITS, IntegrationOptions, Integrator
 from .readers import open_frames
@@ -48,7 +48,7 @@ def frame_preview(raw, poni, *, index: int = 0, mask=None, use_file_mask: bool =
         if not 0 <= int(index) < src.n_frames:
             raise IndexError(f"{src.name}: frame {index} outside 0..{src.n_frames - 1}")
         ai = load_poni(poni, shape=src.frame_shape)
-        full_mask, _ = _combined_mask(src, mask, use_file_mask)
+        full_mask, _ = combined_mask(mask, src.frame_shape, src.pixel_mask if use_file_mask else None)
         frame = src.read(int(index), int(index) + 1)[0]
         n_frames, shape = src.n_frames, src.frame_shape
     opts = IntegrationOptions(**option_kwargs)

@@ -321,36 +321,6 @@ class FrameSource:
                 except queue.Empty:
                     pass
 
-    def refresh(self) -> int:
-        """Pick up frames written since the source was opened (a running acquisition).
-
-        Re-reads the input as given to :func:`open_frames` (a folder or glob of images gains
-        files; an HDF5 master gains linked data files or longer datasets); the frames already
-        known must be unchanged. Returns the number of new frames.
-        """
-        spec = getattr(self, "_spec", None)
-        if spec is None:
-            return 0
-        raw, dataset, motor_paths = spec
-        try:
-            fresh = open_frames(raw, dataset=dataset, motor_paths=motor_paths)
-        except FrameReadError as exc:     # e.g. a data file being written right now
-            log.info("%s: refresh: %s", self.name, exc)
-            return 0
-        if (fresh.frame_shape, fresh.dtype) != (self.frame_shape, self.dtype):
-            raise FrameReadError(f"{self.name}: new frames of shape {fresh.frame_shape} {fresh.dtype}; "
-                                 f"expected {self.frame_shape} {self.dtype}")
-        old = [(p.file, p.dataset, p.start) for p in self._parts]
-        if [(p.file, p.dataset, p.start) for p in fresh._parts[:len(old)]] != old:
-            raise FrameReadError(f"{self.name}: the files read so far changed while the acquisition ran")
-        added = fresh.n_frames - self.n_frames
-        if added > 0:
-            with self._lock:
-                self.close()
-                self._parts, self.n_frames = fresh._parts, fresh.n_frames
-                self.motors, self.motor_units = fresh.motors, fresh.motor_units
-        return max(0, added)
-
     def close(self):
         """Close the open files."""
         for k, h in list(self._handles.items()):
@@ -495,5 +465,4 @@ def open_frames(raw, *, dataset: str | None = None, motor_paths: dict | None = N
         raise FrameReadError(f"{raw}: mixes HDF5 files and single images; expected one kind")
     else:
         src = _open_images(paths)
-    src._spec = (raw, dataset, motor_paths)
     return src

@@ -25,7 +25,7 @@ import numpy as np
 import xarray as xr
 
 from .. import data as _data
-from ..integrate.assemble import _combined_mask, _poni_text, stack_from_patterns
+from ..integrate import combined_mask, poni_text, stack_from_patterns
 from ..integrate.calibration import load_poni
 from ..integrate.engines import UNITS, IntegrationOptions, Integrator
 from ..integrate.plan import ScanPlan, ScanPlanError
@@ -222,12 +222,8 @@ class LiveSession:
             if self.poni is None:
                 raise ValueError(f"{src.name}: raw frames need a PONI file (poni=)")
             self.ai = load_poni(self.poni, shape=src.item_shape)
-
-            class _S:   # what _combined_mask reads of a frame source
-                frame_shape = src.item_shape
-                pixel_mask = src.pixel_mask
-
-            full_mask, self._mask_info = _combined_mask(_S, self._mask, self._use_file_mask)
+            full_mask, self._mask_info = combined_mask(self._mask, src.item_shape,
+                                                       src.pixel_mask if self._use_file_mask else None)
             self.integ = Integrator(self.ai, src.item_shape, self.options, mask=full_mask, dark=self._dark,
                                     flat=self._flat)
             self.radial, self.unit = self.integ.radial, self.options.unit
@@ -341,7 +337,7 @@ class LiveSession:
             raise ValueError(f"{self.source.name}: no frame received yet")
         if self.integ is not None:
             return stack_from_patterns(self.patterns, self.plan, self.integ, self.ai, poni=self.poni,
-                                       poni_text=_poni_text(self.poni, self.ai), mask_info=self._mask_info,
+                                       poni_text=poni_text(self.poni, self.ai), mask_info=self._mask_info,
                                        files=self.source.files, raw_name=self.source.name,
                                        checksums=checksums and self.complete)
         idx = self.plan.acquisition_index()
