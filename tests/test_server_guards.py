@@ -128,6 +128,13 @@ def test_twenty_quick_page_loads_hold_the_caps(served):
 
 
 # ============================================================================ websockets
+def _run(coro):
+    """Run ``coro`` to the end in a thread of its own (its own event loop): other tests in the same
+    session (Playwright's sync API) may leave an event loop running in the main thread."""
+    with ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, coro).result()
+
+
 async def _ws(port, kernel_id, subprotocols, messages, wait_s=3.0):
     """Open the kernel websocket, send ``messages``, read for ``wait_s``; returns
     ``(handshake error or None, close code, messages received)``."""
@@ -207,7 +214,7 @@ def test_bounded_header_reader():
 def test_legacy_websocket_request_states_is_refused(served):
     kernel = _page_kernel(served)
     rss0 = _rss_mb(served.process.pid)
-    err, code, got = asyncio.run(_ws(served.port, kernel, None, _request_states_legacy()))
+    err, code, got = _run(_ws(served.port, kernel, None, _request_states_legacy()))
     assert err == 400 and not got                       # refused at the handshake
     assert _answers_quickly(served.port)
     assert _rss_mb(served.process.pid) - rss0 < 50
@@ -220,13 +227,13 @@ def test_v1_websocket_works_and_malformed_messages_close_it(served):
     comm = uuid.uuid4().hex
     good = [_v1(_kernel_msg("comm_open", {"comm_id": comm, "target_name": "jupyter.widget.control", "data": {}})),
             _v1(_kernel_msg("comm_msg", {"comm_id": comm, "data": {"method": "request_states"}}))]
-    err, code, got = asyncio.run(_ws(served.port, kernel, [V1_SUBPROTOCOL], good))
+    err, code, got = _run(_ws(served.port, kernel, [V1_SUBPROTOCOL], good))
     assert err is None and code is None                 # the page's protocol works ...
     replies = [m for m in got if (read_v1_header(m) or {}).get("msg_type") == "comm_msg"]
     assert any(b"update_states" in m and len(v1_offsets(m)) > 6 for m in replies)  # states + buffers
     # the same legacy-framed request on a v1 socket, and junk that claims 2**60 parts
     for bad in (_request_states_legacy()[1], (2**60).to_bytes(8, "little") + b"\x00" * 64, "{}"):
-        err, code, got = asyncio.run(_ws(served.port, kernel, [V1_SUBPROTOCOL], [bad], wait_s=5))
+        err, code, got = _run(_ws(served.port, kernel, [V1_SUBPROTOCOL], [bad], wait_s=5))
         assert err is None and code == 1003, (bad[:16], code)
         assert _answers_quickly(served.port)
     assert _rss_mb(served.process.pid) - rss0 < 50
@@ -239,7 +246,7 @@ def test_code_sent_over_the_websocket_is_not_run(served, tmp_path):
     msgs = [_v1(_kernel_msg(t, {"code": code, "silent": False, "store_history": False,
                                 "user_expressions": {}, "allow_stdin": False}))
             for t in ("execute_request", "inspect_request", "complete_request")]
-    err, code_, got = asyncio.run(_ws(served.port, kernel, [V1_SUBPROTOCOL], msgs, wait_s=3))
+    err, code_, got = _run(_ws(served.port, kernel, [V1_SUBPROTOCOL], msgs, wait_s=3))
     assert err is None
     assert not any((read_v1_header(m) or {}).get("msg_type") == "execute_reply" for m in got)
     assert not marker.exists()
@@ -251,10 +258,10 @@ def test_websocket_messages_are_bounded_by_the_upload_limit(served):
     limit = appserver.websocket_limit(UPLOAD_MB)
     assert limit == (UPLOAD_MB + 1) * 2**20
     within = _v1(_kernel_msg("comm_msg", {"comm_id": "none", "data": {}}, [b"\x00" * (UPLOAD_MB * 2**20)]))
-    err, code, _ = asyncio.run(_ws(served.port, kernel, [V1_SUBPROTOCOL], [within], wait_s=2))
+    err, code, _ = _run(_ws(served.port, kernel, [V1_SUBPROTOCOL], [within], wait_s=2))
     assert err is None and code is None
     over = _v1(_kernel_msg("comm_msg", {"comm_id": "none", "data": {}}, [b"\x00" * (limit + 1)]))
-    err, code, _ = asyncio.run(_ws(served.port, kernel, [V1_SUBPROTOCOL], [over], wait_s=5))
+    err, code, _ = _run(_ws(served.port, kernel, [V1_SUBPROTOCOL], [over], wait_s=5))
     assert err is None and code == 1009                 # "message too big": connection dropped
     assert _answers_quickly(served.port)
 
