@@ -472,6 +472,37 @@ class DataPanel:
 
         return self._start(f"loading {rel}", work, hide)
 
+    def open_now(self, rel: str) -> str:
+        """Load ``rel`` (a path inside the data folder) now, without a job, and select it in the
+        file list (the file the app opens on start, :meth:`App.served`).
+
+        A reconstruction stored in the file next to the sinogram stack (the ``fbp`` variable
+        ``xrdwidgets demo`` writes) is added as the result "FBP (file)".
+
+        Returns
+        -------
+        str
+            The status line shown ("loaded …").
+
+        Raises
+        ------
+        OSError, ValueError
+            No data folder, a path outside it, a missing or unreadable file (the message names it).
+        """
+        if self.root is None:
+            raise FileNotFoundError(f"cannot open {rel!r}: no data folder is configured")
+        path = safety.confine(rel, self.root, must_exist=True)
+        rel = path.relative_to(self.root).as_posix()
+        stack, truth = _read_stack(path, sinogram=None, npy_dims=self.npy_order.value)
+        text = self._publish(stack, truth, rel)
+        if truth is not None and "fbp" in getattr(truth, "data_vars", {}):
+            self.state.add_result("FBP (file)", truth["fbp"])
+        self.refresh()
+        if rel in self.files.options:
+            self.files.value = rel
+        self._show(text, "ok")
+        return text
+
     # ------------------------------------------------------------------ upload
     def _on_upload(self, change):
         files = change["new"]
