@@ -43,6 +43,8 @@ from .. import views as _v
 from ..data import DataError
 from ._views import (
     IMAGE_SIZE,
+    MIME,
+    DownloadLink,
     OVERLAY_COLOURS,
     PATTERN_SIZE,
     fixed_box,
@@ -249,6 +251,19 @@ class Explorer(tl.HasTraits):
         self.w_save_pattern = w.Button(description="save pattern", icon="save",
                                        layout=w.Layout(width="130px"))
         self.w_status = w.HTML(layout=w.Layout(width="auto"))
+        self.w_dl_image = w.Button(description="image", icon="download", tooltip="download the image "
+                                   "(PNG with axes and colour bar, or HDF5 values) to this browser",
+                                   layout=w.Layout(width="90px"))
+        self.w_dl_pattern = w.Button(description="pattern", icon="download", tooltip="download the "
+                                     "pattern(s) at the pixel (.xy, HDF5 or PNG) to this browser",
+                                     layout=w.Layout(width="100px"))
+        self.w_dl_result = w.Button(description="result", icon="download", tooltip="download the "
+                                    "whole volume shown as HDF5 (with coordinates and provenance)",
+                                    layout=w.Layout(width="95px"))
+        self.download = DownloadLink()
+        for b, what in ((self.w_dl_image, "image"), (self.w_dl_pattern, "pattern"), (self.w_dl_result, "result")):
+            b.add_class(f"xrdw-dl-{what}")
+            b.on_click(lambda _, what=what: self._download_clicked(what))
 
         self.w_window.observe(self._on_window_slider, names="value")
         self.w_cmap.observe(self._on_cmap, names="value")
@@ -268,10 +283,13 @@ class Explorer(tl.HasTraits):
         export_row = w.HBox([self.w_export_dir, self.w_save_image, self.w_image_fmt,
                              self.w_save_pattern, self.w_pattern_fmt, self.w_overwrite],
                             layout=w.Layout(flex_flow="row wrap", align_items="center"))
+        download_row = w.HBox([w.HTML("<small>download:</small>"), self.w_dl_image, self.w_dl_pattern,
+                               self.w_dl_result, self.download.widget],
+                              layout=w.Layout(flex_flow="row wrap", align_items="center"))
         self.widget = w.VBox([
             figures,
             w.HBox([self.w_window, self.w_window_label], layout=w.Layout(align_items="center")),
-            w.HBox([w.VBox([display_row, export_row]), self.w_overlays],
+            w.HBox([w.VBox([display_row, download_row, export_row]), self.w_overlays],
                    layout=w.Layout(flex_flow="row wrap")),
             self.w_status,
         ], layout=w.Layout(width=f"{iw + pw + 30}px", flex="0 0 auto"))
@@ -835,6 +853,35 @@ class Explorer(tl.HasTraits):
         out = _v.save_patterns(self.patterns, path, overwrite=overwrite)
         self.exports.wrote(out)
         return out
+
+    def download_bytes(self, what: str) -> tuple[str, bytes]:
+        """``(file name, bytes)`` of a download: ``"image"`` (format of the image dropdown: PNG
+        figure with axes, colour bar and title, or HDF5), ``"pattern"`` (format of the pattern
+        dropdown) or ``"result"`` (the whole volume shown, HDF5)."""
+        self._require()
+        if what == "image":
+            fmt = self.w_image_fmt.value
+            limits = self._limits if self.shown_image is not None else None
+            data = _v.image_bytes(self.image, fmt, cmap=self.w_cmap.value, limits=limits,
+                                  log=self.w_log.value, title=f"{self._name}: {self._window_text()}")
+        elif what == "pattern":
+            fmt = self.w_pattern_fmt.value
+            data = _v.patterns_bytes(self.patterns, fmt, title=self.pattern_fig.layout.title.text)
+        elif what == "result":
+            fmt = "h5"
+            data = _v.result_bytes(self._da.rename(self._da.name or _v.export_name(self._name)),
+                                   producer="xrdwidgets Explorer download")
+            return f"{_v.export_name(self._name)}.h5", data
+        else:
+            raise DataError(f"download_bytes: what must be image, pattern or result, found {what!r}")
+        return f"{self._stem(what)}.{fmt}", data
+
+    @_guarded
+    def _download_clicked(self, what: str):
+        self.download.clear()
+        name, data = self.download_bytes(what)
+        self.download.offer(name, data, MIME.get(name.rsplit(".", 1)[-1], "application/octet-stream"))
+        self._say(f"ready: {name} — click the link to save it")
 
     @_guarded
     def _export_clicked(self, what: str):
