@@ -103,3 +103,21 @@ def test_explorer_offers_image_pattern_and_result_downloads():
         ex._download_clicked(what)
         assert ex.download.name.endswith(suffix), ex.w_status.value
         assert ex.download.size > 0 and "download=" in ex.download.widget.value
+
+
+def test_roi_and_peakfit_panels_offer_their_maps():
+    from xrdwidgets.widgets.app import App
+
+    app = App.demo(size="tiny")
+    roi = app.panel("ROI image")
+    assert roi.downloads.click("map PNG") and roi.downloads.link.name.endswith(".png")
+    assert _decode_png(base64.b64decode(
+        re.search(r"base64,([^\"]+)", roi.downloads.link.widget.value).group(1))).shape[0] > 100
+    assert roi.downloads.click("map HDF5") and roi.downloads.link.name.endswith(".h5")
+    assert roi.fig.layout.xaxis.title.text == "x (mm)"
+    pat = app.panel("ROI pattern")
+    assert pat.downloads.click("pattern .xy")
+    assert "2θ (deg)" in pat.download_bytes("xy")[1].decode()
+    fit = app.panel("Peak fitting")
+    assert not fit.downloads.click("map PNG")                  # nothing yet: said, not raised
+    assert "no fit yet" in fit.downloads.message.value

@@ -46,6 +46,7 @@ __all__ = [
     "FigureWidget",
     "OVERLAY_COLOURS",
     "PATTERN_SIZE",
+    "DownloadBar",
     "DownloadLink",
     "MIME",
     "MessageMeter",
@@ -212,6 +213,44 @@ class DownloadLink:
     def clear(self) -> None:
         self.widget.value = ""
         self.name, self.size = "", 0
+
+
+class DownloadBar:
+    """Download buttons and one :class:`DownloadLink`: ``items`` maps a button label to a function
+    returning ``(file name, bytes)`` (computed on click; errors are shown, not raised)."""
+
+    def __init__(self, items: dict, *, css: str = "xrdw-download-bar"):
+        self.items = dict(items)
+        self.link = DownloadLink()
+        self.message = w.HTML(layout=w.Layout(width="auto"))
+        self.buttons = {}
+        for label in self.items:
+            b = w.Button(description=label, icon="download", layout=w.Layout(width="auto"),
+                         tooltip=f"download the {label} to this browser")
+            b.add_class("xrdw-dl-" + "".join(ch if ch.isalnum() else "-" for ch in label.lower()))
+            b.on_click(lambda _, label=label: self.click(label))
+            self.buttons[label] = b
+        self.widget = w.VBox([w.HBox([w.HTML("<small>download:</small>"), *self.buttons.values()],
+                                     layout=w.Layout(flex_flow="row wrap", align_items="center")),
+                              self.link.widget, self.message])
+        self.widget.add_class(css)
+
+    def click(self, label: str) -> bool:
+        """Prepare the download of ``label``; True when the link is shown."""
+        from ..data import DataError
+
+        self.link.clear()
+        self.message.value = ""
+        try:
+            name, data = self.items[label]()
+            self.link.offer(name, data, MIME.get(str(name).rsplit(".", 1)[-1], "application/octet-stream"))
+        except (DataError, ValueError, OSError, KeyError, TypeError) as exc:
+            log.info("download %s: %s", label, exc)
+            import html as _html
+
+            self.message.value = f"<small style='color:#b00020'>⚠ {_html.escape(str(exc))}</small>"
+            return False
+        return True
 
 
 #: MIME types of the download formats.

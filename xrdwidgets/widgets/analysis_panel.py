@@ -80,6 +80,25 @@ def _heat_update(fig, trace_index: int, image, *, title: str | None = None, anno
     _fig.mirror_state(fig)
 
 
+def _need(obj, what: str):
+    if obj is None:
+        raise _data.DataError(f"nothing to download yet: {what}")
+    return obj
+
+
+def _label_image_axes(fig, image, *, row: int = 1, col: int = 1, colorbar_trace: int | None = 0):
+    """Axis titles (with units) of a heatmap subplot from the image's coordinates, and its colour
+    bar title from the image's ``long_name``/``units``."""
+    if not hasattr(image, "dims"):
+        return
+    rd, cd = image.dims[:2]
+    fig.update_yaxes(title_text=_v.axis_label(image[rd]) if rd in image.coords else rd, row=row, col=col)
+    fig.update_xaxes(title_text=_v.axis_label(image[cd]) if cd in image.coords else cd, row=row, col=col)
+    if colorbar_trace is not None:
+        fig.data[colorbar_trace].colorbar.title = {"text": _v.axis_label(image) or "intensity", "side": "right"}
+    _fig.mirror_state(fig)
+
+
 def parse_positions(text: str) -> list[float]:
     """Peak positions from text such as ``"3.1, 3.6"`` (numbers only; nothing is evaluated)."""
     out = []
@@ -112,15 +131,19 @@ class RoiImagePanel:
         self.message = w.HTML()
         self.fig = _fig.FigureWidget(make_subplots(rows=1, cols=1))
         self.fig.add_heatmap(z=[[0.0]], colorscale="Viridis", colorbar={"thickness": 12})
-        self.fig.update_layout(width=520, height=460, autosize=False, margin=dict(l=50, r=10, t=40, b=40),
-                               title={"text": "", "font": {"size": 13}})
+        self.fig.update_layout(width=520, height=460, autosize=False,
+                               margin=dict(l=64, r=10, t=_fig.TOP_MARGIN, b=48),
+                               title={**_fig._TITLE, "text": "no reconstruction yet: run one in the "
+                                      "Reconstruct tab"}, plot_bgcolor="white")
         self.fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain")
         self.fig.update_xaxes(constrain="domain")
         for wd in (self.window, self.background, self.edge_channels):
             wd.observe(self._on_change, "value")
         state.observe(self._on_results, ["results", "current"])
-        controls = w.VBox([self.window, self.window_label, self.background, self.edge_channels, self.message],
-                          layout=w.Layout(width="420px"))
+        self.downloads = _fig.DownloadBar({"map PNG": lambda: self.download_bytes("png"),
+                                           "map HDF5": lambda: self.download_bytes("h5")})
+        controls = w.VBox([self.window, self.window_label, self.background, self.edge_channels, self.message,
+                           self.downloads.widget], layout=w.Layout(width="420px"))
         self.widget = w.HBox([controls, _fig.fixed_box(self.fig, 520, 460)])
         self.widget.add_class("xrdw-roi-image-panel")
         self._on_results()
@@ -171,12 +194,23 @@ class RoiImagePanel:
         self.message.value = ""
         self.image = img
         shown = _v.decimate(img, 512)
-        _heat_update(self.fig, 0, shown, title=f"{name}: {img.attrs['long_name']}, {spec} "
-                     f"{float(c[lo]):.4g}–{float(c[hi - 1]):.4g} {units}")
+        self._title = (f"{name}: {img.attrs['long_name']}, {_v.axis_label(c).split(' (')[0]} "
+                       f"{float(c[lo]):.4g}–{float(c[hi - 1]):.4g} {units}")
+        self._source = (name, lo, hi)
+        _heat_update(self.fig, 0, shown, title=self._title)
+        _label_image_axes(self.fig, shown)
         self.state.roi = {**(self.state.roi or {}), "source": name, "channels": (lo, hi),
                           "range": (float(c[lo]), float(c[hi - 1])), "background": self.background.value,
                           "edge_channels": int(self.edge_channels.value)}
         return img
+
+    def download_bytes(self, fmt: str) -> tuple[str, bytes]:
+        """``(file name, bytes)`` of the ROI image: ``"png"`` (figure with axes and colour bar)
+        or ``"h5"`` (values with coordinates)."""
+        img = _need(self.image, "no ROI image (run a reconstruction first)")
+        name, lo, hi = self._source
+        stem = _v.export_name(name, "roi", f"ch{lo}-{hi - 1}")
+        return f"{stem}.{fmt}", _v.image_bytes(img, fmt, title=self._title)
 
     def _ipython_display_(self):  # pragma: no cover
         from IPython.display import display
@@ -215,8 +249,10 @@ class RoiPatternPanel:
         for wd in (self.fraction, self.above, self.prominence):
             wd.observe(self._on_change, "value")
         state.observe(self._on_change, ["roi", "results", "current"])
-        controls = w.VBox([self.fraction, self.above, self.prominence, self.peak_list, self.message],
-                          layout=w.Layout(width="330px"))
+        self.downloads = _fig.DownloadBar({"pattern .xy": lambda: self.download_bytes("xy"),
+                                           "pattern PNG": lambda: self.download_bytes("png")})
+        controls = w.VBox([self.fraction, self.above, self.prominence, self.peak_list, self.message,
+                           self.downloads.widget], layout=w.Layout(width="330px"))
         self.widget = w.HBox([controls, _fig.fixed_box(self.fig, 900, 420)])
         self.widget.add_class("xrdw-roi-pattern-panel")
         self._busy = False
@@ -259,7 +295,8 @@ class RoiPatternPanel:
             self.fig.data[1].y = np.asarray(pattern.values, dtype=float)
             self.fig.data[2].x = pos
             self.fig.data[2].y = heights
-            self.fig.layout.xaxis2.title = f"{spec} ({units})" if units else spec
+            self.fig.layout.xaxis2.title = _v.axis_label(vol[spec])
+            self.fig.layout.yaxis2.title = _v.axis_label(pattern) or "mean intensity"
         _heat_update(self.fig, 0, _v.decimate(img.copy(data=shown), 512))
         self.peak_list.value = (f"<small>{int(m.sum())} pixels; suggested peaks ({units}): "
                                 + (", ".join(f"{p:.4g}" for p in pos) or "none") + "</small>")
@@ -269,6 +306,14 @@ class RoiPatternPanel:
         finally:
             self._busy = False
         return pattern
+
+    def download_bytes(self, fmt: str) -> tuple[str, bytes]:
+        """``(file name, bytes)`` of the mean pattern of the mask (``"xy"``, ``"h5"`` or ``"png"``)."""
+        pat = _need(self.pattern, "no ROI pattern (run a reconstruction first)")
+        name = (self.state.roi or {}).get("source", "roi")
+        stem = _v.export_name(name, "roi_pattern")
+        return f"{stem}.{fmt}", _v.patterns_bytes({"mean of mask": pat}, fmt,
+                                                  title=f"{name}: mean pattern of the mask")
 
     def _ipython_display_(self):  # pragma: no cover
         from IPython.display import display
@@ -327,9 +372,11 @@ class PeakFitPanel:
         for wd, cls in ((self.start_button, "xrdw-fit-start"), (self.cancel_button, "xrdw-fit-cancel"),
                         (self.status, "xrdw-fit-status"), (self.error, "xrdw-fit-error")):
             wd.add_class(cls)
+        self.downloads = _fig.DownloadBar({"map PNG": lambda: self.download_bytes("png"),
+                                           "maps HDF5": lambda: self.download_bytes("h5")})
         controls = w.VBox([self.profile, self.n_peaks, self.background, self.fit_range, self.positions,
                            self.fwhm_max, self.max_iter, w.HBox([self.start_button, self.cancel_button]),
-                           self.progress, self.status, self.error, self.map_param],
+                           self.progress, self.status, self.error, self.map_param, self.downloads.widget],
                           layout=w.Layout(width="400px"))
         self.widget = w.HBox([controls, _fig.fixed_box(self.fig, 960, 430)])
         self.widget.add_class("xrdw-peakfit-panel")
@@ -437,8 +484,22 @@ class PeakFitPanel:
             return
         da = self.result[self.map_param.value]
         units = da.attrs.get("units", "")
-        _heat_update(self.fig, 0, _v.decimate(da.astype(np.float32), 512),
+        shown = _v.decimate(da.astype(np.float32), 512)
+        _heat_update(self.fig, 0, shown,
                      title=f"{self.map_param.value}" + (f" ({units})" if units else ""), annotation=0)
+        _label_image_axes(self.fig, shown)
+
+    def download_bytes(self, fmt: str) -> tuple[str, bytes]:
+        """``(file name, bytes)``: ``"png"`` the map shown (figure with axes and colour bar),
+        ``"h5"`` every fitted map (and the fit quality) with coordinates and provenance."""
+        res = _need(self.result, "no fit yet (press Fit)")
+        source = (self.job.params or {}).get("source", "fit") if self.job is not None else "fit"
+        if fmt == "h5":
+            return f"{_v.export_name(source, 'peakfit')}.h5", _v.result_bytes(res, producer="xrdwidgets peak fitting")
+        param = _need(self.map_param.value, "no map chosen")
+        da = res[param].astype(np.float32)
+        return (f"{_v.export_name(source, 'peakfit', param)}.png",
+                _v.image_bytes(da, "png", title=f"{source}: fitted {param}"))
 
     def _on_map_point(self, trace, points, state=None):
         if not points.xs or self._volume is None:
@@ -469,6 +530,8 @@ class PeakFitPanel:
             self.fig.data[2].x, self.fig.data[2].y = x, fit
             self.fig.data[3].x, self.fig.data[3].y = x, y - fit
             self.fig.layout.annotations[1].text = f"pixel ({vol.dims[0]} {r}, {vol.dims[1]} {c}): data, fit, residual"
+            self.fig.layout.xaxis2.title = _v.axis_label(vol[spec])
+            self.fig.layout.yaxis2.title = _v.axis_label(vol) or "intensity"
 
     def _ipython_display_(self):  # pragma: no cover
         from IPython.display import display
