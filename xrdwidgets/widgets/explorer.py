@@ -425,7 +425,12 @@ class Explorer(tl.HasTraits):
         rows, cols, n = self._arr.shape
         r, c = self.pixel
         if old is None or not (r < rows and c < cols):
-            self.pixel = (rows // 2, cols // 2)
+            # start on the brightest pixel (channel sum; inside the sample), not on the middle,
+            # which may be air or a hole
+            flat = self._arr.reshape(-1, n)
+            total = flat @ np.ones(n, dtype=flat.dtype if flat.dtype.kind == "f" else float)
+            k = int(np.nanargmax(total)) if np.isfinite(total).any() else (rows // 2) * cols + cols // 2
+            self.pixel = (k // cols, k % cols)
         spec = self._da[self._da.dims[2]]
         i0, i1 = self.window
         if old is not None and old.dims[2] == spec.name and i1 <= old.shape[2]:
@@ -470,7 +475,8 @@ class Explorer(tl.HasTraits):
         traces = []
         for i, (nm, da) in enumerate(zip(names, arrays)):
             c = da[da.dims[2]]
-            traces.append({"type": "scatter", "mode": "lines", "name": nm,
+            # one or two channels: a line alone would be invisible, show the points
+            traces.append({"type": "scatter", "mode": "lines" if c.size > 2 else "lines+markers", "name": nm,
                                "x": np.asarray(c.values, dtype=float),
                                "y": np.zeros(c.size, dtype=np.float32),
                                "line": {"width": 1.8 if i == 0 else 1.3,
@@ -609,7 +615,10 @@ class Explorer(tl.HasTraits):
         i0, i1 = self.window
         a, b = float(spec.values[i0]), float(spec.values[i1 - 1])
         units = spec.attrs.get("units", "")
+        units = "" if units in ("1", "") else units      # dimensionless (a channel index): no unit
         label = spec.attrs.get("long_name", spec.name)
+        if label == spec.name == "channel" and i1 - i0 == 1:
+            return f"channel {i0}" + (f" (= {f'{a:.5g} {units}'.strip()})" if a != i0 else "")
         if i1 - i0 == 1:
             return f"{label} = {a:.5g} {units} (channel {i0})"
         return f"{label} {min(a, b):.5g}–{max(a, b):.5g} {units} (channels {i0}–{i1 - 1}, Σ {i1 - i0})"
