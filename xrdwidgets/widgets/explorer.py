@@ -801,7 +801,15 @@ class Explorer(tl.HasTraits):
     def _on_state(self, change=None):
         name, main, compare = self._state_sources(self.state)
         if main is None:
-            self._say("no data yet")
+            what = ("no data to explore yet: run a reconstruction in the Reconstruct tab" if self.state.stack is not None
+                    else "no data yet: open, upload or simulate a scan in the Data tab")
+            self._say(what)
+            if self._da is None:
+                with updating(self.image_fig):
+                    self.image_fig.layout.title.text = what
+                    self.image_fig.data[0].z = [[None]]
+                with updating(self.pattern_fig):
+                    self.pattern_fig.layout.title.text = "the pattern of the pixel under the cursor appears here"
             return
         self._set(main, name=name, compare=compare, strict=False)
 
