@@ -39,6 +39,9 @@ __all__ = ["RoiImagePanel", "RoiPatternPanel", "PeakFitPanel", "parse_positions"
 
 _STYLE = {"description_width": "100px"}
 _BACKGROUNDS = ("none", "edges", "linear")
+#: Width (px) of the peak-fit figure: with its 350-px form it fits a 1280-px window.
+_FIT_W = 840
+_FORM = w.Layout(width="330px")
 
 
 def _current_volume(state: AppState):
@@ -183,8 +186,8 @@ class RoiImagePanel:
         hi = max(hi, lo + 1)
         c = vol[spec]
         units = c.attrs.get("units", "")
-        self.window_label.value = (f"<small>{hi - lo} channels, {spec} {float(c[lo]):.4g}–"
-                                   f"{float(c[hi - 1]):.4g} {units}</small>")
+        self.window_label.value = (f"<small>{hi - lo} channels, {_v.axis_label(c).split(' (')[0]} "
+                                   f"{float(c[lo]):.4g}–{float(c[hi - 1]):.4g} {units}</small>")
         try:
             img = roi_image(vol, lo, hi, by="index", background=self.background.value,
                             edge_channels=int(self.edge_channels.value))
@@ -231,7 +234,7 @@ class RoiPatternPanel:
         self.above = w.ToggleButtons(options=[("above", True), ("below", False)], value=True,
                                      description="keep pixels", style={**_STYLE, "button_width": "60px"})
         self.prominence = w.BoundedFloatText(value=0.05, min=0.001, max=1.0, step=0.01,
-                                             description="peak prominence", style=_STYLE)
+                                             description="prominence", style=_STYLE)
         self.prominence.tooltip = "minimum peak prominence relative to the pattern's robust range"
         self.message = w.HTML()
         self.peak_list = w.HTML()
@@ -297,7 +300,9 @@ class RoiPatternPanel:
             self.fig.data[2].y = heights
             self.fig.layout.xaxis2.title = _v.axis_label(vol[spec])
             self.fig.layout.yaxis2.title = _v.axis_label(pattern) or "mean intensity"
-        _heat_update(self.fig, 0, _v.decimate(img.copy(data=shown), 512))
+        shown_img = _v.decimate(img.copy(data=shown), 512)
+        _heat_update(self.fig, 0, shown_img)
+        _label_image_axes(self.fig, shown_img, colorbar_trace=None)
         self.peak_list.value = (f"<small>{int(m.sum())} pixels; suggested peaks ({units}): "
                                 + (", ".join(f"{p:.4g}" for p in pos) or "none") + "</small>")
         self._busy = True
@@ -339,7 +344,7 @@ class PeakFitPanel:
                                      value="linear", description="background", style=_STYLE)
         self.fit_range = w.FloatRangeSlider(description="fit range", min=0.0, max=1.0, value=(0.0, 1.0), step=0.001,
                                             continuous_update=False, readout_format=".3f", style=_STYLE,
-                                            layout=w.Layout(width="95%"))
+                                            layout=w.Layout(width="330px"))
         self.positions = w.Text(value="", description="positions", placeholder="e.g. 3.10, 3.58", style=_STYLE)
         self.positions.tooltip = "starting peak positions (spectral units), comma-separated; empty: data maxima"
         self.fwhm_max = w.BoundedFloatText(value=0.0, min=0.0, max=1e6, step=0.01, description="max FWHM",
@@ -352,14 +357,18 @@ class PeakFitPanel:
         self.status = w.HTML("<i>no fit yet</i>")
         self.error = w.HTML()
         self.map_param = w.Dropdown(options=[], description="map", style=_STYLE)
-        base = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.14,
-                             subplot_titles=("parameter map", "pixel: data, fit, residual"))
-        base.add_trace(go.Heatmap(z=[[0.0]], colorscale="Viridis", colorbar={"thickness": 10, "x": 0.40},
+        for wd in (self.profile, self.n_peaks, self.background, self.positions, self.fwhm_max,
+                   self.max_iter, self.map_param):
+            wd.layout.width = "330px"
+        base = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.16,
+                             subplot_titles=("parameter map: press Fit", "pixel: hover the map after a fit"))
+        base.add_trace(go.Heatmap(z=[[None]], colorscale="Viridis", colorbar={"thickness": 10, "x": 0.40},
+                                  showscale=False,
                                   hovertemplate="x %{x}, y %{y}: %{z:.4g}<extra></extra>"), row=1, col=1)
         for nm, colour in (("data", "#1f3b73"), ("fit", "#d62728"), ("residual", "#7f7f7f")):
             base.add_trace(go.Scatter(x=[], y=[], mode="lines", name=nm, line={"color": colour}), row=1, col=2)
-        base.update_layout(width=960, height=430, autosize=False, margin=dict(l=50, r=10, t=40, b=40),
-                           legend={"x": 1, "xanchor": "right", "y": 1})
+        base.update_layout(width=_FIT_W, height=430, autosize=False, margin=dict(l=56, r=10, t=40, b=44),
+                           legend={"x": 1, "xanchor": "right", "y": 1}, plot_bgcolor="white")
         base.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", row=1, col=1)
         base.update_xaxes(constrain="domain", row=1, col=1)
         self.fig = _fig.FigureWidget(base)
@@ -377,8 +386,8 @@ class PeakFitPanel:
         controls = w.VBox([self.profile, self.n_peaks, self.background, self.fit_range, self.positions,
                            self.fwhm_max, self.max_iter, w.HBox([self.start_button, self.cancel_button]),
                            self.progress, self.status, self.error, self.map_param, self.downloads.widget],
-                          layout=w.Layout(width="400px"))
-        self.widget = w.HBox([controls, _fig.fixed_box(self.fig, 960, 430)])
+                          layout=w.Layout(width="350px", overflow="hidden"))
+        self.widget = w.HBox([controls, _fig.fixed_box(self.fig, _FIT_W, 430)])
         self.widget.add_class("xrdw-peakfit-panel")
         self._on_roi()
 
@@ -458,6 +467,7 @@ class PeakFitPanel:
                 self.progress.value = min(1.0, p.iteration / p.total)
             if p.preview is not None and np.ndim(p.preview) == 2:
                 ref = self._volume.isel({self._volume.dims[-1]: 0}, drop=True)
+                self.fig.data[0].showscale = True
                 _heat_update(self.fig, 0, _v.decimate(ref.copy(data=np.asarray(p.preview, np.float32)), 512),
                              title=f"{self._model.param_names[0]} (fitting…)", annotation=0)
             done = (p.metrics or {}).get("pixels_done")
@@ -485,6 +495,7 @@ class PeakFitPanel:
         da = self.result[self.map_param.value]
         units = da.attrs.get("units", "")
         shown = _v.decimate(da.astype(np.float32), 512)
+        self.fig.data[0].showscale = True
         _heat_update(self.fig, 0, shown,
                      title=f"{self.map_param.value}" + (f" ({units})" if units else ""), annotation=0)
         _label_image_axes(self.fig, shown)

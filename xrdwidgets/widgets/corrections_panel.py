@@ -67,11 +67,29 @@ def _thumbnail_png(image, size_px: int = 150) -> bytes:
 
 
 def _summed_image(stack, max_size=256):
+    """The channel-summed sinogram ``(angle, translation)`` (a DataArray with its coordinates),
+    block-averaged to at most ``max_size`` per axis."""
     from ..views import decimate
 
     spec = _data.spectral_dim(stack)
-    img = np.asarray(stack.sum(spec).transpose("angle", "translation").values, np.float32)
+    img = stack.sum(spec).transpose("angle", "translation").astype(np.float32)
     return decimate(img, max_size)
+
+
+def _show_sinogram(fig, trace, col: int, img):
+    """Put a summed sinogram (from :func:`_summed_image`) into subplot ``col`` with its axes."""
+    from ..views import axis_label
+
+    trace.z = np.asarray(img.values, np.float32) if img is not None else [[None]]
+    axes = ("xaxis", "yaxis") if col == 1 else ("xaxis2", "yaxis2")
+    if img is None:
+        fig.layout[axes[0]].visible = fig.layout[axes[1]].visible = False
+        return
+    trace.x = np.asarray(img["translation"].values, float)
+    trace.y = np.asarray(img["angle"].values, float)
+    fig.layout[axes[0]].visible = fig.layout[axes[1]].visible = True
+    fig.layout[axes[0]].title.text = axis_label(img["translation"]) or "translation"
+    fig.layout[axes[1]].title.text = axis_label(img["angle"]) or "angle"
 
 
 _AFTER_EMPTY = "after: press “Run corrections”"
@@ -106,7 +124,7 @@ class CorrectionsPanel:
         self.centre = w.Checkbox(value=True, description="centre of rotation (find and correct)", indent=False)
         self.centre_apply = w.ToggleButtons(options=[("store in geometry", "geometry"), ("shift data", "shift")],
                                             value="geometry", description="centre:",
-                                            style={"button_width": "120px"})
+                                            style={"button_width": "140px", "description_width": "50px"})
         self.run_button = w.Button(description="Run corrections", button_style="primary", icon="wrench")
         self.use_button = w.Button(description="Use corrected", button_style="success", disabled=True)
         self.reset_button = w.Button(description="Reset to raw", disabled=True)
@@ -144,8 +162,8 @@ class CorrectionsPanel:
                               ("centre", self.centre)):
                 box.value = name not in done
             with _fig.updating(self.fig):
-                self.before.z = _summed_image(raw)
-                self.after.z = [[None]]
+                _show_sinogram(self.fig, self.before, 1, _summed_image(raw))
+                _show_sinogram(self.fig, self.after, 2, None)
                 self.fig.layout.annotations[1].text = _AFTER_EMPTY
             self.result = None
             self.use_button.disabled = True
@@ -176,7 +194,7 @@ class CorrectionsPanel:
         if ev.state is _jobs.State.DONE:
             self.result, self.reports = job.result
             with _fig.updating(self.fig):
-                self.after.z = _summed_image(self.result)
+                _show_sinogram(self.fig, self.after, 2, _summed_image(self.result))
                 self.fig.layout.annotations[1].text = "after"
             self.report_html.value = "<ul>" + "".join(
                 f"<li>{html.escape(r.summary())}</li>" for r in self.reports) + "</ul>"
@@ -265,7 +283,7 @@ class CorrectionsPanel:
         for k, c in enumerate(self.gallery["centre"].values):
             img = w.Image(value=_thumbnail_png(self.gallery.values[k]), format="png",
                           layout=w.Layout(width="140px", height="140px", object_fit="contain"))
-            b = w.Button(description=f"{c:+.2f}", tooltip=f"store axis offset {c:+.3f} steps in the geometry",
+            b = w.Button(description=f"{(0.0 if abs(c) < 0.005 else c):+.2f}", tooltip=f"store axis offset {c:+.3f} steps in the geometry",
                          layout=w.Layout(width="140px"))
             b.add_class("xrdw-gallery-choose")
             b.offset = float(c)

@@ -225,7 +225,7 @@ class Explorer(tl.HasTraits):
         small = {"layout": w.Layout(width="auto"), "indent": False}
         self.w_window = w.IntRangeSlider(value=(0, 0), min=0, max=1, description="window",
                                          continuous_update=False, readout=False,
-                                         layout=w.Layout(width=f"{iw + pw - 40}px"))
+                                         layout=w.Layout(width=f"{iw + pw - 300}px"))
         self.w_window_label = w.HTML()
         self.w_cmap = w.Dropdown(options=list(_v.COLORMAPS), value=cmap, description="colormap",
                                  layout=w.Layout(width="190px"))
@@ -383,6 +383,8 @@ class Explorer(tl.HasTraits):
 
     def _set(self, volume, *, name, compare, strict):
         da, arr = self._load(volume, "set_volume")
+        if hasattr(self, "download"):
+            self.download.clear()       # a link of the previous volume would be stale
         old_da, old_arr, old_compare = self._da, self._arr, self._compare
         self._da, self._arr = da, arr
         try:
@@ -702,7 +704,7 @@ class Explorer(tl.HasTraits):
             self.w_window.value = (i0, i1 - 1)
         finally:
             self._busy_slider = False
-        self.w_window_label.value = f"<span style='font-size:12px'>{self._window_text()}</span>"
+        self.w_window_label.value = f"<span style='font-size:12px;white-space:nowrap'>{self._window_text()}</span>"
 
     # ------------------------------------------------------------------ callbacks
     def _point_to_pixel(self, points):
