@@ -189,14 +189,12 @@ def _read_stack(path: Path, *, sinogram: str | None, npy_dims):
     stored = {}
     if hasattr(obj, "data_vars"):
         truth = obj if {"volume", "phase_maps"} & set(obj.data_vars) else None
-        for var in obj.data_vars:
-            if var in ("sinogram", "volume", "clean"):
+        spec = obj["sinogram"].dims[-1] if "sinogram" in obj.data_vars else None
+        for var in obj.data_vars:   # reconstructions (y, x, spectral) on the stack's spectral axis
+            if var in ("sinogram", "volume", "clean") or spec is None:
                 continue
-            try:
-                if _data.kind_of(obj[var]) == "volume" and obj[var].ndim == 3:
-                    stored[str(var)] = obj[var]
-            except (ValueError, KeyError):
-                continue
+            if obj[var].dims == ("y", "x", spec):
+                stored[str(var)] = obj[var]
         obj = _data.as_dataarray(obj, "sinogram") if "sinogram" in obj.data_vars else _data.as_dataarray(obj)
     if _data.kind_of(obj) != "sinogram":
         raise _data.DataError(f"holds a {obj.name or 'volume'} with dims {tuple(obj.dims)}; the data "
