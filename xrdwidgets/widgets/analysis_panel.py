@@ -35,7 +35,7 @@ from .state import AppState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RoiImagePanel", "RoiPatternPanel", "PeakFitPanel", "parse_positions"]
+__all__ = ["RoiImagePanel", "RoiPatternPanel", "PeakFitPanel", "parse_positions", "fit_summary"]
 
 _STYLE = {"description_width": "100px"}
 _BACKGROUNDS = ("none", "edges", "linear")
@@ -326,6 +326,18 @@ class RoiPatternPanel:
         display(self.widget)
 
 
+def fit_summary(result) -> str:
+    """One line on a fit result: pixels not converged (after retries), pixels with a peak."""
+    a = result.attrs
+    n = int(a.get("n_fitted", 0))
+    bad = n - int(a.get("n_converged", n))
+    parts = [f"{bad} of {n} pixels did not converge"
+             + (f" ({int(a['n_retried'])} improved by neighbour-seeded retries)" if a.get("n_retried") else "")]
+    if "n_peak_found" in a:
+        parts.append(f"{int(a['n_peak_found'])} with a significant peak (area ≥ {a.get('significance', 3):g} σ)")
+    return "<small>" + "; ".join(parts) + "</small>"
+
+
 class PeakFitPanel:
     """Batch peak fitting of every pixel as a background job, with a linked map / pattern view."""
 
@@ -357,6 +369,9 @@ class PeakFitPanel:
         self.status = w.HTML("<i>no fit yet</i>")
         self.error = w.HTML()
         self.map_param = w.Dropdown(options=[], description="map", style=_STYLE)
+        self.blank_no_peak = w.Checkbox(value=False, indent=False,
+                                        description="blank pixels without a significant peak")
+        self.blank_no_peak.observe(self._show_map, "value")
         for wd in (self.profile, self.n_peaks, self.background, self.positions, self.fwhm_max,
                    self.max_iter, self.map_param):
             wd.layout.width = "330px"
@@ -385,7 +400,8 @@ class PeakFitPanel:
                                            "maps HDF5": lambda: self.download_bytes("h5")})
         controls = w.VBox([self.profile, self.n_peaks, self.background, self.fit_range, self.positions,
                            self.fwhm_max, self.max_iter, w.HBox([self.start_button, self.cancel_button]),
-                           self.progress, self.status, self.error, self.map_param, self.downloads.widget],
+                           self.progress, self.status, self.error, self.map_param, self.blank_no_peak,
+                           self.downloads.widget],
                           layout=w.Layout(width="350px", overflow="hidden"))
         self.widget = w.HBox([controls, _fig.fixed_box(self.fig, _FIT_W, 430)])
         self.widget.add_class("xrdw-peakfit-panel")
@@ -481,7 +497,9 @@ class PeakFitPanel:
             if ev.state is _jobs.State.DONE:
                 self.progress.value = 1.0
                 self.result = ev.job.result
-                maps = [v for v in self.result.data_vars if self.result[v].ndim >= 2]
+                self.status.value += "<br>" + fit_summary(self.result)
+                maps = [v for v in self.result.data_vars if self.result[v].ndim >= 2
+                        and self.result[v].dtype != bool]
                 self.map_param.options = maps
                 self.map_param.value = maps[0] if maps else None
                 self._show_map()
@@ -493,6 +511,8 @@ class PeakFitPanel:
         if self.result is None or not self.map_param.value:
             return
         da = self.result[self.map_param.value]
+        if self.blank_no_peak.value and "peak_found" in self.result and self.map_param.value not in ("rwp", "chi2", "n_iter"):
+            da = da.where(self.result["peak_found"])
         units = da.attrs.get("units", "")
         shown = _v.decimate(da.astype(np.float32), 512)
         self.fig.data[0].showscale = True
