@@ -949,6 +949,13 @@ def iterate_fit(volume, model: PeakModel | None = None, *, tth_range=None, bound
         n_retried += kept
         if not kept:
             break
+    if n_retried:   # the preview of the final maps (retried pixels changed)
+        prev_map[prep.pixels] = res["params"][:, jprev]
+        plane = int(prep.pixels[-1]) // (ny * nx)
+        yield Progress(iteration=n_fit, total=n_fit, loss=None,
+                       metrics={"pixels_done": n_fit, "pixels_total": n_fit, "retried": n_retried,
+                                "elapsed_s": time.perf_counter() - t0},
+                       preview=prev_map.reshape(-1, ny, nx)[plane].copy())
     elapsed = time.perf_counter() - t0
     n_conv = int(res["converged"].sum())
     log.info("iterate_fit: %d/%d pixels converged in %.3g s (%.0f pixels/s)", n_conv, n_fit, elapsed,

@@ -40,7 +40,7 @@ __all__ = ["RoiImagePanel", "RoiPatternPanel", "PeakFitPanel", "parse_positions"
 _STYLE = {"description_width": "100px"}
 _BACKGROUNDS = ("none", "edges", "linear")
 #: Width (px) of the peak-fit figure: with its 350-px form it fits a 1280-px window.
-_FIT_W = 840
+_FIT_W = 790
 _FORM = w.Layout(width="330px")
 
 
@@ -356,7 +356,7 @@ class PeakFitPanel:
                                      value="linear", description="background", style=_STYLE)
         self.fit_range = w.FloatRangeSlider(description="fit range", min=0.0, max=1.0, value=(0.0, 1.0), step=0.001,
                                             continuous_update=False, readout_format=".3f", style=_STYLE,
-                                            layout=w.Layout(width="330px"))
+                                            layout=w.Layout(width="390px"))
         self.positions = w.Text(value="", description="positions", placeholder="e.g. 3.10, 3.58", style=_STYLE)
         self.positions.tooltip = "starting peak positions (spectral units), comma-separated; empty: data maxima"
         self.fwhm_max = w.BoundedFloatText(value=0.0, min=0.0, max=1e6, step=0.01, description="max FWHM",
@@ -386,6 +386,8 @@ class PeakFitPanel:
                            legend={"x": 1, "xanchor": "right", "y": 1}, plot_bgcolor="white")
         base.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", row=1, col=1)
         base.update_xaxes(constrain="domain", row=1, col=1)
+        base.update_xaxes(visible=False)   # shown with their data (no empty axes before a fit)
+        base.update_yaxes(visible=False)
         self.fig = _fig.FigureWidget(base)
         self.fig.data[0].on_hover(self._on_map_point)
         self.fig.data[0].on_click(self._on_map_point)
@@ -402,7 +404,7 @@ class PeakFitPanel:
                            self.fwhm_max, self.max_iter, w.HBox([self.start_button, self.cancel_button]),
                            self.progress, self.status, self.error, self.map_param, self.blank_no_peak,
                            self.downloads.widget],
-                          layout=w.Layout(width="350px", overflow="hidden"))
+                          layout=w.Layout(width="400px", overflow="hidden"))
         self.widget = w.HBox([controls, _fig.fixed_box(self.fig, _FIT_W, 430)])
         self.widget.add_class("xrdw-peakfit-panel")
         self._on_roi()
@@ -462,7 +464,7 @@ class PeakFitPanel:
         except (ValueError, TypeError) as exc:
             self.error.value = _error(str(exc))
             return None
-        self._volume, self._model, self.result = vol, model, None
+        self._volume, self._model, self.result, self._shown_result = vol, model, None, None
         self.job = _jobs.run(functools.partial(iterate_fit, vol, model, **opts), name=f"fit {name}",
                              queue=self.queue, params={"source": name, **{k: v for k, v in opts.items()}})
         self.cancel_button.disabled = False
@@ -484,6 +486,9 @@ class PeakFitPanel:
             if p.preview is not None and np.ndim(p.preview) == 2:
                 ref = self._volume.isel({self._volume.dims[-1]: 0}, drop=True)
                 self.fig.data[0].showscale = True
+                self.fig.update_xaxes(visible=True, row=1, col=1)
+                self.fig.update_yaxes(visible=True, row=1, col=1)
+                _label_image_axes(self.fig, ref, colorbar_trace=None)
                 _heat_update(self.fig, 0, _v.decimate(ref.copy(data=np.asarray(p.preview, np.float32)), 512),
                              title=f"{self._model.param_names[0]} (fitting…)", annotation=0)
             done = (p.metrics or {}).get("pixels_done")
@@ -496,26 +501,30 @@ class PeakFitPanel:
             self.status.value = f"<b>{ev.job.name}</b> {ev.state.value}: {html.escape(ev.job.message)}"
             if ev.state is _jobs.State.DONE:
                 self.progress.value = 1.0
-                self.result = ev.job.result
-                self.status.value += "<br>" + fit_summary(self.result)
-                maps = [v for v in self.result.data_vars if self.result[v].ndim >= 2
-                        and self.result[v].dtype != bool]
+                res = ev.job.result
+                self.status.value += "<br>" + fit_summary(res)
+                maps = [v for v in res.data_vars if res[v].ndim >= 2 and res[v].dtype != bool]
+                self._shown_result = res
                 self.map_param.options = maps
                 self.map_param.value = maps[0] if maps else None
                 self._show_map()
+                self.result = res   # last: a reader that sees the result sees its map drawn
             elif ev.state is _jobs.State.FAILED:
                 self.error.value = _error(ev.job.message)
 
     # ------------------------------------------------------------------ views
     def _show_map(self, *_):
-        if self.result is None or not self.map_param.value:
+        res = getattr(self, "_shown_result", None)
+        if res is None or not self.map_param.value:
             return
-        da = self.result[self.map_param.value]
-        if self.blank_no_peak.value and "peak_found" in self.result and self.map_param.value not in ("rwp", "chi2", "n_iter"):
-            da = da.where(self.result["peak_found"])
+        da = res[self.map_param.value]
+        if self.blank_no_peak.value and "peak_found" in res and self.map_param.value not in ("rwp", "chi2", "n_iter"):
+            da = da.where(res["peak_found"])
         units = da.attrs.get("units", "")
         shown = _v.decimate(da.astype(np.float32), 512)
         self.fig.data[0].showscale = True
+        self.fig.update_xaxes(visible=True, row=1, col=1)
+        self.fig.update_yaxes(visible=True, row=1, col=1)
         _heat_update(self.fig, 0, shown,
                      title=f"{self.map_param.value}" + (f" ({units})" if units else ""), annotation=0)
         _label_image_axes(self.fig, shown)
@@ -563,6 +572,7 @@ class PeakFitPanel:
             self.fig.layout.annotations[1].text = f"pixel ({vol.dims[0]} {r}, {vol.dims[1]} {c}): data, fit, residual"
             self.fig.layout.xaxis2.title = _v.axis_label(vol[spec])
             self.fig.layout.yaxis2.title = _v.axis_label(vol) or "intensity"
+            self.fig.layout.xaxis2.visible = self.fig.layout.yaxis2.visible = True
 
     def _ipython_display_(self):  # pragma: no cover
         from IPython.display import display

@@ -825,7 +825,14 @@ class Explorer(tl.HasTraits):
         truth = state.truth
         if isinstance(truth, xr.Dataset) and "volume" in truth.data_vars:
             scale = float(truth.attrs.get("scale", 1.0) or 1.0)  # simulator: counts per volume unit
-            compare.setdefault("truth", truth["volume"] * scale if scale != 1.0 else truth["volume"])
+            if scale != 1.0:   # in the units of the reconstruction (counts), as plotted
+                tv = truth["volume"] * scale
+                units = getattr(results[name], "attrs", {}).get("units", "")
+                tv.attrs = {**truth["volume"].attrs, "units": units,
+                            "long_name": f"true intensity × dose scale {scale:.4g}"}
+            else:
+                tv = truth["volume"]
+            compare.setdefault("truth", tv)
         return name, results[name], compare
 
     # ------------------------------------------------------------------ export
