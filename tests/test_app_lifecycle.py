@@ -110,3 +110,27 @@ def test_page_links_to_no_cdn():
     out = strip_cdn_links(page)
     assert "cdn.jsdelivr" not in out and 'href="voila/static/x.css"' in out
     assert b"cdn" not in strip_cdn_links(page.encode())
+
+
+def test_app_serves_the_demo_output_by_default(tmp_path, monkeypatch):
+    # `xrdwidgets demo` then `xrdwidgets app` in the same folder: that folder, demo.h5 opened
+    from xrdwidgets import cli
+
+    seen = {}
+    monkeypatch.setattr(appserver, "serve", lambda target, **kw: seen.update(kw) or 0)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["app", "--no-browser"]) == 0
+    assert seen["data_dir"] is None and seen["open_file"] is None       # nothing written yet
+    (tmp_path / cli.DEMO_OUT).mkdir()
+    (tmp_path / cli.DEMO_OUT / "demo.h5").write_bytes(b"")
+    assert cli.main(["app", "--no-browser"]) == 0
+    assert seen["data_dir"] == cli.DEMO_OUT and seen["open_file"] == "demo.h5"
+    assert cli.main(["app", "--no-browser", "--data-dir", str(tmp_path), "--open", "x.h5"]) == 0
+    assert seen["data_dir"] == str(tmp_path) and seen["open_file"] == "x.h5"
+
+
+def test_open_file_must_lie_in_the_data_folder(tmp_path):
+    with pytest.raises(PermissionError):
+        appserver.launch(port=0, data_dir=tmp_path, open_file="../etc/passwd", demo_cache=False)
+    with pytest.raises(FileNotFoundError):
+        appserver.launch(port=0, data_dir=tmp_path, open_file="missing.h5", demo_cache=False)
