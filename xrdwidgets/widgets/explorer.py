@@ -698,7 +698,8 @@ class Explorer(tl.HasTraits):
         step = abs(float(spec[1] - spec[0])) if spec.size > 1 else 1.0
         a, b = sorted((float(spec[i0]), float(spec[i1 - 1])))
         with updating(self.pattern_fig):
-            replace_shape(self.pattern_fig, 0, x0=a - step / 2, x1=b + step / 2, visible=True)
+            # one channel: the whole axis is the window, no shading (it would fill the plot)
+            replace_shape(self.pattern_fig, 0, x0=a - step / 2, x1=b + step / 2, visible=spec.size > 1)
         self._busy_slider = True
         try:
             self.w_window.value = (i0, i1 - 1)
