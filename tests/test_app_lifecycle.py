@@ -20,7 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _port_free(port: int) -> bool:
+    """Whether a new server could listen on the port (as Tornado binds: SO_REUSEADDR, so
+    connections in TIME_WAIT do not count)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -95,6 +98,7 @@ def test_sigterm_ends_the_app_and_its_voila_child(tmp_path):
             time.sleep(0.2)
         assert not any(_alive(c) for c in children), "the Voila child outlived the app"
         assert _port_free(port)
+        appserver.check_port_free(port)       # and the app itself would start there again
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -147,8 +147,13 @@ class PortInUseError(OSError):
 
 
 def check_port_free(port: int) -> None:
-    """Raise :class:`PortInUseError` (naming the port) when ``127.0.0.1:port`` is taken."""
+    """Raise :class:`PortInUseError` (naming the port) when ``127.0.0.1:port`` is taken.
+
+    Bound with ``SO_REUSEADDR`` as Tornado binds: connections of a stopped server left in
+    TIME_WAIT do not count, a listening socket does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", int(port)))
         except OSError as exc:
