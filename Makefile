@@ -11,11 +11,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.xrdwidgets-installed
 OUT    ?= xrdwidgets-output
 PORT   ?= 8866
+# the folder the dashboard serves (its Data tab lists it; exports go to DATA/results/)
+DATA   ?= $(OUT)
 
 .PHONY: setup demo demo-files test test-browser info clean help
 
 help:
-	@echo "make demo   set up (.venv), write the demo results to $(OUT)/ and serve the dashboard on 127.0.0.1:$(PORT)"
+	@echo "make demo   set up (.venv), write the demo results to $(OUT)/ and serve the dashboard on 127.0.0.1:$(PORT) on DATA=$(DATA)"
 	@echo "make demo-files  only the demo results (simulate, reconstruct, HDF5 + PNG)"
 	@echo "make test   set up (.venv) and run the test suite"
 	@echo "make test-browser  only the browser tests (Voila + headless /usr/bin/chromium; skip without it)"
@@ -31,7 +33,7 @@ setup: $(STAMP)
 
 # the main command: write the demo results (HDF5 + PNG), then serve the dashboard with Voila
 demo: demo-files
-	$(BIN)/xrdwidgets app --port $(PORT)
+	$(BIN)/xrdwidgets app --port $(PORT) --data-dir $(DATA)
 
 demo-files: $(STAMP)
 	$(BIN)/xrdwidgets demo --out $(OUT) --overwrite

@@ -325,7 +325,9 @@ def test_live_panel_follows_a_scan_and_opens_the_stack(raw, tmp_path):
     assert "scan complete" in panel.status.value
     assert app.state.raw.sizes == {"translation": N_T, "angle": N_A, "tth": 120}
     assert "live FBP" in app.state.results
-    assert app.tabs.selected_index == TABS.index("Explore")          # the FBP opens in the Explore tab
+    assert app.tabs.selected_index == TABS.index("Live")    # no tab switch the visitor did not ask for
+    panel.explore_button.click()                                     # asked: the FBP opens in Explore
+    assert app.tabs.selected_index == TABS.index("Explore")
     img = decode_z(panel.images.data[0].z)
     assert img.shape == (N_T, N_T) and np.isfinite(img).all() and np.ptp(img) > 0
     assert "missing wedge 0°" in panel.images.layout.title.text

@@ -67,7 +67,7 @@ from . import safety
 
 log = logging.getLogger(__name__)
 
-__all__ = ["APP_NOTEBOOK", "APP_CELLS", "VoilaServer", "dashboards_dir", "app_notebook", "free_port",
+__all__ = ["APP_NOTEBOOK", "APP_CELLS", "OPEN_ENV", "VoilaServer", "PortInUseError", "check_port_free", "dashboards_dir", "app_notebook", "free_port",
            "websocket_limit",
            "voila_command", "launch", "wait_ready", "stop", "serve"]
 
@@ -75,7 +75,7 @@ __all__ = ["APP_NOTEBOOK", "APP_CELLS", "VoilaServer", "dashboards_dir", "app_no
 APP_NOTEBOOK = "app.ipynb"
 #: Code cells of the app notebook (used when the repository's dashboards folder is absent).
 APP_CELLS = (
-    "from xrdwidgets.widgets.app import App\n\napp = App.demo(size=\"small\")",
+    "from xrdwidgets.widgets.app import App\n\napp = App.served(size=\"small\")",
     "app.widget",
 )
 DASHBOARDS_ENV = "XRDWIDGETS_DASHBOARDS"
@@ -140,6 +140,25 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class PortInUseError(OSError):
+    """The port asked for is already taken on 127.0.0.1."""
+
+
+def check_port_free(port: int) -> None:
+    """Raise :class:`PortInUseError` (naming the port) when ``127.0.0.1:port`` is taken.
+
+    Bound with ``SO_REUSEADDR`` as Tornado binds: connections of a stopped server left in
+    TIME_WAIT do not count, a listening socket does.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", int(port)))
+        except OSError as exc:
+            raise PortInUseError(f"port {int(port)} on 127.0.0.1 is already in use (another xrdwidgets "
+                                 f"app or server?); stop it or choose another with --port") from exc
 
 
 def voila_command(target, *, port: int, preheat: bool = False, pool_size: int = 1,
@@ -224,7 +243,11 @@ class VoilaServer:
             return ""
 
 
-def launch(target=None, *, port: int | None = None, data_dir=None, max_upload_mb: float = 200,
+#: Environment variable naming the file (inside the data folder) the app opens first.
+OPEN_ENV = "XRDWIDGETS_OPEN"
+
+
+def launch(target=None, *, port: int | None = None, data_dir=None, open_file=None, max_upload_mb: float = 200,
            allow_overwrite: bool = False, log_file=None, env: dict | None = None, demo_cache: bool = True,
            **kwargs) -> VoilaServer:
     """Start Voila in the background, in a new process group (see :func:`stop`).
@@ -239,6 +262,9 @@ def launch(target=None, *, port: int | None = None, data_dir=None, max_upload_mb
         The data folder visitors may read (checked to exist; passed as ``XRDWIDGETS_DATA_DIR``);
         their exports go to its ``results/`` sub-folder. Default: an empty private folder in
         the run folder (so exports never land in a working directory; deleted by :func:`stop`).
+    open_file : str, optional
+        A file inside ``data_dir`` (relative to it, or a path inside it) that the app opens
+        first (passed as ``XRDWIDGETS_OPEN``); checked to exist before the server starts.
     max_upload_mb : float
         Largest upload the page may send (sets the websocket message limit).
     allow_overwrite : bool
@@ -257,6 +283,13 @@ def launch(target=None, *, port: int | None = None, data_dir=None, max_upload_mb
     """
     target = Path(target) if target is not None else app_notebook()
     port = DEFAULT_PORT if port is None else (free_port() if int(port) == 0 else int(port))
+    check_port_free(port)
+    open_rel = None
+    if open_file is not None:
+        if data_dir is None:
+            raise ValueError(f"open_file={open_file!r} needs a data folder (--data-dir)")
+        root = safety.data_root(data_dir)
+        open_rel = safety.confine(open_file, root, must_exist=True).relative_to(root).as_posix()
     cmd = voila_command(target, port=port, **kwargs)
     run_dir = _run_folder(max_upload_mb)
     full_env = dict(os.environ)
@@ -267,6 +300,9 @@ def launch(target=None, *, port: int | None = None, data_dir=None, max_upload_mb
         root = run_dir / "data"
         root.mkdir()
     full_env[safety.DATA_DIR_ENV] = str(root)
+    full_env.pop(OPEN_ENV, None)
+    if open_rel is not None:
+        full_env[OPEN_ENV] = open_rel
     (run_dir / "scratch").mkdir(mode=0o700)
     full_env[safety.SCRATCH_ENV] = str(run_dir / "scratch")
     full_env[safety.ALLOW_OVERWRITE_ENV] = "1" if allow_overwrite else "0"
@@ -352,9 +388,24 @@ def serve(target=None, *, open_browser: bool = True, on_ready=None, **kwargs) ->
     Returns
     -------
     int
-        Exit code: 0 after Ctrl-C, else the server's.
+        Exit code: 0 after Ctrl-C or SIGTERM, else the server's.
+
+    Notes
+    -----
+    SIGTERM (``kill PID``) and SIGHUP end the server like Ctrl-C: its whole process group
+    (Voila and its kernels) is stopped before this returns, so no child outlives the command.
     """
     server = launch(target, **kwargs)
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[sig] = signal.signal(sig, _interrupt)
+        except (ValueError, OSError):  # not the main thread: the caller handles signals
+            pass
     try:
         waited = wait_ready(server)
         log.info("serving %s at %s (ready in %.1f s)", server.target, server.url, waited)
@@ -369,4 +420,10 @@ def serve(target=None, *, open_browser: bool = True, on_ready=None, **kwargs) ->
         log.info("stopping the server")
         return 0
     finally:
-        stop(server)
+        for sig in previous:  # a second signal must not interrupt the stopping
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            stop(server)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -36,7 +36,14 @@ examples:
   xrdwidgets live scan.h5 --poni scan.poni --n-translations 32 --n-angles 24 -o stack.h5
                                         follow a scan being written; images while it runs
   xrdwidgets app --data-dir ~/beamtime   serve the dashboard app (Voila) at http://127.0.0.1:8866/
+                                        on the files of a beamtime folder
+  xrdwidgets app --data-dir ~/beamtime --open sample1/scan.h5
+                                        ... and open one of them when the page loads
 """
+
+
+#: Default output folder of ``xrdwidgets demo`` (and data folder of ``xrdwidgets app`` when it exists).
+DEMO_OUT = "xrdwidgets-output"
 
 
 def _progress(total, desc, quiet):
@@ -231,12 +238,21 @@ def cmd_app(args) -> int:
     else:
         target = appserver.app_notebook()
 
+    data_dir, open_file = args.data_dir, args.open
+    if data_dir is None and Path(DEMO_OUT, "demo.h5").is_file():
+        # what `xrdwidgets demo` just wrote here: serve that folder and open the demo file
+        data_dir = DEMO_OUT
+        open_file = open_file or "demo.h5"
+        print(f"xrdwidgets app: no --data-dir; serving ./{DEMO_OUT}/ (written by `xrdwidgets demo`)")
+    elif data_dir is not None and open_file is None and Path(data_dir, "demo.h5").is_file():
+        open_file = "demo.h5"
+
     def ready(server, waited):
         print(f"xrdwidgets app: serving {server.target} at {server.url} (ready in {waited:.1f} s); "
               "Ctrl-C stops it")
 
     return appserver.serve(target, open_browser=not args.no_browser, on_ready=ready, port=args.port,
-                           data_dir=args.data_dir, max_upload_mb=args.max_upload_mb,
+                           data_dir=data_dir, open_file=open_file, max_upload_mb=args.max_upload_mb,
                            preheat=args.preheat, pool_size=args.pool_size,
                            cull_idle_timeout=args.cull_idle, max_kernels=args.max_kernels,
                            max_kernels_per_client=args.max_kernels_per_client,
@@ -322,7 +338,7 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
                                    "with its ground truth), reconstruct every channel with filtered "
                                    "back-projection, and write DIR/demo.h5 (everything, with "
                                    "provenance) and DIR/demo.png (a summary picture).")
-    d.add_argument("--out", default="xrdwidgets-output", metavar="DIR", help="output folder (default: %(default)s)")
+    d.add_argument("--out", default=DEMO_OUT, metavar="DIR", help="output folder (default: %(default)s)")
     d.add_argument("--size", default="default", choices=["tiny", "small", "default"],
                    help="'default': 100 translations × 120 angles × 300 channels; 'small': 40×48×100; 'tiny': 24×30×60")
     d.add_argument("--seed", type=int, default=0, help="random seed of the simulated noise (default 0)")
@@ -372,7 +388,11 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
                                    "may read files only inside --data-dir.")
     a.add_argument("--port", type=int, default=8866, help="port (default %(default)s; 0: any free port)")
     a.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="folder whose HDF5/.npy/zarr files visitors may open (default: none)")
+                   help="folder whose HDF5/.npy/zarr files visitors may open, e.g. a beamtime folder "
+                        "(default: ./xrdwidgets-output when `xrdwidgets demo` wrote it, else none)")
+    a.add_argument("--open", default=None, metavar="FILE",
+                   help="file inside DATA_DIR opened when the page loads (default: demo.h5 when "
+                        "DATA_DIR holds it; else the built-in demo)")
     a.add_argument("--preheat", action="store_true",
                    help="keep kernels that have already run the notebook, so a visit renders at once")
     a.add_argument("--pool-size", type=int, default=1, help="pre-heated kernels per notebook (default 1)")

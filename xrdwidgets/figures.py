@@ -11,7 +11,7 @@ import numpy as np
 
 from .atomic import atomic_path
 
-__all__ = ["phase_channels", "demo_summary_png"]
+__all__ = ["phase_channels", "demo_summary_png", "image_figure_png", "patterns_figure_png"]
 
 
 def phase_channels(patterns, *, halfwidth: int = 2) -> dict:
@@ -106,3 +106,85 @@ def _brightest_pixel(phase_maps):
         score = pm.sum(0)
     iy, ix = np.unravel_index(int(np.argmax(score)), score.shape)
     return int(iy), int(ix)
+
+
+def _png_bytes(fig) -> bytes:
+    import io as _io
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def image_figure_png(image, *, cmap: str = "viridis", limits=None, log: bool = False,
+                     title: str | None = None, dpi: int = 110) -> bytes:
+    """A 2-D image as a PNG figure with axes, axis labels (with units), a labelled colour bar and
+    a title: what a paper or a logbook needs, unlike the bare array of
+    :func:`xrdwidgets.views.save_image`.
+
+    Parameters
+    ----------
+    image : xarray.DataArray
+        ``(row, col)`` with coordinates (e.g. ``(y, x)`` in mm); ``long_name``/``units`` attrs of
+        the coordinates and of the image label the axes and the colour bar.
+    cmap : str
+        Matplotlib colormap name.
+    limits : (float, float), optional
+        Colour limits in the displayed units (after ``log``); default 1–99 percentiles.
+    log : bool
+        Show ``log10`` of the image.
+    title : str, optional
+        Figure title (default: the image's name).
+    dpi : int
+
+    Returns
+    -------
+    bytes
+        The PNG file.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no global state, no backend
+
+    from .views import axis_label, log_image, percentile_limits
+
+    shown = log_image(image) if log else image
+    vmin, vmax = limits if limits is not None else percentile_limits(shown)
+    row, col = shown.dims
+    r = np.asarray(shown[row].values, float) if row in shown.coords else np.arange(shown.shape[0], dtype=float)
+    c = np.asarray(shown[col].values, float) if col in shown.coords else np.arange(shown.shape[1], dtype=float)
+    dr = abs(r[1] - r[0]) / 2 if r.size > 1 else 0.5
+    dc = abs(c[1] - c[0]) / 2 if c.size > 1 else 0.5
+    extent = [c[0] - dc, c[-1] + dc, r[-1] + dr, r[0] - dr]
+    fig = Figure(figsize=(6.0, 5.0), dpi=dpi, layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(np.asarray(shown.values, float), cmap=cmap, vmin=vmin, vmax=vmax, origin="upper",
+                   extent=extent, aspect="equal" if {row, col} <= {"x", "y"} else "auto",
+                   interpolation="nearest")
+    ax.set_xlabel(axis_label(shown[col]) if col in shown.coords else col)
+    ax.set_ylabel(axis_label(shown[row]) if row in shown.coords else row)
+    label = axis_label(shown) or "intensity"
+    fig.colorbar(im, ax=ax, label=("log10 " + label) if log else label)
+    ax.set_title(title if title is not None else str(shown.name or ""), fontsize=10)
+    return _png_bytes(fig)
+
+
+def patterns_figure_png(patterns: dict, *, title: str | None = None, dpi: int = 110) -> bytes:
+    """Diffraction patterns ``{name: 1-D DataArray}`` as a PNG line plot with labelled axes."""
+    from matplotlib.figure import Figure
+
+    from .views import axis_label
+
+    names = list(patterns)
+    ref = patterns[names[0]]
+    dim = ref.dims[0]
+    fig = Figure(figsize=(7, 4), dpi=dpi, layout="constrained")
+    ax = fig.add_subplot()
+    for n in names:
+        p = patterns[n]
+        ax.plot(p[p.dims[0]].values, p.values, lw=1, label=str(n))
+    ax.set_xlabel(axis_label(ref[dim]) if dim in ref.coords else dim)
+    ax.set_ylabel(axis_label(ref) or "intensity")
+    if len(names) > 1:
+        ax.legend()
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _png_bytes(fig)

@@ -39,6 +39,7 @@ import html
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 
 from jupyter_core.utils import ensure_async
@@ -52,7 +53,7 @@ from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler, 
 log = logging.getLogger(__name__)
 
 __all__ = ["V1_SUBPROTOCOL", "v1_offsets", "read_v1_header", "KernelCaps", "GuardedKernelWebsocketHandler",
-           "CappedVoilaHandler", "GuardedVoila", "full_page", "main"]
+           "CappedVoilaHandler", "strip_cdn_links", "GuardedVoila", "full_page", "main"]
 
 #: The only kernel websocket subprotocol accepted.
 V1_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
@@ -227,8 +228,27 @@ class GuardedKernelWebsocketHandler(VoilaKernelWebsocketHandler):
         return WebsocketHandler.write_message(self, message, binary)
 
 
+#: ``<link>`` tags of Voila's lab template that load FontAwesome from a CDN; Voila's own bundle
+#: (served from this server) already carries the icon font, so they are dropped from the page
+#: and the page fetches nothing from another host (it works offline, e.g. at a beamline).
+_CDN_LINK = re.compile(rb'<link[^>]*href="https?://cdn\.jsdelivr\.net/[^"]*"[^>]*>')
+
+
+def strip_cdn_links(chunk):
+    """``chunk`` (str or bytes of a page) without the CDN ``<link>`` tags (:data:`_CDN_LINK`)."""
+    if isinstance(chunk, str):
+        return _CDN_LINK.sub(b"", chunk.encode("utf-8")).decode("utf-8")
+    if isinstance(chunk, (bytes, bytearray)):
+        return _CDN_LINK.sub(b"", bytes(chunk))
+    return chunk
+
+
 class CappedVoilaHandler(TornadoVoilaHandler):
-    """Voila's page handler, refusing a visit (HTTP 503 + a page) when a kernel cap is reached."""
+    """Voila's page handler, refusing a visit (HTTP 503 + a page) when a kernel cap is reached,
+    and writing its page without links to a CDN (:func:`strip_cdn_links`)."""
+
+    def write(self, chunk):
+        super().write(strip_cdn_links(chunk))
 
     async def get(self, path=None):
         app = self.settings["xrdwidgets_guarded_voila"]

@@ -43,6 +43,11 @@ __all__ = [
     "WindowIndex",
     "COLORMAPS",
     "IMAGE_FORMATS",
+    "MAX_DOWNLOAD_MB",
+    "check_download_size",
+    "image_bytes",
+    "patterns_bytes",
+    "result_bytes",
     "PATTERN_FORMATS",
     "axis_label",
     "channel_index",
@@ -645,6 +650,75 @@ def save_patterns(patterns, path, *, overwrite: bool = False) -> Path:
         fig.savefig(tmp, format="png")
 
     return _write_atomic(path, overwrite, write)
+
+
+# ---------------------------------------------------------------------------- downloads
+#: Largest payload (MB) the dashboards send to the browser as a download (base64 inside a page
+#: message); larger results go to the server's results folder instead.
+MAX_DOWNLOAD_MB = 64.0
+#: PNG figures of larger images are block-averaged to this many pixels per axis first.
+MAX_FIGURE_PIXELS = 2048
+
+
+def check_download_size(nbytes: int, what: str, limit_mb: float = MAX_DOWNLOAD_MB) -> None:
+    """Raise :class:`~xrdwidgets.data.DataError` when ``nbytes`` exceed the download limit."""
+    if nbytes > limit_mb * 2**20:
+        raise DataError(f"{what} is {nbytes / 2**20:.0f} MB, over the {limit_mb:g} MB download limit; "
+                        "save it to the results folder instead")
+
+
+def _file_bytes(suffix: str, write) -> bytes:
+    """Bytes of the file ``write(path)`` writes (into a private temporary folder, then removed)."""
+    with tempfile.TemporaryDirectory(prefix="xrdwidgets-download-") as tmp:
+        path = Path(tmp) / f"download{suffix}"
+        write(path)
+        return path.read_bytes()
+
+
+def image_bytes(image: xr.DataArray, fmt: str = "png", *, cmap: str = "viridis", limits=None,
+                log: bool = False, title: str | None = None) -> bytes:
+    """A 2-D image as file bytes for a browser download.
+
+    ``fmt="png"``: a figure with axes, labels with units, colour bar and title
+    (:func:`xrdwidgets.figures.image_figure_png`; images over :data:`MAX_FIGURE_PIXELS` per axis
+    are block-averaged first). ``fmt="h5"``: the full-resolution values with coordinates and units
+    (as :func:`save_image`). Raises :class:`DataError` over :data:`MAX_DOWNLOAD_MB`.
+    """
+    if not isinstance(image, xr.DataArray) or image.ndim != 2:
+        raise DataError(f"image_bytes: expected a 2-D xarray.DataArray, found {type(image).__name__}")
+    if fmt not in IMAGE_FORMATS:
+        raise DataError(f"image_bytes: fmt must be one of {IMAGE_FORMATS}, found {fmt!r}")
+    if fmt == "h5":
+        check_download_size(image.nbytes, f"image {image.name or ''}".strip())
+        return _file_bytes(".h5", lambda p: save_image(image, p))
+    from .figures import image_figure_png
+
+    _check_cmap(cmap, "image_bytes")
+    return image_figure_png(decimate(image, MAX_FIGURE_PIXELS), cmap=cmap, limits=limits, log=log,
+                            title=title)
+
+
+def patterns_bytes(patterns, fmt: str = "xy", *, title: str | None = None) -> bytes:
+    """Patterns (a 1-D DataArray or ``{name: pattern}``) as file bytes for a browser download:
+    ``xy`` / ``h5`` as :func:`save_patterns`, ``png`` a plot with labelled axes."""
+    pats = _patterns_dict(patterns)
+    if fmt not in PATTERN_FORMATS:
+        raise DataError(f"patterns_bytes: fmt must be one of {PATTERN_FORMATS}, found {fmt!r}")
+    if fmt == "png":
+        from .figures import patterns_figure_png
+
+        return patterns_figure_png(pats, title=title)
+    return _file_bytes(f".{fmt}", lambda p: save_patterns(pats, p))
+
+
+def result_bytes(obj, *, producer: str = "xrdwidgets dashboard") -> bytes:
+    """A result (DataArray or Dataset, e.g. a reconstructed volume or fitted maps) as the bytes
+    of an xrdwidgets HDF5 file (:func:`xrdwidgets.io.save`, with provenance). Raises
+    :class:`DataError` over :data:`MAX_DOWNLOAD_MB`."""
+    from . import io as _io
+
+    check_download_size(int(obj.nbytes), f"result {getattr(obj, 'name', '') or ''}".strip())
+    return _file_bytes(".h5", lambda p: _io.save(obj, p, producer=producer))
 
 
 def export_name(*parts) -> str:

@@ -94,7 +94,11 @@ def test_live_tab_updates_during_acquisition(browser_context, voila_server, live
         # the stack is loaded in the app and its FBP opens in Explore
         pg.wait_for_function("() => document.querySelector('.xrdwidgets-app').textContent.includes('loaded live scan.h5')",
                              timeout=JOB_TIMEOUT_MS)
-        assert pg.get_by_role("tab", name="Explore", exact=True).get_attribute("aria-selected") == "true"
+        # no tab switch the visitor did not ask for; "Explore now" opens the FBP in Explore
+        assert pg.get_by_role("tab", name="Live", exact=True).get_attribute("aria-selected") == "true"
+        pg.locator(f"{PANEL} .xrdw-live-explore").click()
+        pg.wait_for_function("() => document.querySelector('[role=tab][aria-selected=true]')?.textContent"
+                             ".includes('Explore')", timeout=JOB_TIMEOUT_MS)
         text = pg.inner_text(".xrdwidgets-app")
         assert "translation=6" in text and "angle=8" in text and "tth=120" in text
         pg.screenshot(path=str(artifacts / "live_done_explore.png"), full_page=True)

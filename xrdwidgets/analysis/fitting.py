@@ -72,7 +72,7 @@ from .peaks import GAUSS_HEIGHT, LORENTZ_HEIGHT, PeakModel, background_abscissa
 log = logging.getLogger(__name__)
 
 __all__ = ["iterate_fit", "fit_volume", "fit_volume_scipy", "fit_patterns", "model_jacobian",
-           "resolve_bounds", "fit_channels"]
+           "resolve_bounds", "fit_channels", "retry_from_neighbours"]
 
 _LN2 = math.log(2.0)
 _LAMBDA_MAX = 1e16
@@ -817,7 +817,8 @@ def _result_dataset(prep: _Prepared, params, stderr, rwp, chi2, converged, n_ite
 def iterate_fit(volume, model: PeakModel | None = None, *, tth_range=None, bounds=None, positions=None,
                 initial: dict | None = None, sigma=None, mask=None, max_iter: int = 100,
                 ftol: float = 1e-8, xtol: float = 1e-8, gtol: float = 1e-8, device=None, dtype=None,
-                batch_pixels: int | None = None, jacobian: str = "analytic", preview: str | None = None):
+                batch_pixels: int | None = None, jacobian: str = "analytic", preview: str | None = None,
+                retries: int = 1, significance: float = 3.0):
     """Fit a peak model to every pixel of a volume; generator of progress events.
 
     Parameters
@@ -857,6 +858,14 @@ def iterate_fit(volume, model: PeakModel | None = None, *, tth_range=None, bound
     jacobian : {"analytic", "autograd"}
     preview : str, optional
         Parameter shown in each event's ``preview`` (default the first area).
+    retries : int
+        Rounds of neighbour-seeded retries (:func:`retry_from_neighbours`): a pixel that did not
+        converge is fitted again from the median parameters of its converged neighbours (3 × 3;
+        else of all converged pixels); the retry is kept when it converged or lowered the cost.
+        0: none.
+    significance : float
+        A pixel "has a peak" (map ``peak_found``) when every peak's area is positive and at least
+        ``significance`` standard errors; elsewhere the fitted position and width mean little.
 
     Yields
     ------
@@ -872,10 +881,15 @@ def iterate_fit(volume, model: PeakModel | None = None, *, tth_range=None, bound
     -------
     xarray.Dataset
         Maps over the volume's non-spectral dims: every parameter, ``<name>_stderr``, ``rwp``,
-        ``chi2``, ``converged``, ``n_iter``; attrs record the model, fit range, bounds and
-        provenance.
+        ``chi2``, ``converged``, ``n_iter``, ``peak_found``; attrs record the model, fit range,
+        bounds, provenance, ``n_converged``, ``n_not_converged``, ``n_retried``, ``n_peak_found``.
     """
     import torch
+
+    if isinstance(retries, bool) or not isinstance(retries, (int, np.integer)) or not 0 <= retries <= 10:
+        raise DataError(f"iterate_fit: retries must be an integer 0 to 10, found {retries!r}")
+    if not (isinstance(significance, (int, float)) and math.isfinite(significance) and significance >= 0):
+        raise DataError(f"iterate_fit: significance must be a number >= 0, found {significance!r}")
 
     model = model or PeakModel()
     prep = _Prepared(volume, model, tth_range, bounds, mask, sigma, "iterate_fit")
@@ -925,6 +939,23 @@ def iterate_fit(volume, model: PeakModel | None = None, *, tth_range=None, bound
                          "active": ev["active"], "elapsed_s": time.perf_counter() - t0},
                 preview=prev_map.reshape(-1, ny, nx)[plane].copy(),
             )
+    n_retried = 0
+    for _ in range(int(retries)):
+        if res["converged"].all():
+            break
+        kept = retry_from_neighbours(res, prep.pixels, prep.map_shape, lambda y_rows, p0: _lm(
+            model, xt, _subset_loader(prep, y_rows, p0, dt, dev), len(y_rows), prep.lo, prep.hi, batch=batch,
+            max_iter=max_iter, ftol=ftol, xtol=xtol, gtol=gtol, jacobian=jacobian))
+        n_retried += kept
+        if not kept:
+            break
+    if n_retried:   # the preview of the final maps (retried pixels changed)
+        prev_map[prep.pixels] = res["params"][:, jprev]
+        plane = int(prep.pixels[-1]) // (ny * nx)
+        yield Progress(iteration=n_fit, total=n_fit, loss=None,
+                       metrics={"pixels_done": n_fit, "pixels_total": n_fit, "retried": n_retried,
+                                "elapsed_s": time.perf_counter() - t0},
+                       preview=prev_map.reshape(-1, ny, nx)[plane].copy())
     elapsed = time.perf_counter() - t0
     n_conv = int(res["converged"].sum())
     log.info("iterate_fit: %d/%d pixels converged in %.3g s (%.0f pixels/s)", n_conv, n_fit, elapsed,
@@ -941,8 +972,95 @@ def iterate_fit(volume, model: PeakModel | None = None, *, tth_range=None, bound
     ds = _result_dataset(prep, res["params"], res["stderr"], res["rwp"], res["chi2"], res["converged"],
                          res["n_iter"], attrs)
     ds.attrs.update({"solver": attrs["solver"], "device": str(dev), "dtype": str(dt).replace("torch.", ""),
-                     "batch_pixels": batch, "elapsed_s": elapsed})
+                     "batch_pixels": batch, "elapsed_s": elapsed, "n_retried": int(n_retried)})
+    _add_peak_found(ds, model, significance)
     return ds
+
+
+def _subset_loader(prep, rows, p0, dt, dev):
+    """``load(i0, i1)`` for :func:`_lm` over the fitted pixels ``rows`` started at ``p0``."""
+    import torch
+
+    def load(i0, i1):
+        r = rows[i0:i1]
+        y = torch.as_tensor(prep.y[r], dtype=dt, device=dev)
+        sw = None if prep.sw is None else torch.as_tensor(prep.sw[r], dtype=dt, device=dev)
+        p = torch.as_tensor(p0[i0:i1], dtype=dt, device=dev)
+        return y, sw, _clip(p, prep.lo, prep.hi)
+
+    return load
+
+
+def retry_from_neighbours(res: dict, pixels, map_shape, refit) -> int:
+    """Fit the non-converged pixels again from their converged neighbours' parameters.
+
+    Parameters
+    ----------
+    res : dict
+        Per fitted pixel ``params`` (n, n_params), ``stderr``, ``rwp``, ``chi2``, ``converged``,
+        ``n_iter`` (updated in place where a retry is kept).
+    pixels : numpy.ndarray
+        Flat index into the map (``map_shape``, last two axes ``(y, x)``) of each fitted pixel.
+    refit : callable
+        ``refit(rows, p0)`` → a :func:`_lm`-style generator over the fitted pixels ``rows``
+        started at ``p0`` (n, n_params); its return value has the arrays of ``res``.
+
+    Returns
+    -------
+    int
+        Pixels whose retry was kept (converged, or a lower χ² than before).
+    """
+    bad = np.nonzero(~res["converged"])[0]
+    good = res["converged"] & np.all(np.isfinite(res["params"]), axis=1)
+    if bad.size == 0 or not good.any():
+        return 0
+    ny, nx = map_shape[-2:]
+    n_all = int(np.prod(map_shape))
+    npar = res["params"].shape[1]
+    full = np.full((n_all, npar), np.nan)
+    full[pixels[good]] = res["params"][good]
+    full = full.reshape(-1, ny, nx, npar)
+    fallback = np.nanmedian(res["params"][good], axis=0)
+    seeds = np.empty((bad.size, npar))
+    for k, i in enumerate(bad):
+        plane, rem = divmod(int(pixels[i]), ny * nx)
+        r, c = divmod(rem, nx)
+        block = full[plane, max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].reshape(-1, npar)
+        block = block[np.all(np.isfinite(block), axis=1)]
+        seeds[k] = np.median(block, axis=0) if len(block) else fallback
+    gen = refit(bad, seeds)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            new = stop.value
+            break
+    old_chi2 = np.where(np.isfinite(res["chi2"][bad]), res["chi2"][bad], np.inf)
+    new_chi2 = np.where(np.isfinite(new["chi2"]), new["chi2"], np.inf)
+    keep = new["converged"] | (new_chi2 < old_chi2)
+    for key in ("params", "stderr", "rwp", "chi2", "converged"):
+        res[key][bad[keep]] = new[key][keep]
+    res["n_iter"][bad[keep]] = res["n_iter"][bad[keep]] + new["n_iter"][keep]
+    log.info("iterate_fit: retried %d non-converged pixels from their neighbours; kept %d, %d now converged",
+             bad.size, int(keep.sum()), int(new["converged"][keep].sum()))
+    return int(keep.sum())
+
+
+def _add_peak_found(ds: xr.Dataset, model: PeakModel, significance: float) -> None:
+    """Map ``peak_found``: every peak's area > 0 and >= ``significance`` standard errors."""
+    areas = [n for n in model.param_names if n.startswith("area_")]
+    found = None
+    for n in areas:
+        a, e = ds[n].values, ds[f"{n}_stderr"].values
+        ok = np.isfinite(a) & (a > 0) & (np.isfinite(e) & (a >= significance * e))
+        found = ok if found is None else (found & ok)
+    if found is None:
+        return
+    ds["peak_found"] = xr.DataArray(found, dims=ds[areas[0]].dims,
+                                    attrs={"long_name": f"significant peak (area ≥ {significance:g} σ)"})
+    ds.attrs["n_peak_found"] = int(found.sum())
+    ds.attrs["significance"] = float(significance)
+    ds.attrs["n_not_converged"] = int(ds.attrs.get("n_fitted", 0)) - int(ds.attrs.get("n_converged", 0))
 
 
 def fit_volume(volume, model: PeakModel | None = None, callback=None, **kwargs) -> xr.Dataset:

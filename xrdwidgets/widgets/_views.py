@@ -46,7 +46,11 @@ __all__ = [
     "FigureWidget",
     "OVERLAY_COLOURS",
     "PATTERN_SIZE",
+    "DownloadBar",
+    "DownloadLink",
+    "MIME",
     "MessageMeter",
+    "TOP_MARGIN",
     "decode_z",
     "fixed_box",
     "image_figure",
@@ -63,6 +67,10 @@ PATTERN_SIZE = (600, 430)
 #: Line colours: main pattern first, then overlays.
 OVERLAY_COLOURS = ("#1f3b73", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf")
 _FONT = {"family": "Helvetica, Arial, sans-serif", "size": 12}
+#: Top margin (px): plotly's toolbar (~28 px) above, the title under it, just over the plot area.
+TOP_MARGIN = 60
+_TITLE = {"text": "", "x": 0.02, "xanchor": "left", "yref": "paper", "y": 1, "yanchor": "bottom",
+          "pad": {"b": 6}, "font": {"size": 13}}
 
 
 def z_rows(image: np.ndarray) -> list:
@@ -105,8 +113,8 @@ def image_figure(*, width: int, height: int, cmap: str, equal_aspect: bool) -> g
     if equal_aspect:
         yaxis.update(scaleanchor="x", scaleratio=1)
     layout = go.Layout(width=width, height=height, autosize=False, font=_FONT,
-                       margin={"l": 64, "r": 10, "t": 36, "b": 52}, xaxis=xaxis, yaxis=yaxis,
-                       title={"text": "", "x": 0.02, "font": {"size": 13}}, hovermode="closest",
+                       margin={"l": 64, "r": 10, "t": TOP_MARGIN, "b": 52}, xaxis=xaxis, yaxis=yaxis,
+                       title=_TITLE, hovermode="closest",
                        plot_bgcolor="white", dragmode="zoom", uirevision="keep",
                        shapes=[marker])
     return FigureWidget(data=[heat], layout=layout)
@@ -120,8 +128,8 @@ def pattern_figure(*, width: int, height: int) -> go.FigureWidget:
     window = {"type": "rect", "xref": "x", "yref": "paper", "x0": 0, "x1": 0, "y0": 0, "y1": 1, "visible": False,
                   "fillcolor": "rgba(255,165,0,0.22)", "line": {"width": 0}, "layer": "below"}
     layout = go.Layout(width=width, height=height, autosize=False, font=_FONT,
-                       margin={"l": 70, "r": 10, "t": 36, "b": 52}, xaxis=_axis(""), yaxis=_axis(""),
-                       title={"text": "", "x": 0.02, "font": {"size": 13}}, hovermode="x",
+                       margin={"l": 70, "r": 10, "t": TOP_MARGIN, "b": 52}, xaxis=_axis(""), yaxis=_axis(""),
+                       title=_TITLE, hovermode="x",
                        plot_bgcolor="white", dragmode="select", selectdirection="h",
                        legend={"x": 1, "xanchor": "right", "y": 1, "bgcolor": "rgba(255,255,255,0.6)"},
                        uirevision="keep", shapes=[window])
@@ -179,6 +187,85 @@ def message_html(text: str, kind: str = "info") -> str:
     color = {"error": "#b00020", "ok": "#1b5e20", "info": "inherit"}[kind]
     role = ' role="alert"' if kind == "error" else ""
     return f'<span class="xrdw-msg xrdw-{kind}"{role} style="color:{color}">{html.escape(text)}</span>'
+
+
+class DownloadLink:
+    """A link that downloads bytes prepared in the kernel to the visitor's browser.
+
+    :meth:`offer` puts the file into an HTML widget as a ``data:`` URL (base64) behind an
+    ``<a download=NAME>`` link; clicking it saves the file in the browser (no server path, no file
+    on the server). Payloads over ``max_mb`` are refused with a message (the page message would be
+    too large); :func:`xrdwidgets.views.check_download_size` says the same before the work.
+    """
+
+    def __init__(self, *, max_mb: float | None = None):
+        from .. import views as _v
+
+        self.max_mb = float(max_mb if max_mb is not None else _v.MAX_DOWNLOAD_MB)
+        self.widget = w.HTML("", layout=w.Layout(width="auto"))
+        self.widget.add_class("xrdw-download")
+        self.name = ""
+        self.size = 0
+
+    def offer(self, name: str, data: bytes, mime: str = "application/octet-stream") -> None:
+        """Show a download link for ``data`` saved as ``name``."""
+        from .. import views as _v
+
+        _v.check_download_size(len(data), name, self.max_mb)
+        import html as _html
+
+        safe = _html.escape(str(name), quote=True)
+        b64 = base64.b64encode(bytes(data)).decode("ascii")
+        size = f"{len(data) / 1024:.0f} kB" if len(data) < 2**20 else f"{len(data) / 2**20:.1f} MB"
+        self.name, self.size = str(name), len(data)
+        self.widget.value = (f'<a class="xrdw-download-link" download="{safe}" href="data:{mime};base64,{b64}" '
+                             f'style="font-weight:600">⬇ {safe}</a> <small>({size}; click to save)</small>')
+
+    def clear(self) -> None:
+        self.widget.value = ""
+        self.name, self.size = "", 0
+
+
+class DownloadBar:
+    """Download buttons and one :class:`DownloadLink`: ``items`` maps a button label to a function
+    returning ``(file name, bytes)`` (computed on click; errors are shown, not raised)."""
+
+    def __init__(self, items: dict, *, css: str = "xrdw-download-bar"):
+        self.items = dict(items)
+        self.link = DownloadLink()
+        self.message = w.HTML(layout=w.Layout(width="auto"))
+        self.buttons = {}
+        for label in self.items:
+            b = w.Button(description=label, icon="download", layout=w.Layout(width="auto"),
+                         tooltip=f"download the {label} to this browser")
+            b.add_class("xrdw-dl-" + "".join(ch if ch.isalnum() else "-" for ch in label.lower()))
+            b.on_click(lambda _, label=label: self.click(label))
+            self.buttons[label] = b
+        self.widget = w.VBox([w.HBox([w.HTML("<small>download:</small>"), *self.buttons.values()],
+                                     layout=w.Layout(flex_flow="row wrap", align_items="center")),
+                              self.link.widget, self.message])
+        self.widget.add_class(css)
+
+    def click(self, label: str) -> bool:
+        """Prepare the download of ``label``; True when the link is shown."""
+        from ..data import DataError
+
+        self.link.clear()
+        self.message.value = ""
+        try:
+            name, data = self.items[label]()
+            self.link.offer(name, data, MIME.get(str(name).rsplit(".", 1)[-1], "application/octet-stream"))
+        except (DataError, ValueError, OSError, KeyError, TypeError) as exc:
+            log.info("download %s: %s", label, exc)
+            import html as _html
+
+            self.message.value = f"<small style='color:#b00020'>⚠ {_html.escape(str(exc))}</small>"
+            return False
+        return True
+
+
+#: MIME types of the download formats.
+MIME = {"png": "image/png", "h5": "application/x-hdf5", "xy": "text/plain", "csv": "text/csv"}
 
 
 class MessageMeter:

@@ -35,10 +35,13 @@ from .state import AppState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RoiImagePanel", "RoiPatternPanel", "PeakFitPanel", "parse_positions"]
+__all__ = ["RoiImagePanel", "RoiPatternPanel", "PeakFitPanel", "parse_positions", "fit_summary"]
 
 _STYLE = {"description_width": "100px"}
 _BACKGROUNDS = ("none", "edges", "linear")
+#: Width (px) of the peak-fit figure: with its 350-px form it fits a 1280-px window.
+_FIT_W = 790
+_FORM = w.Layout(width="330px")
 
 
 def _current_volume(state: AppState):
@@ -80,6 +83,25 @@ def _heat_update(fig, trace_index: int, image, *, title: str | None = None, anno
     _fig.mirror_state(fig)
 
 
+def _need(obj, what: str):
+    if obj is None:
+        raise _data.DataError(f"nothing to download yet: {what}")
+    return obj
+
+
+def _label_image_axes(fig, image, *, row: int = 1, col: int = 1, colorbar_trace: int | None = 0):
+    """Axis titles (with units) of a heatmap subplot from the image's coordinates, and its colour
+    bar title from the image's ``long_name``/``units``."""
+    if not hasattr(image, "dims"):
+        return
+    rd, cd = image.dims[:2]
+    fig.update_yaxes(title_text=_v.axis_label(image[rd]) if rd in image.coords else rd, row=row, col=col)
+    fig.update_xaxes(title_text=_v.axis_label(image[cd]) if cd in image.coords else cd, row=row, col=col)
+    if colorbar_trace is not None:
+        fig.data[colorbar_trace].colorbar.title = {"text": _v.axis_label(image) or "intensity", "side": "right"}
+    _fig.mirror_state(fig)
+
+
 def parse_positions(text: str) -> list[float]:
     """Peak positions from text such as ``"3.1, 3.6"`` (numbers only; nothing is evaluated)."""
     out = []
@@ -112,15 +134,19 @@ class RoiImagePanel:
         self.message = w.HTML()
         self.fig = _fig.FigureWidget(make_subplots(rows=1, cols=1))
         self.fig.add_heatmap(z=[[0.0]], colorscale="Viridis", colorbar={"thickness": 12})
-        self.fig.update_layout(width=520, height=460, autosize=False, margin=dict(l=50, r=10, t=40, b=40),
-                               title={"text": "", "font": {"size": 13}})
+        self.fig.update_layout(width=520, height=460, autosize=False,
+                               margin=dict(l=64, r=10, t=_fig.TOP_MARGIN, b=48),
+                               title={**_fig._TITLE, "text": "no reconstruction yet: run one in the "
+                                      "Reconstruct tab"}, plot_bgcolor="white")
         self.fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain")
         self.fig.update_xaxes(constrain="domain")
         for wd in (self.window, self.background, self.edge_channels):
             wd.observe(self._on_change, "value")
         state.observe(self._on_results, ["results", "current"])
-        controls = w.VBox([self.window, self.window_label, self.background, self.edge_channels, self.message],
-                          layout=w.Layout(width="420px"))
+        self.downloads = _fig.DownloadBar({"map PNG": lambda: self.download_bytes("png"),
+                                           "map HDF5": lambda: self.download_bytes("h5")})
+        controls = w.VBox([self.window, self.window_label, self.background, self.edge_channels, self.message,
+                           self.downloads.widget], layout=w.Layout(width="420px"))
         self.widget = w.HBox([controls, _fig.fixed_box(self.fig, 520, 460)])
         self.widget.add_class("xrdw-roi-image-panel")
         self._on_results()
@@ -160,8 +186,8 @@ class RoiImagePanel:
         hi = max(hi, lo + 1)
         c = vol[spec]
         units = c.attrs.get("units", "")
-        self.window_label.value = (f"<small>{hi - lo} channels, {spec} {float(c[lo]):.4g}–"
-                                   f"{float(c[hi - 1]):.4g} {units}</small>")
+        self.window_label.value = (f"<small>{hi - lo} channels, {_v.axis_label(c).split(' (')[0]} "
+                                   f"{float(c[lo]):.4g}–{float(c[hi - 1]):.4g} {units}</small>")
         try:
             img = roi_image(vol, lo, hi, by="index", background=self.background.value,
                             edge_channels=int(self.edge_channels.value))
@@ -171,12 +197,23 @@ class RoiImagePanel:
         self.message.value = ""
         self.image = img
         shown = _v.decimate(img, 512)
-        _heat_update(self.fig, 0, shown, title=f"{name}: {img.attrs['long_name']}, {spec} "
-                     f"{float(c[lo]):.4g}–{float(c[hi - 1]):.4g} {units}")
+        self._title = (f"{name}: {img.attrs['long_name']}, {_v.axis_label(c).split(' (')[0]} "
+                       f"{float(c[lo]):.4g}–{float(c[hi - 1]):.4g} {units}")
+        self._source = (name, lo, hi)
+        _heat_update(self.fig, 0, shown, title=self._title)
+        _label_image_axes(self.fig, shown)
         self.state.roi = {**(self.state.roi or {}), "source": name, "channels": (lo, hi),
                           "range": (float(c[lo]), float(c[hi - 1])), "background": self.background.value,
                           "edge_channels": int(self.edge_channels.value)}
         return img
+
+    def download_bytes(self, fmt: str) -> tuple[str, bytes]:
+        """``(file name, bytes)`` of the ROI image: ``"png"`` (figure with axes and colour bar)
+        or ``"h5"`` (values with coordinates)."""
+        img = _need(self.image, "no ROI image (run a reconstruction first)")
+        name, lo, hi = self._source
+        stem = _v.export_name(name, "roi", f"ch{lo}-{hi - 1}")
+        return f"{stem}.{fmt}", _v.image_bytes(img, fmt, title=self._title)
 
     def _ipython_display_(self):  # pragma: no cover
         from IPython.display import display
@@ -197,7 +234,7 @@ class RoiPatternPanel:
         self.above = w.ToggleButtons(options=[("above", True), ("below", False)], value=True,
                                      description="keep pixels", style={**_STYLE, "button_width": "60px"})
         self.prominence = w.BoundedFloatText(value=0.05, min=0.001, max=1.0, step=0.01,
-                                             description="peak prominence", style=_STYLE)
+                                             description="prominence", style=_STYLE)
         self.prominence.tooltip = "minimum peak prominence relative to the pattern's robust range"
         self.message = w.HTML()
         self.peak_list = w.HTML()
@@ -215,8 +252,10 @@ class RoiPatternPanel:
         for wd in (self.fraction, self.above, self.prominence):
             wd.observe(self._on_change, "value")
         state.observe(self._on_change, ["roi", "results", "current"])
-        controls = w.VBox([self.fraction, self.above, self.prominence, self.peak_list, self.message],
-                          layout=w.Layout(width="330px"))
+        self.downloads = _fig.DownloadBar({"pattern .xy": lambda: self.download_bytes("xy"),
+                                           "pattern PNG": lambda: self.download_bytes("png")})
+        controls = w.VBox([self.fraction, self.above, self.prominence, self.peak_list, self.message,
+                           self.downloads.widget], layout=w.Layout(width="330px"))
         self.widget = w.HBox([controls, _fig.fixed_box(self.fig, 900, 420)])
         self.widget.add_class("xrdw-roi-pattern-panel")
         self._busy = False
@@ -259,8 +298,11 @@ class RoiPatternPanel:
             self.fig.data[1].y = np.asarray(pattern.values, dtype=float)
             self.fig.data[2].x = pos
             self.fig.data[2].y = heights
-            self.fig.layout.xaxis2.title = f"{spec} ({units})" if units else spec
-        _heat_update(self.fig, 0, _v.decimate(img.copy(data=shown), 512))
+            self.fig.layout.xaxis2.title = _v.axis_label(vol[spec])
+            self.fig.layout.yaxis2.title = _v.axis_label(pattern) or "mean intensity"
+        shown_img = _v.decimate(img.copy(data=shown), 512)
+        _heat_update(self.fig, 0, shown_img)
+        _label_image_axes(self.fig, shown_img, colorbar_trace=None)
         self.peak_list.value = (f"<small>{int(m.sum())} pixels; suggested peaks ({units}): "
                                 + (", ".join(f"{p:.4g}" for p in pos) or "none") + "</small>")
         self._busy = True
@@ -270,10 +312,30 @@ class RoiPatternPanel:
             self._busy = False
         return pattern
 
+    def download_bytes(self, fmt: str) -> tuple[str, bytes]:
+        """``(file name, bytes)`` of the mean pattern of the mask (``"xy"``, ``"h5"`` or ``"png"``)."""
+        pat = _need(self.pattern, "no ROI pattern (run a reconstruction first)")
+        name = (self.state.roi or {}).get("source", "roi")
+        stem = _v.export_name(name, "roi_pattern")
+        return f"{stem}.{fmt}", _v.patterns_bytes({"mean of mask": pat}, fmt,
+                                                  title=f"{name}: mean pattern of the mask")
+
     def _ipython_display_(self):  # pragma: no cover
         from IPython.display import display
 
         display(self.widget)
+
+
+def fit_summary(result) -> str:
+    """One line on a fit result: pixels not converged (after retries), pixels with a peak."""
+    a = result.attrs
+    n = int(a.get("n_fitted", 0))
+    bad = n - int(a.get("n_converged", n))
+    parts = [f"{bad} of {n} pixels did not converge"
+             + (f" ({int(a['n_retried'])} improved by neighbour-seeded retries)" if a.get("n_retried") else "")]
+    if "n_peak_found" in a:
+        parts.append(f"{int(a['n_peak_found'])} with a significant peak (area ≥ {a.get('significance', 3):g} σ)")
+    return "<small>" + "; ".join(parts) + "</small>"
 
 
 class PeakFitPanel:
@@ -294,7 +356,7 @@ class PeakFitPanel:
                                      value="linear", description="background", style=_STYLE)
         self.fit_range = w.FloatRangeSlider(description="fit range", min=0.0, max=1.0, value=(0.0, 1.0), step=0.001,
                                             continuous_update=False, readout_format=".3f", style=_STYLE,
-                                            layout=w.Layout(width="95%"))
+                                            layout=w.Layout(width="390px"))
         self.positions = w.Text(value="", description="positions", placeholder="e.g. 3.10, 3.58", style=_STYLE)
         self.positions.tooltip = "starting peak positions (spectral units), comma-separated; empty: data maxima"
         self.fwhm_max = w.BoundedFloatText(value=0.0, min=0.0, max=1e6, step=0.01, description="max FWHM",
@@ -307,16 +369,25 @@ class PeakFitPanel:
         self.status = w.HTML("<i>no fit yet</i>")
         self.error = w.HTML()
         self.map_param = w.Dropdown(options=[], description="map", style=_STYLE)
-        base = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.14,
-                             subplot_titles=("parameter map", "pixel: data, fit, residual"))
-        base.add_trace(go.Heatmap(z=[[0.0]], colorscale="Viridis", colorbar={"thickness": 10, "x": 0.40},
+        self.blank_no_peak = w.Checkbox(value=False, indent=False,
+                                        description="blank pixels without a significant peak")
+        self.blank_no_peak.observe(self._show_map, "value")
+        for wd in (self.profile, self.n_peaks, self.background, self.positions, self.fwhm_max,
+                   self.max_iter, self.map_param):
+            wd.layout.width = "330px"
+        base = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.16,
+                             subplot_titles=("parameter map: press Fit", "pixel: hover the map after a fit"))
+        base.add_trace(go.Heatmap(z=[[None]], colorscale="Viridis", colorbar={"thickness": 10, "x": 0.40},
+                                  showscale=False,
                                   hovertemplate="x %{x}, y %{y}: %{z:.4g}<extra></extra>"), row=1, col=1)
         for nm, colour in (("data", "#1f3b73"), ("fit", "#d62728"), ("residual", "#7f7f7f")):
             base.add_trace(go.Scatter(x=[], y=[], mode="lines", name=nm, line={"color": colour}), row=1, col=2)
-        base.update_layout(width=960, height=430, autosize=False, margin=dict(l=50, r=10, t=40, b=40),
-                           legend={"x": 1, "xanchor": "right", "y": 1})
+        base.update_layout(width=_FIT_W, height=430, autosize=False, margin=dict(l=56, r=10, t=40, b=44),
+                           legend={"x": 1, "xanchor": "right", "y": 1}, plot_bgcolor="white")
         base.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", row=1, col=1)
         base.update_xaxes(constrain="domain", row=1, col=1)
+        base.update_xaxes(visible=False)   # shown with their data (no empty axes before a fit)
+        base.update_yaxes(visible=False)
         self.fig = _fig.FigureWidget(base)
         self.fig.data[0].on_hover(self._on_map_point)
         self.fig.data[0].on_click(self._on_map_point)
@@ -327,11 +398,14 @@ class PeakFitPanel:
         for wd, cls in ((self.start_button, "xrdw-fit-start"), (self.cancel_button, "xrdw-fit-cancel"),
                         (self.status, "xrdw-fit-status"), (self.error, "xrdw-fit-error")):
             wd.add_class(cls)
+        self.downloads = _fig.DownloadBar({"map PNG": lambda: self.download_bytes("png"),
+                                           "maps HDF5": lambda: self.download_bytes("h5")})
         controls = w.VBox([self.profile, self.n_peaks, self.background, self.fit_range, self.positions,
                            self.fwhm_max, self.max_iter, w.HBox([self.start_button, self.cancel_button]),
-                           self.progress, self.status, self.error, self.map_param],
-                          layout=w.Layout(width="400px"))
-        self.widget = w.HBox([controls, _fig.fixed_box(self.fig, 960, 430)])
+                           self.progress, self.status, self.error, self.map_param, self.blank_no_peak,
+                           self.downloads.widget],
+                          layout=w.Layout(width="400px", overflow="hidden"))
+        self.widget = w.HBox([controls, _fig.fixed_box(self.fig, _FIT_W, 430)])
         self.widget.add_class("xrdw-peakfit-panel")
         self._on_roi()
 
@@ -390,7 +464,7 @@ class PeakFitPanel:
         except (ValueError, TypeError) as exc:
             self.error.value = _error(str(exc))
             return None
-        self._volume, self._model, self.result = vol, model, None
+        self._volume, self._model, self.result, self._shown_result = vol, model, None, None
         self.job = _jobs.run(functools.partial(iterate_fit, vol, model, **opts), name=f"fit {name}",
                              queue=self.queue, params={"source": name, **{k: v for k, v in opts.items()}})
         self.cancel_button.disabled = False
@@ -411,6 +485,10 @@ class PeakFitPanel:
                 self.progress.value = min(1.0, p.iteration / p.total)
             if p.preview is not None and np.ndim(p.preview) == 2:
                 ref = self._volume.isel({self._volume.dims[-1]: 0}, drop=True)
+                self.fig.data[0].showscale = True
+                self.fig.update_xaxes(visible=True, row=1, col=1)
+                self.fig.update_yaxes(visible=True, row=1, col=1)
+                _label_image_axes(self.fig, ref, colorbar_trace=None)
                 _heat_update(self.fig, 0, _v.decimate(ref.copy(data=np.asarray(p.preview, np.float32)), 512),
                              title=f"{self._model.param_names[0]} (fitting…)", annotation=0)
             done = (p.metrics or {}).get("pixels_done")
@@ -423,22 +501,45 @@ class PeakFitPanel:
             self.status.value = f"<b>{ev.job.name}</b> {ev.state.value}: {html.escape(ev.job.message)}"
             if ev.state is _jobs.State.DONE:
                 self.progress.value = 1.0
-                self.result = ev.job.result
-                maps = [v for v in self.result.data_vars if self.result[v].ndim >= 2]
+                res = ev.job.result
+                self.status.value += "<br>" + fit_summary(res)
+                maps = [v for v in res.data_vars if res[v].ndim >= 2 and res[v].dtype != bool]
+                self._shown_result = res
                 self.map_param.options = maps
                 self.map_param.value = maps[0] if maps else None
                 self._show_map()
+                self.result = res   # last: a reader that sees the result sees its map drawn
             elif ev.state is _jobs.State.FAILED:
                 self.error.value = _error(ev.job.message)
 
     # ------------------------------------------------------------------ views
     def _show_map(self, *_):
-        if self.result is None or not self.map_param.value:
+        res = getattr(self, "_shown_result", None)
+        if res is None or not self.map_param.value:
             return
-        da = self.result[self.map_param.value]
+        da = res[self.map_param.value]
+        if self.blank_no_peak.value and "peak_found" in res and self.map_param.value not in ("rwp", "chi2", "n_iter"):
+            da = da.where(res["peak_found"])
         units = da.attrs.get("units", "")
-        _heat_update(self.fig, 0, _v.decimate(da.astype(np.float32), 512),
+        shown = _v.decimate(da.astype(np.float32), 512)
+        self.fig.data[0].showscale = True
+        self.fig.update_xaxes(visible=True, row=1, col=1)
+        self.fig.update_yaxes(visible=True, row=1, col=1)
+        _heat_update(self.fig, 0, shown,
                      title=f"{self.map_param.value}" + (f" ({units})" if units else ""), annotation=0)
+        _label_image_axes(self.fig, shown)
+
+    def download_bytes(self, fmt: str) -> tuple[str, bytes]:
+        """``(file name, bytes)``: ``"png"`` the map shown (figure with axes and colour bar),
+        ``"h5"`` every fitted map (and the fit quality) with coordinates and provenance."""
+        res = _need(self.result, "no fit yet (press Fit)")
+        source = (self.job.params or {}).get("source", "fit") if self.job is not None else "fit"
+        if fmt == "h5":
+            return f"{_v.export_name(source, 'peakfit')}.h5", _v.result_bytes(res, producer="xrdwidgets peak fitting")
+        param = _need(self.map_param.value, "no map chosen")
+        da = res[param].astype(np.float32)
+        return (f"{_v.export_name(source, 'peakfit', param)}.png",
+                _v.image_bytes(da, "png", title=f"{source}: fitted {param}"))
 
     def _on_map_point(self, trace, points, state=None):
         if not points.xs or self._volume is None:
@@ -469,6 +570,9 @@ class PeakFitPanel:
             self.fig.data[2].x, self.fig.data[2].y = x, fit
             self.fig.data[3].x, self.fig.data[3].y = x, y - fit
             self.fig.layout.annotations[1].text = f"pixel ({vol.dims[0]} {r}, {vol.dims[1]} {c}): data, fit, residual"
+            self.fig.layout.xaxis2.title = _v.axis_label(vol[spec])
+            self.fig.layout.yaxis2.title = _v.axis_label(vol) or "intensity"
+            self.fig.layout.xaxis2.visible = self.fig.layout.yaxis2.visible = True
 
     def _ipython_display_(self):  # pragma: no cover
         from IPython.display import display

@@ -51,7 +51,6 @@ class App:
             self.tabs.set_title(i, t)
         self.tabs.observe(self._on_tab, "selected_index")
         self.state.observe(self._on_status, "status")
-        self.state.observe(self._on_result, "results")
         self._on_status()
         self.select(initial_tab)
         title = w.HTML("<h3 style='margin:4px 0'>xrdwidgets — XRD-CT reconstruction and exploration</h3>")
@@ -65,6 +64,7 @@ class App:
             from .live_panel import LivePanel
 
             panel = LivePanel(self.state, data_dir=self._data_dir)
+            panel.on_explore.append(lambda: self.select("Explore"))   # only when the visitor asks
         elif name == "Integrate":
             from .integrate_panel import IntegratePanel
 
@@ -131,6 +131,25 @@ class App:
         kwargs.setdefault("initial_tab", "Explore" if reconstruct else "Data")
         return cls(state, **kwargs)
 
+    @classmethod
+    def served(cls, size: str = "small", **kwargs) -> "App":
+        """The App that ``xrdwidgets app`` serves: the file named by ``$XRDWIDGETS_OPEN`` (a path
+        inside the data folder, ``xrdwidgets app --open``) opened in the Explore tab; without it,
+        or when it cannot be read (said in the Data tab), the embedded demo (:meth:`demo`).
+        """
+        rel = os.environ.get("XRDWIDGETS_OPEN", "").strip()
+        if not rel:
+            return cls.demo(size, **kwargs)
+        app = cls(AppState(), **kwargs)
+        try:
+            app.data.open_now(rel)
+        except Exception as exc:  # noqa: BLE001 - shown in the Data tab, logged
+            log.warning("app: opening %r failed: %s", rel, exc)
+            app.data._show(f"could not open {rel}: {app.data._user_text(exc)}", "error")
+            return app
+        app.select("Explore" if app.state.results else "Data")
+        return app
+
     @property
     def data(self):
         return self.panel("Data")
@@ -149,12 +168,6 @@ class App:
 
     def _on_status(self, *_):
         self.status.value = f"<small>{self.state.status}</small>"
-
-    def _on_result(self, change):
-        # a new result appears: show it in the Explore tab (the explorer follows the state)
-        old = change.get("old") if change is not None else None   # a traitlets Sentinel at first set
-        if change is not None and len(change.get("new", {})) > (len(old) if isinstance(old, dict) else 0):
-            self.select("Explore")
 
     def _ipython_display_(self):  # pragma: no cover - notebook display
         from IPython.display import display

@@ -23,7 +23,7 @@ from .state import AppState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CorrectionsPanel", "correction_job"]
+__all__ = ["CorrectionsPanel", "correction_job", "gallery_job"]
 
 
 def correction_job(stack, **options):
@@ -34,22 +34,78 @@ def correction_job(stack, **options):
     return corrected, reports
 
 
+def gallery_job(stack, *, around: float | None, step: float, n: int, channels):
+    """Generator for a job: the centre estimate (when ``around`` is None, :func:`find_centre`)
+    and :func:`xrdwidgets.corrections.centre_gallery` around it; returns ``(estimate, gallery)``."""
+    yield Progress(iteration=0, total=2, metrics={"step": "estimating the centre"})
+    if around is None:
+        around = _corr.find_centre(stack).offset_steps
+    yield Progress(iteration=1, total=2, metrics={"step": "reconstructing the candidates"})
+    cands = _corr.centre_candidates(around, n=n, step=step)
+    n_t = stack.sizes[_data.TRANSLATION]
+    cands = cands[np.abs(cands) < n_t / 2]
+    gallery = _corr.centre_gallery(stack, cands, channels=channels)
+    yield Progress(iteration=2, total=2, metrics={"step": "done"})
+    return float(around), gallery
+
+
+def _thumbnail_png(image, size_px: int = 150) -> bytes:
+    """A small colour-mapped PNG of a 2-D array (the gallery's thumbnails)."""
+    import io as _io
+
+    import matplotlib.image as mpimg
+
+    from ..views import percentile_limits
+
+    a = np.asarray(image, np.float32)
+    lo, hi = percentile_limits(a, (0.5, 99.5))
+    reps = max(1, size_px // max(a.shape))
+    a = np.kron(a, np.ones((reps, reps), np.float32)) if reps > 1 else a
+    buf = _io.BytesIO()
+    mpimg.imsave(buf, a, cmap="gray", vmin=lo, vmax=hi, format="png")
+    return buf.getvalue()
+
+
 def _summed_image(stack, max_size=256):
+    """The channel-summed sinogram ``(angle, translation)`` (a DataArray with its coordinates),
+    block-averaged to at most ``max_size`` per axis."""
     from ..views import decimate
 
     spec = _data.spectral_dim(stack)
-    img = np.asarray(stack.sum(spec).transpose("angle", "translation").values, np.float32)
+    img = stack.sum(spec).transpose("angle", "translation").astype(np.float32)
     return decimate(img, max_size)
 
 
+def _show_sinogram(fig, trace, col: int, img):
+    """Put a summed sinogram (from :func:`_summed_image`) into subplot ``col`` with its axes."""
+    from ..views import axis_label
+
+    trace.z = np.asarray(img.values, np.float32) if img is not None else [[None]]
+    axes = ("xaxis", "yaxis") if col == 1 else ("xaxis2", "yaxis2")
+    if img is None:
+        fig.layout[axes[0]].visible = fig.layout[axes[1]].visible = False
+        return
+    trace.x = np.asarray(img["translation"].values, float)
+    trace.y = np.asarray(img["angle"].values, float)
+    fig.layout[axes[0]].visible = fig.layout[axes[1]].visible = True
+    fig.layout[axes[0]].title.text = axis_label(img["translation"]) or "translation"
+    fig.layout[axes[1]].title.text = axis_label(img["angle"]) or "angle"
+
+
+_AFTER_EMPTY = "after: press “Run corrections”"
+
+
 def _before_after_figure():
-    base = make_subplots(rows=1, cols=2, subplot_titles=("before (sum over channels)", "after"),
-                         horizontal_spacing=0.1)
+    base = make_subplots(rows=1, cols=2, subplot_titles=("before (sum over channels)", _AFTER_EMPTY),
+                         horizontal_spacing=0.12)
     for col in (1, 2):
-        base.add_trace(go.Heatmap(z=[[0.0]], colorscale="Magma", showscale=False), row=1, col=col)
-        base.update_xaxes(title_text="translation", row=1, col=col)
-        base.update_yaxes(title_text="angle", autorange="reversed", row=1, col=col)
-    base.update_layout(height=320, width=640, autosize=False, margin=dict(l=50, r=10, t=30, b=40))
+        base.add_trace(go.Heatmap(z=[[None]], colorscale="Magma", showscale=col == 2,
+                                  colorbar={"thickness": 10, "title": {"text": "Σ intensity", "side": "right"}}),
+                       row=1, col=col)
+        base.update_xaxes(title_text="translation (step)", row=1, col=col)
+        base.update_yaxes(title_text="angle (deg)", autorange="reversed", row=1, col=col)
+    base.update_layout(height=340, width=660, autosize=False, margin=dict(l=56, r=10, t=40, b=44),
+                       plot_bgcolor="white")
     return _fig.FigureWidget(base)
 
 
@@ -68,7 +124,7 @@ class CorrectionsPanel:
         self.centre = w.Checkbox(value=True, description="centre of rotation (find and correct)", indent=False)
         self.centre_apply = w.ToggleButtons(options=[("store in geometry", "geometry"), ("shift data", "shift")],
                                             value="geometry", description="centre:",
-                                            style={"button_width": "120px"})
+                                            style={"button_width": "140px", "description_width": "50px"})
         self.run_button = w.Button(description="Run corrections", button_style="primary", icon="wrench")
         self.use_button = w.Button(description="Use corrected", button_style="success", disabled=True)
         self.reset_button = w.Button(description="Reset to raw", disabled=True)
@@ -84,7 +140,9 @@ class CorrectionsPanel:
         controls = w.VBox([self.decay, self.air, self.jitter, self.centre, self.centre_apply,
                            w.HBox([self.run_button, self.use_button, self.reset_button]), self.status,
                            self.report_html], layout=w.Layout(width="430px"))
-        self.widget = w.HBox([controls, _fig.fixed_box(self.fig, 640, 320)])
+        self._build_gallery()
+        self.widget = w.VBox([w.HBox([controls, _fig.fixed_box(self.fig, 660, 340)]), self.gallery_box])
+        self.widget.add_class("xrdw-corrections-panel")
 
     def _ipython_display_(self):  # pragma: no cover
         from IPython.display import display
@@ -94,10 +152,19 @@ class CorrectionsPanel:
     def _on_raw(self, *_):
         raw = self.state.raw
         self.run_button.disabled = raw is None
+        if hasattr(self, "gallery_button"):
+            self.gallery_button.disabled = raw is None
+            self._on_stack()
         if raw is not None:
+            # defaults that suit the data: a step its provenance says was done is not ticked
+            done = set(_corr._done(raw))
+            for name, box in (("air", self.air), ("decay", self.decay), ("jitter", self.jitter),
+                              ("centre", self.centre)):
+                box.value = name not in done
             with _fig.updating(self.fig):
-                self.before.z = _summed_image(raw)
-                self.after.z = [[0.0]]
+                _show_sinogram(self.fig, self.before, 1, _summed_image(raw))
+                _show_sinogram(self.fig, self.after, 2, None)
+                self.fig.layout.annotations[1].text = _AFTER_EMPTY
             self.result = None
             self.use_button.disabled = True
             self.report_html.value = ""
@@ -127,13 +194,119 @@ class CorrectionsPanel:
         if ev.state is _jobs.State.DONE:
             self.result, self.reports = job.result
             with _fig.updating(self.fig):
-                self.after.z = _summed_image(self.result)
+                _show_sinogram(self.fig, self.after, 2, _summed_image(self.result))
+                self.fig.layout.annotations[1].text = "after"
             self.report_html.value = "<ul>" + "".join(
                 f"<li>{html.escape(r.summary())}</li>" for r in self.reports) + "</ul>"
             self.status.value = f"done in {job.elapsed:.1f} s"
             self.use_button.disabled = False
         else:
             self.status.value = f"<span style='color:#b00'>{html.escape(job.message)}</span>"
+
+    # ------------------------------------------------------------------ centre gallery
+    def _build_gallery(self):
+        self.gallery = None
+        self.gallery_estimate = None
+        self.gallery_job = None
+        self.gallery_channels = w.IntRangeSlider(value=(0, 1), min=0, max=1, description="channels",
+                                                 continuous_update=False, layout=w.Layout(width="420px"),
+                                                 style={"description_width": "70px"})
+        self.gallery_step = w.Dropdown(options=[("coarse: 1 step apart", 1.0), ("fine: ¼ step apart", 0.25)],
+                                       value=1.0, description="row", layout=w.Layout(width="250px"),
+                                       style={"description_width": "40px"})
+        self.gallery_button = w.Button(description="Centre gallery", icon="th", button_style="info",
+                                       tooltip="reconstruct the channel window at 7 candidate centres "
+                                               "around the automatic estimate (or the chosen centre)")
+        self.gallery_button.add_class("xrdw-gallery-start")
+        self.gallery_button.on_click(lambda _: self.make_gallery())
+        self.gallery_status = w.HTML("<small>Make a row of reconstructions at candidate centres of "
+                                     "rotation; click the sharpest to store it in the geometry.</small>")
+        self.gallery_status.add_class("xrdw-gallery-status")
+        self.geometry_html = w.HTML()
+        self.geometry_html.add_class("xrdw-geometry")
+        self.gallery_row = w.HBox(layout=w.Layout(flex_flow="row wrap"))
+        self.gallery_row.add_class("xrdw-gallery")
+        self.gallery_box = w.VBox([
+            w.HTML("<b>Centre of rotation by eye</b>"),
+            w.HBox([self.gallery_channels, self.gallery_step, self.gallery_button],
+                   layout=w.Layout(flex_flow="row wrap", align_items="center")),
+            self.gallery_status, self.gallery_row, self.geometry_html])
+        self.state.observe(self._on_stack, "stack")
+        self._on_stack()
+        self.gallery_button.disabled = self.state.raw is None
+
+    def _on_stack(self, *_):
+        stack = self.state.stack
+        if stack is None:
+            self.geometry_html.value = ""
+            return
+        spec = _data.spectral_dim(stack)
+        n = stack.sizes[spec]
+        if self.gallery_channels.max != max(n - 1, 1) or self.gallery_channels.value[1] > n - 1:
+            with self.gallery_channels.hold_trait_notifications():
+                self.gallery_channels.max = max(n - 1, 1)
+                self.gallery_channels.value = (0, n - 1)
+        geom = _data.get_geometry(stack)
+        off = geom.centre_offset if geom is not None else 0.0
+        self.geometry_html.value = (f"<small>geometry of the stack used: centre_offset = "
+                                    f"<b class='xrdw-centre-offset'>{off:+.3f}</b> steps</small>")
+
+    def make_gallery(self, *, around: float | None = None) -> _jobs.Job | None:
+        """Start the gallery job: candidates around ``around`` (default: the centre chosen in
+        the geometry for a fine row, else the automatic estimate)."""
+        stack = self.state.stack
+        if stack is None:
+            return None
+        step = float(self.gallery_step.value)
+        if around is None and step < 1.0:
+            geom = _data.get_geometry(stack)
+            around = geom.centre_offset if geom is not None else None
+        lo, hi = self.gallery_channels.value
+        self.gallery_button.disabled = True
+        self.gallery_status.value = "<i>making the gallery…</i>"
+        self.gallery_job = _jobs.run(lambda: gallery_job(stack, around=around, step=step, n=7,
+                                                         channels=(lo, hi + 1)),
+                                     name="centre gallery", queue=self.queue)
+        self.gallery_job.subscribe(self._on_gallery_event)
+        return self.gallery_job
+
+    def _on_gallery_event(self, ev):
+        if not ev.state.finished:
+            return
+        self.gallery_button.disabled = False
+        job = ev.job
+        if ev.state is not _jobs.State.DONE:
+            self.gallery_status.value = f"<span style='color:#b00'>{html.escape(job.message)}</span>"
+            return
+        self.gallery_estimate, self.gallery = job.result
+        cells = []
+        for k, c in enumerate(self.gallery["centre"].values):
+            img = w.Image(value=_thumbnail_png(self.gallery.values[k]), format="png",
+                          layout=w.Layout(width="140px", height="140px", object_fit="contain"))
+            b = w.Button(description=f"{(0.0 if abs(c) < 0.005 else c):+.2f}", tooltip=f"store axis offset {c:+.3f} steps in the geometry",
+                         layout=w.Layout(width="140px"))
+            b.add_class("xrdw-gallery-choose")
+            b.offset = float(c)
+            b.on_click(lambda _, c=float(c): self.choose_centre(c))
+            cells.append(w.VBox([img, b], layout=w.Layout(margin="2px")))
+        self.gallery_row.children = cells
+        self.gallery_status.value = (f"<small>automatic estimate {self.gallery_estimate:+.3f} steps; "
+                                     "click the sharpest image (fewest arcs, no doubled edges) to "
+                                     "choose it, then a fine row to refine.</small>")
+
+    def choose_centre(self, offset: float):
+        """Store ``offset`` (steps) as the centre of rotation in the geometry of the stack used."""
+        corrected, report = _corr.correct_centre(self.state.stack, offset=float(offset), apply="geometry")
+        self.state.stack = corrected
+        self.reset_button.disabled = False
+        self.state.status = f"centre of rotation {offset:+.3f} steps stored in the geometry"
+        self.gallery_status.value = (f"<small>chosen: <b>{offset:+.3f}</b> steps (stored in the geometry; "
+                                     "reconstructions use it). Pick “fine” and press the button to refine."
+                                     "</small>")
+        for cell in self.gallery_row.children:
+            btn = cell.children[1]
+            btn.button_style = "success" if abs(btn.offset - offset) < 1e-9 else ""
+        return report
 
     def use(self):
         """Make the corrected stack the one reconstructions use."""

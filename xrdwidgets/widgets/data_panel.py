@@ -175,7 +175,9 @@ def _probe(path: Path):
 
 
 def _read_stack(path: Path, *, sinogram: str | None, npy_dims):
-    """``(stack, truth)`` from a file: a sinogram stack and, for simulated files, the truth."""
+    """``(stack, truth, stored)`` from a file: a sinogram stack, for simulated files the truth,
+    and reconstructions stored next to the stack (``{variable: volume}``, e.g. the ``fbp`` that
+    ``xrdwidgets demo`` writes)."""
     if path.suffix.lower() == ".npy":
         obj = io.load_npy(path, npy_dims, kind="sinogram", mmap_mode=None)
     elif sinogram:
@@ -183,13 +185,20 @@ def _read_stack(path: Path, *, sinogram: str | None, npy_dims):
     else:
         obj = io.load(path)
     truth = None
+    stored = {}
     if hasattr(obj, "data_vars"):
         truth = obj if {"volume", "phase_maps"} & set(obj.data_vars) else None
+        spec = obj["sinogram"].dims[-1] if "sinogram" in obj.data_vars else None
+        for var in obj.data_vars:   # reconstructions (y, x, spectral) on the stack's spectral axis
+            if var in ("sinogram", "volume", "clean") or spec is None:
+                continue
+            if obj[var].dims == ("y", "x", spec):
+                stored[str(var)] = obj[var]
         obj = _data.as_dataarray(obj, "sinogram") if "sinogram" in obj.data_vars else _data.as_dataarray(obj)
     if _data.kind_of(obj) != "sinogram":
         raise _data.DataError(f"holds a {obj.name or 'volume'} with dims {tuple(obj.dims)}; the data "
                               "panel loads sinogram stacks (dims translation, angle and a spectral dim)")
-    return obj, truth
+    return obj, truth, stored
 
 
 # ============================================================================ the panel
@@ -408,10 +417,13 @@ class DataPanel:
         """Block until the current job has finished and the panel shows its outcome (tests)."""
         return self._idle.wait(timeout)
 
-    def _publish(self, stack, truth, name: str) -> str:
+    def _publish(self, stack, truth, name: str, stored: dict | None = None) -> str:
         self.state.set_data(stack, truth=truth, name=name)
+        for var, vol in (stored or {}).items():   # reconstructions saved with the stack
+            self.state.add_result(f"{var.upper() if var == 'fbp' else var} (file)", vol)
         sizes = " × ".join(f"{v} {k}" for k, v in self.state.stack.sizes.items())
-        return f"loaded {name}: {sizes}"
+        extra = f"; with {', '.join(stored)} from the file (in Explore)" if stored else ""
+        return f"loaded {name}: {sizes}{extra}"
 
     # ------------------------------------------------------------------ folder
     def refresh(self):
@@ -464,11 +476,40 @@ class DataPanel:
         dims = self.npy_order.value
 
         def work():
-            stack, truth = _read_stack(path, sinogram=sino, npy_dims=dims)
+            stack, truth, stored = _read_stack(path, sinogram=sino, npy_dims=dims)
             yield Progress(1, 1)
-            return self._publish(stack, truth, rel + (f" [{sino}]" if sino else ""))
+            return self._publish(stack, truth, rel + (f" [{sino}]" if sino else ""), stored)
 
         return self._start(f"loading {rel}", work, hide)
+
+    def open_now(self, rel: str) -> str:
+        """Load ``rel`` (a path inside the data folder) now, without a job, and select it in the
+        file list (the file the app opens on start, :meth:`App.served`).
+
+        A reconstruction stored in the file next to the sinogram stack (the ``fbp`` variable
+        ``xrdwidgets demo`` writes) is added as the result "FBP (file)".
+
+        Returns
+        -------
+        str
+            The status line shown ("loaded …").
+
+        Raises
+        ------
+        OSError, ValueError
+            No data folder, a path outside it, a missing or unreadable file (the message names it).
+        """
+        if self.root is None:
+            raise FileNotFoundError(f"cannot open {rel!r}: no data folder is configured")
+        path = safety.confine(rel, self.root, must_exist=True)
+        rel = path.relative_to(self.root).as_posix()
+        stack, truth, stored = _read_stack(path, sinogram=None, npy_dims=self.npy_order.value)
+        text = self._publish(stack, truth, rel, stored)
+        self.refresh()
+        if rel in self.files.options:
+            self.files.value = rel
+        self._show(text, "ok")
+        return text
 
     # ------------------------------------------------------------------ upload
     def _on_upload(self, change):
@@ -518,9 +559,9 @@ class DataPanel:
                 return f"{shown} holds {len(names)} sinograms: choose one and press 'Load upload'"
             self.upload_sinogram.options = names or []
             self.upload_sinogram.layout.display = "none"
-            stack, truth = _read_stack(path, sinogram=names[0] if names else None, npy_dims=dims)
+            stack, truth, stored = _read_stack(path, sinogram=names[0] if names else None, npy_dims=dims)
             yield Progress(2, 2)
-            return self._publish(stack, truth, shown)
+            return self._publish(stack, truth, shown, stored)
 
         return self._start(f"reading {shown}", work)
 
@@ -534,9 +575,9 @@ class DataPanel:
         dims = self.upload_npy_order.value
 
         def work():
-            stack, truth = _read_stack(path, sinogram=sino, npy_dims=dims)
+            stack, truth, stored = _read_stack(path, sinogram=sino, npy_dims=dims)
             yield Progress(1, 1)
-            return self._publish(stack, truth, shown + (f" [{sino}]" if sino else ""))
+            return self._publish(stack, truth, shown + (f" [{sino}]" if sino else ""), stored)
 
         return self._start(f"reading {shown}", work, {str(path): shown, str(path.parent): "upload"})
 

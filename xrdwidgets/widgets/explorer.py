@@ -43,6 +43,8 @@ from .. import views as _v
 from ..data import DataError
 from ._views import (
     IMAGE_SIZE,
+    MIME,
+    DownloadLink,
     OVERLAY_COLOURS,
     PATTERN_SIZE,
     fixed_box,
@@ -223,7 +225,7 @@ class Explorer(tl.HasTraits):
         small = {"layout": w.Layout(width="auto"), "indent": False}
         self.w_window = w.IntRangeSlider(value=(0, 0), min=0, max=1, description="window",
                                          continuous_update=False, readout=False,
-                                         layout=w.Layout(width=f"{iw + pw - 40}px"))
+                                         layout=w.Layout(width=f"{iw + pw - 300}px"))
         self.w_window_label = w.HTML()
         self.w_cmap = w.Dropdown(options=list(_v.COLORMAPS), value=cmap, description="colormap",
                                  layout=w.Layout(width="190px"))
@@ -249,6 +251,19 @@ class Explorer(tl.HasTraits):
         self.w_save_pattern = w.Button(description="save pattern", icon="save",
                                        layout=w.Layout(width="130px"))
         self.w_status = w.HTML(layout=w.Layout(width="auto"))
+        self.w_dl_image = w.Button(description="image", icon="download", tooltip="download the image "
+                                   "(PNG with axes and colour bar, or HDF5 values) to this browser",
+                                   layout=w.Layout(width="90px"))
+        self.w_dl_pattern = w.Button(description="pattern", icon="download", tooltip="download the "
+                                     "pattern(s) at the pixel (.xy, HDF5 or PNG) to this browser",
+                                     layout=w.Layout(width="100px"))
+        self.w_dl_result = w.Button(description="result", icon="download", tooltip="download the "
+                                    "whole volume shown as HDF5 (with coordinates and provenance)",
+                                    layout=w.Layout(width="95px"))
+        self.download = DownloadLink()
+        for b, what in ((self.w_dl_image, "image"), (self.w_dl_pattern, "pattern"), (self.w_dl_result, "result")):
+            b.add_class(f"xrdw-dl-{what}")
+            b.on_click(lambda _, what=what: self._download_clicked(what))
 
         self.w_window.observe(self._on_window_slider, names="value")
         self.w_cmap.observe(self._on_cmap, names="value")
@@ -268,10 +283,13 @@ class Explorer(tl.HasTraits):
         export_row = w.HBox([self.w_export_dir, self.w_save_image, self.w_image_fmt,
                              self.w_save_pattern, self.w_pattern_fmt, self.w_overwrite],
                             layout=w.Layout(flex_flow="row wrap", align_items="center"))
+        download_row = w.HBox([w.HTML("<small>download:</small>"), self.w_dl_image, self.w_dl_pattern,
+                               self.w_dl_result, self.download.widget],
+                              layout=w.Layout(flex_flow="row wrap", align_items="center"))
         self.widget = w.VBox([
             figures,
             w.HBox([self.w_window, self.w_window_label], layout=w.Layout(align_items="center")),
-            w.HBox([w.VBox([display_row, export_row]), self.w_overlays],
+            w.HBox([w.VBox([display_row, download_row, export_row]), self.w_overlays],
                    layout=w.Layout(flex_flow="row wrap")),
             self.w_status,
         ], layout=w.Layout(width=f"{iw + pw + 30}px", flex="0 0 auto"))
@@ -365,6 +383,8 @@ class Explorer(tl.HasTraits):
 
     def _set(self, volume, *, name, compare, strict):
         da, arr = self._load(volume, "set_volume")
+        if hasattr(self, "download"):
+            self.download.clear()       # a link of the previous volume would be stale
         old_da, old_arr, old_compare = self._da, self._arr, self._compare
         self._da, self._arr = da, arr
         try:
@@ -407,7 +427,12 @@ class Explorer(tl.HasTraits):
         rows, cols, n = self._arr.shape
         r, c = self.pixel
         if old is None or not (r < rows and c < cols):
-            self.pixel = (rows // 2, cols // 2)
+            # start on the brightest pixel (channel sum; inside the sample), not on the middle,
+            # which may be air or a hole
+            flat = self._arr.reshape(-1, n)
+            total = flat @ np.ones(n, dtype=flat.dtype if flat.dtype.kind == "f" else float)
+            k = int(np.nanargmax(total)) if np.isfinite(total).any() else (rows // 2) * cols + cols // 2
+            self.pixel = (k // cols, k % cols)
         spec = self._da[self._da.dims[2]]
         i0, i1 = self.window
         if old is not None and old.dims[2] == spec.name and i1 <= old.shape[2]:
@@ -452,7 +477,8 @@ class Explorer(tl.HasTraits):
         traces = []
         for i, (nm, da) in enumerate(zip(names, arrays)):
             c = da[da.dims[2]]
-            traces.append({"type": "scatter", "mode": "lines", "name": nm,
+            # one or two channels: a line alone would be invisible, show the points
+            traces.append({"type": "scatter", "mode": "lines" if c.size > 2 else "lines+markers", "name": nm,
                                "x": np.asarray(c.values, dtype=float),
                                "y": np.zeros(c.size, dtype=np.float32),
                                "line": {"width": 1.8 if i == 0 else 1.3,
@@ -591,7 +617,10 @@ class Explorer(tl.HasTraits):
         i0, i1 = self.window
         a, b = float(spec.values[i0]), float(spec.values[i1 - 1])
         units = spec.attrs.get("units", "")
+        units = "" if units in ("1", "") else units      # dimensionless (a channel index): no unit
         label = spec.attrs.get("long_name", spec.name)
+        if label == spec.name == "channel" and i1 - i0 == 1:
+            return f"channel {i0}" + (f" (= {f'{a:.5g} {units}'.strip()})" if a != i0 else "")
         if i1 - i0 == 1:
             return f"{label} = {a:.5g} {units} (channel {i0})"
         return f"{label} {min(a, b):.5g}–{max(a, b):.5g} {units} (channels {i0}–{i1 - 1}, Σ {i1 - i0})"
@@ -669,13 +698,14 @@ class Explorer(tl.HasTraits):
         step = abs(float(spec[1] - spec[0])) if spec.size > 1 else 1.0
         a, b = sorted((float(spec[i0]), float(spec[i1 - 1])))
         with updating(self.pattern_fig):
-            replace_shape(self.pattern_fig, 0, x0=a - step / 2, x1=b + step / 2, visible=True)
+            # one channel: the whole axis is the window, no shading (it would fill the plot)
+            replace_shape(self.pattern_fig, 0, x0=a - step / 2, x1=b + step / 2, visible=spec.size > 1)
         self._busy_slider = True
         try:
             self.w_window.value = (i0, i1 - 1)
         finally:
             self._busy_slider = False
-        self.w_window_label.value = f"<span style='font-size:12px'>{self._window_text()}</span>"
+        self.w_window_label.value = f"<span style='font-size:12px;white-space:nowrap'>{self._window_text()}</span>"
 
     # ------------------------------------------------------------------ callbacks
     def _point_to_pixel(self, points):
@@ -774,7 +804,15 @@ class Explorer(tl.HasTraits):
     def _on_state(self, change=None):
         name, main, compare = self._state_sources(self.state)
         if main is None:
-            self._say("no data yet")
+            what = ("no data to explore yet: run a reconstruction in the Reconstruct tab" if self.state.stack is not None
+                    else "no data yet: open, upload or simulate a scan in the Data tab")
+            self._say(what)
+            if self._da is None:
+                with updating(self.image_fig):
+                    self.image_fig.layout.title.text = what
+                    self.image_fig.data[0].z = [[None]]
+                with updating(self.pattern_fig):
+                    self.pattern_fig.layout.title.text = "the pattern of the pixel under the cursor appears here"
             return
         self._set(main, name=name, compare=compare, strict=False)
 
@@ -788,7 +826,14 @@ class Explorer(tl.HasTraits):
         truth = state.truth
         if isinstance(truth, xr.Dataset) and "volume" in truth.data_vars:
             scale = float(truth.attrs.get("scale", 1.0) or 1.0)  # simulator: counts per volume unit
-            compare.setdefault("truth", truth["volume"] * scale if scale != 1.0 else truth["volume"])
+            if scale != 1.0:   # in the units of the reconstruction (counts), as plotted
+                tv = truth["volume"] * scale
+                units = getattr(results[name], "attrs", {}).get("units", "")
+                tv.attrs = {**truth["volume"].attrs, "units": units,
+                            "long_name": f"true intensity × dose scale {scale:.4g}"}
+            else:
+                tv = truth["volume"]
+            compare.setdefault("truth", tv)
         return name, results[name], compare
 
     # ------------------------------------------------------------------ export
@@ -835,6 +880,35 @@ class Explorer(tl.HasTraits):
         out = _v.save_patterns(self.patterns, path, overwrite=overwrite)
         self.exports.wrote(out)
         return out
+
+    def download_bytes(self, what: str) -> tuple[str, bytes]:
+        """``(file name, bytes)`` of a download: ``"image"`` (format of the image dropdown: PNG
+        figure with axes, colour bar and title, or HDF5), ``"pattern"`` (format of the pattern
+        dropdown) or ``"result"`` (the whole volume shown, HDF5)."""
+        self._require()
+        if what == "image":
+            fmt = self.w_image_fmt.value
+            limits = self._limits if self.shown_image is not None else None
+            data = _v.image_bytes(self.image, fmt, cmap=self.w_cmap.value, limits=limits,
+                                  log=self.w_log.value, title=f"{self._name}: {self._window_text()}")
+        elif what == "pattern":
+            fmt = self.w_pattern_fmt.value
+            data = _v.patterns_bytes(self.patterns, fmt, title=self.pattern_fig.layout.title.text)
+        elif what == "result":
+            fmt = "h5"
+            data = _v.result_bytes(self._da.rename(self._da.name or _v.export_name(self._name)),
+                                   producer="xrdwidgets Explorer download")
+            return f"{_v.export_name(self._name)}.h5", data
+        else:
+            raise DataError(f"download_bytes: what must be image, pattern or result, found {what!r}")
+        return f"{self._stem(what)}.{fmt}", data
+
+    @_guarded
+    def _download_clicked(self, what: str):
+        self.download.clear()
+        name, data = self.download_bytes(what)
+        self.download.offer(name, data, MIME.get(name.rsplit(".", 1)[-1], "application/octet-stream"))
+        self._say(f"ready: {name} — click the link to save it")
 
     @_guarded
     def _export_clicked(self, what: str):

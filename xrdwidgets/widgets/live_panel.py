@@ -96,6 +96,7 @@ class LivePanel:
     """
 
     def __init__(self, state: AppState, *, data_dir=None):
+        self.on_explore: list = []     # called when the visitor presses "Explore now"
         self.state = state
         self.session = None
         self.job = None
@@ -145,7 +146,7 @@ class LivePanel:
         self.status.add_class("xrdw-live-status")
         self.start_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
-        self.explore_button.on_click(lambda _: self.explore())
+        self.explore_button.on_click(lambda _: self._explore_clicked())
         self.refresh_button.on_click(lambda _: self.refresh())
         self.sino_window.observe(lambda _: self._render(force=True), "value")
         self.fig = self._top_figure()
@@ -255,6 +256,13 @@ class LivePanel:
     def stop(self):
         """Stop following (the frames received so far stay explorable)."""
         self._stop.set()
+
+    def _explore_clicked(self):
+        """The visitor asked to explore: put the volume in Explore and call ``on_explore`` (the App
+        switches to its Explore tab; nothing else switches tabs)."""
+        if self.explore() is not None:
+            for cb in list(self.on_explore):
+                cb()
 
     def explore(self):
         """Put the current (partial) volume in the Explore tab."""

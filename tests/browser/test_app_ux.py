@@ -1,0 +1,185 @@
+"""The app as a scientist meets it (issue 20), in headless Chromium.
+
+One server for the module, started as ``make demo`` does: ``xrdwidgets demo`` writes
+``demo.h5`` into a folder, the app serves that folder (``--data-dir``) and opens ``demo.h5``
+(``--open``). The tests run in file order on one page (one kernel), as a visitor would: the
+written demo opened from the Data tab, downloads of a PNG figure and of a result file, the
+centre-of-rotation gallery, a one-channel stack in Explore; every request the page made goes to
+the server. Screenshots of every tab at 1280 px go to ``test-artifacts/ux_*.png``.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+
+from browser_helpers import ARTIFACTS, JOB_TIMEOUT_MS, RENDER_TIMEOUT_MS, REPO, skip_reason
+
+APP = ".xrdwidgets-app"
+TABS = ("Data", "Corrections", "Reconstruct", "Explore", "ROI image", "ROI pattern", "Peak fitting")
+LONG_MS = 3 * JOB_TIMEOUT_MS   # liveness only: the machine may be heavily loaded
+
+
+@pytest.fixture(scope="module")
+def demo_folder(tmp_path_factory):
+    """What `make demo-files` writes (tiny size), plus a one-channel stack with its FBP."""
+    from xrdwidgets import cli, io as xio
+
+    root = tmp_path_factory.mktemp("demo-out")
+    assert cli.main(["demo", "--size", "tiny", "--out", str(root), "-q"]) == 0
+    ds = xio.load(root / "demo.h5")
+    one = ds[["sinogram", "fbp"]].isel(tth=slice(20, 21))
+    xio.save(one, root / "one_channel.h5", producer="test")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ux_server(demo_folder):
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from xrdwidgets import appserver
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    server = appserver.launch(REPO / "dashboards" / "app.ipynb", port=0, data_dir=demo_folder,
+                              open_file="demo.h5", log_file=ARTIFACTS / "voila_ux.log")
+    try:
+        appserver.wait_ready(server, timeout=120)
+        yield server
+    finally:
+        appserver.stop(server)
+
+
+@pytest.fixture(scope="module")
+def page(browser_context, ux_server):
+    pg = browser_context.new_page()
+    pg.set_viewport_size({"width": 1280, "height": 1100})
+    pg.requests = []
+    pg.on("request", lambda req: pg.requests.append(req.url))
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.js_errors = errors
+    pg.goto(ux_server.url, wait_until="commit", timeout=RENDER_TIMEOUT_MS)
+    pg.wait_for_selector(f"{APP} .xrdwidgets-explorer .heatmaplayer image", state="visible", timeout=LONG_MS)
+    yield pg
+    pg.close()
+
+
+def _tab(pg, name):
+    pg.get_by_role("tab", name=name, exact=True).first.click()
+
+
+def _shot(pg, name):
+    pg.wait_for_timeout(800)
+    pg.screenshot(path=str(ARTIFACTS / f"ux_{name}.png"), full_page=True)
+
+
+def test_opens_on_the_written_demo_file(page):
+    # the page opened demo.h5 (24 × 30 × 60 here), not the built-in 40 × 48 × 100 demo
+    title = page.locator(f"{APP} .xrdwidgets-explorer .js-plotly-plot .gtitle").first.text_content()
+    assert "FBP (file)" in title
+    _shot(page, "explore")
+    _tab(page, "Data")
+    status = page.locator(f"{APP} .xrdw-data-panel .xrdw-status").inner_text()
+    assert "demo.h5" in status and "24 translation" in status
+
+
+def test_demo_file_loaded_from_the_data_tab(page):
+    _tab(page, "Data")
+    page.locator(f"{APP} .xrdw-files select").select_option("demo.h5")
+    page.locator(f"{APP} .xrdw-load").click()
+    page.wait_for_function(
+        "() => { const e = document.querySelector('.xrdwidgets-app .xrdw-data-panel .xrdw-ok');"
+        " return e && e.textContent.includes('loaded demo.h5') && e.textContent.includes('fbp'); }",
+        timeout=LONG_MS)
+    _shot(page, "data")
+
+
+def test_png_download_has_axes(page):
+    import matplotlib.image as mpimg
+
+    _tab(page, "Explore")
+    page.locator(f"{APP} .xrdw-dl-image").click()
+    link = page.locator(f"{APP} .xrdwidgets-explorer a.xrdw-download-link")
+    link.wait_for(timeout=LONG_MS)
+    with page.expect_download(timeout=LONG_MS) as dl:
+        link.click()
+    path = dl.value.path()
+    assert dl.value.suggested_filename.endswith(".png")
+    png = mpimg.imread(str(path), format="png")
+    assert png.shape[0] > 4 * 24 and png.shape[1] > 4 * 24          # a figure, not the 24×24 array
+    rgb = png[..., :3]
+    assert np.all(rgb > 0.99, axis=-1)[:, :15].mean() > 0.5          # white margin with the labels
+    assert np.any(np.all(rgb[:, : png.shape[1] // 8] < 0.3, axis=-1))  # dark label text drawn there
+
+
+def test_result_download_is_an_hdf5_file(page):
+    page.locator(f"{APP} .xrdw-dl-result").click()
+    link = page.locator(f"{APP} .xrdwidgets-explorer a.xrdw-download-link", has_text=".h5")
+    link.wait_for(timeout=LONG_MS)
+    with page.expect_download(timeout=LONG_MS) as dl:
+        link.click()
+    data = Path(dl.value.path()).read_bytes()
+    assert data[:8] == b"\x89HDF\r\n\x1a\n"
+    from xrdwidgets import io as xio
+
+    tmp = ARTIFACTS / "ux_download.h5"
+    tmp.write_bytes(data)
+    back = xio.load(tmp)
+    back = back if hasattr(back, "dims") and not hasattr(back, "data_vars") else back[list(back.data_vars)[0]]
+    assert dict(back.sizes) == {"y": 24, "x": 24, "tth": 60}
+
+
+def test_centre_gallery_choice_appears_in_the_geometry(page):
+    _tab(page, "Corrections")
+    page.locator(f"{APP} .xrdw-gallery-start").click()
+    buttons = page.locator(f"{APP} .xrdw-gallery-choose")
+    buttons.nth(6).wait_for(timeout=LONG_MS)
+    assert buttons.count() == 7
+    chosen = buttons.nth(5).inner_text().strip()
+    buttons.nth(5).click()
+    page.wait_for_function(
+        "(want) => { const e = document.querySelector('.xrdwidgets-app .xrdw-centre-offset');"
+        " return e && Math.abs(parseFloat(e.textContent) - parseFloat(want)) < 0.006; }",
+        arg=chosen, timeout=LONG_MS)
+    _shot(page, "corrections")
+
+
+def test_other_tabs_render_for_screenshots(page):
+    for name in ("Reconstruct", "ROI image", "ROI pattern", "Peak fitting"):
+        _tab(page, name)
+        page.locator(f"{APP} .js-plotly-plot:visible").first.wait_for(timeout=LONG_MS)
+        _shot(page, name.lower().replace(" ", "_"))
+
+
+def test_one_channel_stack_explored_without_empty_figures(page):
+    _tab(page, "Data")
+    page.locator(f"{APP} .xrdw-files select").select_option("one_channel.h5")
+    page.locator(f"{APP} .xrdw-load").click()
+    page.wait_for_function(
+        "() => { const e = document.querySelector('.xrdwidgets-app .xrdw-data-panel .xrdw-ok');"
+        " return e && e.textContent.includes('loaded one_channel.h5'); }", timeout=LONG_MS)
+    _tab(page, "Explore")
+    ex = f"{APP} .xrdwidgets-explorer"
+    page.wait_for_function(
+        "() => { const t = document.querySelectorAll('.xrdwidgets-app .xrdwidgets-explorer .gtitle');"
+        " return t.length && t[0].textContent.includes('FBP (file)') && t[0].textContent.includes('channel 0')"
+        " || (t.length && t[0].textContent.includes('(channel 0)')); }", timeout=LONG_MS)
+    page.locator(f"{ex} .heatmaplayer image").first.wait_for(timeout=LONG_MS)
+    # the pattern of one channel is a visible point, not an empty box
+    page.locator(f"{ex} .scatterlayer .points path").first.wait_for(timeout=LONG_MS)
+    label = page.locator(ex).inner_text()
+    assert " 1 (channel" not in label
+    _shot(page, "explore_one_channel")
+
+
+def test_no_request_left_the_server(page, ux_server):
+    host = urlparse(ux_server.url).netloc
+    outside = [u for u in page.requests
+               if not u.startswith(("data:", "blob:", "about:")) and urlparse(u).netloc != host]
+    assert not outside, outside
+    assert len(page.requests) > 10
+    assert not page.js_errors, page.js_errors
