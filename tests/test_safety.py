@@ -266,7 +266,10 @@ def test_app_notebook_uses_the_documented_app_api():
     nb = nbformat.read(REPO / "dashboards" / "app.ipynb", as_version=4)
     nbformat.validate(nb)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "from xrdwidgets.widgets.app import App" in code and "App.demo(" in code
+    assert "from xrdwidgets.widgets.app import App" in code and "App.served(" in code
+    from xrdwidgets.widgets.app import App
+
+    assert callable(App.served)  # the classmethod the notebook calls exists
 
 
 def test_launch_passes_data_folder_and_upload_limit(tmp_path, monkeypatch):
