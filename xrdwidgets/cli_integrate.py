@@ -42,7 +42,7 @@ def add_integrate_parser(sub):
     g.add_argument("--dataset", default=None, help="HDF5 dataset of the frames (default: found)")
     g.add_argument("--chunk", type=int, default=64, help="frames per batch (default %(default)s)")
     g.add_argument("--engine", default="auto", choices=["auto", "pyfai", "scipy", "torch"],
-                   help="engine of the plain mean (default auto: torch, on CUDA when present)")
+                   help="engine of the plain mean (default auto: torch on CUDA when present, else scipy)")
     g.add_argument("-o", "--out", required=True, help="output stack (.h5 or .zarr)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
