@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import inspect
 import itertools
@@ -1094,7 +1095,7 @@ def default_queue() -> JobQueue:
     return _default_queue
 
 
-def run(source, *, name: str = "job", queue: bool | JobQueue = False, **kwargs) -> Job:
+def run(source, *, name: str = "job", queue: bool | JobQueue = False, client=None, store=None, **kwargs) -> Job:
     """Start an algorithm generator in the background and return its :class:`Job` at once.
 
     Parameters
@@ -1104,10 +1105,29 @@ def run(source, *, name: str = "job", queue: bool | JobQueue = False, **kwargs) 
     queue : bool or JobQueue
         ``False``: a thread of its own (starts now). ``True``: the default queue (jobs run one
         after another); or a given :class:`JobQueue`.
+    client : distributed.Client, optional
+        Run on a dask cluster: ``source`` must be a callable taking ``client=`` and ``store=``
+        (e.g. ``functools.partial(recon.iterate, stack, "sd2i", epochs=2000)``); the job
+        follows the cluster run from this process (progress, cancel).
+    store : path, optional
+        The cluster run's zarr store (default: ``<workdir>/volume.zarr``; a job without a
+        workdir needs it). Resuming the job resumes the store.
     **kwargs
         ``rate_hz``, ``workdir``, ``save_result``, ``params``, ``resume``, ``overwrite``,
         ``fingerprint`` (see :class:`Job`).
     """
+    if client is not None:
+        if isinstance(source, Iterator) or not callable(source):
+            raise TypeError("run: with client=, source must be a callable taking client= and store= "
+                            "(e.g. functools.partial(recon.iterate, stack, 'sirt')), not a generator object")
+        if store is None:
+            if kwargs.get("workdir") is None:
+                raise ValueError("run: a cluster job needs store= or workdir= (its results are written there)")
+            store = Path(kwargs["workdir"]) / "volume.zarr"
+        extra = {"overwrite": True} if kwargs.get("overwrite") else {}  # a fresh job: a fresh store
+        source = functools.partial(source, client=client, store=store, **extra)
+    elif store is not None:
+        raise ValueError("run: store= is for cluster jobs; give client= too")
     if queue:
         q = default_queue() if queue is True else queue
         job = q.submit(source, name=name, **kwargs)

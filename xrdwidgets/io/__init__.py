@@ -10,7 +10,7 @@ Public API
 ``load_ndtomo``, ``load_sd2i``, ``list_sd2i``, ``load_npy``
     Importers; each maps the file into the data model (:mod:`xrdwidgets.data`) and records
     what had to be assumed in ``attrs["import_note"]`` (also logged at INFO level).
-``save_zarr`` / ``open_zarr`` / ``create_zarr_stack``
+``save_zarr`` / ``open_zarr`` / ``create_zarr_stack`` / ``open_zarr_stack``
     Chunked (by spectral channel) zarr stores, opened lazily with dask; a
     :class:`ZarrStackWriter` fills a stack larger than memory block by block.
 ``describe(obj_or_path)``
@@ -71,10 +71,10 @@ from .ndtomo import NDTOMO_AXES, load_ndtomo  # noqa: F401
 from .npy import load_npy
 from .sd2i import list_sd2i, load_sd2i
 from .summary import describe
-from .zarr_store import ZarrStackWriter, create_zarr_stack, open_zarr, save_zarr
+from .zarr_store import ZarrStackWriter, create_zarr_stack, open_zarr, open_zarr_stack, save_zarr
 
 __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "ZARR_FORMAT_NAME", "XRDFileError", "XRDFileNotFoundError",
     "save", "load", "read_provenance", "load_ndtomo", "list_sd2i", "load_sd2i", "load_npy",
-    "save_zarr", "open_zarr", "create_zarr_stack", "ZarrStackWriter", "describe",
+    "save_zarr", "open_zarr", "create_zarr_stack", "open_zarr_stack", "ZarrStackWriter", "describe",
 ]

@@ -131,6 +131,10 @@ def open_zarr(path, *, chunks="auto"):
         Without the store's bookkeeping attrs (format, provenance: see
         :func:`read_provenance`).
     """
+    return _open_zarr(path, chunks, warn_incomplete=True)
+
+
+def _open_zarr(path, chunks, *, warn_incomplete: bool):
     path = _as_path(path)
     _require_exists(path)
     root = _zarr_root_attrs(path)
@@ -138,7 +142,7 @@ def open_zarr(path, *, chunks="auto"):
         ds = xr.open_zarr(str(path), chunks=chunks, consolidated=False)
     except Exception as exc:
         raise XRDFileError(f"{path}: zarr store cannot be read as xarray data: {exc}") from None
-    if root.get(_Z_COMPLETE) is False:
+    if warn_incomplete and root.get(_Z_COMPLETE) is False:
         log.warning("%s: the stack is incomplete (not every channel block was written); unwritten "
                     "channels read as NaN", path)
     ds.attrs = {k: v for k, v in ds.attrs.items() if k not in _Z_RESERVED}
@@ -215,7 +219,7 @@ class ZarrStackWriter:
                             f"channels {start}..{start + spec.size - 1}")
         return start
 
-    def write_block(self, block, start: int | None = None) -> tuple[int, int]:
+    def write_block(self, block, start: int | None = None, *, lead: tuple = ()) -> tuple[int, int]:
         """Write channels ``[start, start + n)``.
 
         Parameters
@@ -225,11 +229,35 @@ class ZarrStackWriter:
             in any dim order, its coords are checked and give ``start`` when it is omitted.
         start : int, optional
             First channel index (required for plain arrays).
+        lead : tuple of int
+            Indices of leading dims (``time``/``z``) the plain-array block is one slice of: its
+            shape is then ``shape[len(lead):-1] + (n,)``.
 
         Returns
         -------
         (start, stop)
+
+        Notes
+        -----
+        Blocks that cover whole zarr chunks (``block`` channels, aligned; the last chunk may be
+        short) can be written by parallel processes at once.
         """
+        if lead:
+            lead = tuple(int(i) for i in lead)
+            if isinstance(block, xr.DataArray) or start is None:
+                raise DataError(f"{self.path}: lead= takes a plain array and start=")
+            if len(lead) >= len(self.shape) - 2 or any(not 0 <= i < n for i, n in zip(lead, self.shape)):
+                raise DataError(f"{self.path}: lead index {lead} does not fit the leading dims "
+                                f"{self.dims[:len(lead)]} of shape {self.shape[:len(lead)]}")
+            values = np.asarray(_data._to_numpy(block, "block"))
+            inner = self.shape[len(lead):-1]
+            if values.shape[:-1] != inner:
+                raise DataError(f"{self.path}: block shape {values.shape}, expected {inner} + (n channels,)")
+            start, stop = int(start), int(start) + values.shape[-1]
+            if start < 0 or stop > self.shape[-1]:
+                raise DataError(f"{self.path}: channels {start}..{stop - 1} outside 0..{self.shape[-1] - 1}")
+            self._array[lead + (Ellipsis, slice(start, stop))] = values.astype(self.dtype, copy=False)
+            return start, stop
         if isinstance(block, xr.DataArray):
             if set(block.dims) != set(self.dims):
                 raise DataError(f"{self.path}: block dims {block.dims}, expected {self.dims}")
@@ -274,11 +302,28 @@ class ZarrStackWriter:
         return False
 
 
+def open_zarr_stack(path) -> ZarrStackWriter:
+    """A :class:`ZarrStackWriter` on a store made by :func:`create_zarr_stack` (e.g. by another
+    process: each worker of a cluster opens the store and writes its own blocks).
+
+    Its ``missing()`` only knows what this writer wrote.
+    """
+    import zarr
+
+    path = _as_path(path)
+    da = _open_zarr(path, "auto", warn_incomplete=False)
+    if not isinstance(da, xr.DataArray):
+        raise XRDFileError(f"{path}: holds a Dataset, not one stack or volume made by create_zarr_stack")
+    arr = zarr.open_group(str(path), mode="r")[da.name]
+    return ZarrStackWriter(path, da, int(arr.chunks[-1]))
+
+
 def create_zarr_stack(path, *, coords: dict, kind: str | None = None, dtype="float32",
                       block: int | None = None, name: str | None = None,
                       geometry: ScanGeometry | None = None, units: str = "counts",
                       attrs: dict | None = None, overwrite: bool = False,
-                      producer: str | None = None, parameters: dict | None = None) -> ZarrStackWriter:
+                      producer: str | None = None, parameters: dict | None = None,
+                      lead_block: int | None = None) -> ZarrStackWriter:
     """Create an empty zarr sinogram stack / volume to fill block by block.
 
     Parameters
@@ -294,6 +339,9 @@ def create_zarr_stack(path, *, coords: dict, kind: str | None = None, dtype="flo
     dtype : numpy dtype
     block : int, optional
         Channels per zarr chunk (default: ~4 MiB chunks).
+    lead_block : int, optional
+        Entries per chunk along leading ``time``/``z`` dims (default: all in one chunk); 1 lets
+        parallel writers fill different leading slices of the same channels.
 
     Returns
     -------
@@ -315,7 +363,14 @@ def create_zarr_stack(path, *, coords: dict, kind: str | None = None, dtype="flo
     itemsize = np.dtype(dtype).itemsize
     if block is None:
         block = _auto_chunks(shape, dims, itemsize)[dims.index(spec[0])]
-    chunks = tuple(min(int(block), n) if d == spec[0] else n for d, n in zip(dims, shape))
+    def chunk_of(d, n):
+        if d == spec[0]:
+            return min(int(block), n)
+        if lead_block is not None and d in _data.EXTRA_DIMS:
+            return min(int(lead_block), n)
+        return n
+
+    chunks = tuple(chunk_of(d, n) for d, n in zip(dims, shape))
     lazy = dsa.zeros(shape, dtype=dtype, chunks=chunks)
     kw = dict(dims=dims, spectral=values.pop(spec[0]), spectral_dim=spec[0], geometry=geometry,
               name=name or kind, units=units, attrs=attrs, validate_values=False)
@@ -323,8 +378,7 @@ def create_zarr_stack(path, *, coords: dict, kind: str | None = None, dtype="flo
     if ctor is None:
         raise DataError(f"kind: expected 'sinogram', 'volume' or None, found {kind!r}")
     template = ctor(lazy, **kw, **values)
-    canon_chunks = tuple(min(int(block), n) if d == spec[0] else n
-                         for d, n in zip(template.dims, template.shape))
+    canon_chunks = tuple(chunk_of(d, n) for d, n in zip(template.dims, template.shape))
     template = template.chunk(dict(zip(template.dims, canon_chunks)))
     prov = _provenance(producer, parameters, "xrdwidgets.io.create_zarr_stack")
     ds = _to_zarr_dataset(template, prov)

@@ -61,6 +61,8 @@ Checkpoints and resume
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -85,7 +87,7 @@ __all__ = [
     "want_checkpoint", "restore_state",
     "preview_of", "support_of", "channel_norm", "channel_dot", "relative_residual",
     "StackPlan", "prepare_stack", "run_stack", "stream_stack", "stack_fingerprint",
-    "STACK_CHECKPOINT_KIND",
+    "STACK_CHECKPOINT_KIND", "BatchPlan", "capture_stack_run", "solve_batch", "volume_of",
 ]
 
 #: ``kind`` of the checkpoints :func:`run_stack` yields.
@@ -98,6 +100,8 @@ _CHUNK_KEY = re.compile(r"(\d+)_(\d+)_(\d+)")
 #: Kinds of per-method stack checkpoints of earlier versions (refused with an "older version" error).
 _OLDER_KINDS = ("xrdwidgets.recon.parallaxnet",)
 _LAYOUTS = ("tile", "even", "overlap")
+#: Set by :func:`capture_stack_run`: a list that :func:`run_stack` appends ``(plan, solve)`` to.
+_CAPTURE: contextvars.ContextVar = contextvars.ContextVar("xrdwidgets_stack_capture", default=None)
 
 
 # ---------------------------------------------------------------------------- array handling
@@ -406,12 +410,16 @@ def run_stack(plan: StackPlan, solve, *, checkpoint: dict | None = None):
         :func:`image_coords`, the stack's attrs (geometry included) and
         new provenance.
     """
+    holder = _CAPTURE.get()
+    if holder is not None:  # capture_stack_run(): hand the plan and solver over, run nothing
+        holder.append((plan, solve))
+        return iter(())
     da, op = plan.stack, plan.op
     n = op.n
     lead = [d for d in da.dims if d in _data.EXTRA_DIMS]
     C = plan.n_channels
     out = np.zeros([da.sizes[d] for d in lead] + [n, n, C], np.float32)
-    batches = BatchPlan(plan, int(np.prod([da.sizes[d] for d in lead])) if lead else 1)
+    batches = BatchPlan(plan, n_lead(plan))
     step, fingerprint, running = 0, None, None
     if checkpoint is not None:
         fingerprint = stack_fingerprint(plan)
@@ -420,6 +428,102 @@ def run_stack(plan: StackPlan, solve, *, checkpoint: dict | None = None):
                  batches.n_done, batches.n_done + len(batches.work()), step, "" if running is None else
                  f", batch {running['key']} from its saved state")
     return _run_stack(plan, solve, out, batches, step, fingerprint, running)
+
+
+def n_lead(plan: StackPlan) -> int:
+    """Number of flattened leading ``time``/``z`` slices of the plan's stack (1 without any)."""
+    da = plan.stack
+    lead = [d for d in da.dims if d in _data.EXTRA_DIMS]
+    return int(np.prod([da.sizes[d] for d in lead])) if lead else 1
+
+
+def capture_stack_run(iterate, stack, **kwargs):
+    """The :class:`StackPlan` and ``solve`` that ``iterate(stack, **kwargs)`` would run, unrun.
+
+    A method's stack-level function (``iterate_<method>``) checks its arguments, prepares the
+    stack and hands its ``solve`` to :func:`run_stack`; here :func:`run_stack` only records them.
+    Executors other than :func:`run_stack` (:mod:`xrdwidgets.distributed`) run the same batches
+    with :func:`solve_batch`, so every method runs the same way everywhere.
+
+    Returns
+    -------
+    (StackPlan, callable)
+
+    Raises
+    ------
+    ValueError
+        The method does not run through :func:`run_stack` (it has no batch plan).
+    """
+    holder: list = []
+    token = _CAPTURE.set(holder)
+    try:
+        iterate(stack, **kwargs)
+    finally:
+        _CAPTURE.reset(token)
+    if len(holder) != 1:
+        name = getattr(iterate, "__name__", repr(iterate))
+        raise ValueError(f"{name} does not run through the stack runner (run_stack was called "
+                         f"{len(holder)} times); it cannot be split into channel batches")
+    return holder[0]
+
+
+def batch_input(plan: StackPlan, li: int, s: int, e: int):
+    """The sinograms of batch ``(li, s, e)``: float32 tensor ``(translation, angle, e - s)`` on
+    ``plan.op.device`` for one leading slice ``li``, numpy ``(L, translation, angle, e - s)`` for
+    ``li`` -1 (``whole_lead``). Only these channels are read (lazy stacks stay lazy)."""
+    da, op = plan.stack, plan.op
+    n_t, n_a = op.range_shape
+    lead = [d for d in da.dims if d in _data.EXTRA_DIMS]
+    flat_in = da.data.reshape(-1, n_t, n_a, plan.n_channels) if lead else da.data[None]
+    if li < 0:
+        return np.ascontiguousarray(np.asarray(flat_in[..., s:e]), np.float32)
+    return torch.as_tensor(np.asarray(flat_in[li, :, :, s:e], np.float32), device=op.device)
+
+
+def solve_batch(plan: StackPlan, solve, batch: tuple, *, state=None):
+    """Run ``solve`` on one batch of the plan; a generator.
+
+    Parameters
+    ----------
+    plan : StackPlan
+    solve : callable
+        The method's batch solver (see :func:`run_stack`).
+    batch : (int, int, int)
+        ``(lead, start, stop)``: a leading slice (-1: all, ``whole_lead``) and a channel range.
+    state : optional
+        The solver's own saved state within this batch (only for a ``solve`` accepting
+        ``checkpoint=``).
+
+    Yields
+    ------
+    Progress
+        The solver's own events, unchanged.
+
+    Returns
+    -------
+    (numpy.ndarray, dict)
+        The image batch, float32 ``(y, x, stop - start)`` (``(L, y, x, stop - start)`` for lead
+        -1), and the metrics the solver returned after its last event (often empty).
+    """
+    li, s, e = (int(v) for v in batch)
+    n = plan.op.n
+    sino = batch_input(plan, li, s, e)
+    gen = solve(sino, plan.op, slice(s, e)) if state is None else solve(sino, plan.op, slice(s, e),
+                                                                        checkpoint=state)
+    value = yield from gen
+    img, more = value if isinstance(value, tuple) else (value, {})
+    arr = np.ascontiguousarray(
+        img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img), np.float32)
+    arr = arr.reshape(((sino.shape[0],) if li < 0 else ()) + (n, n, e - s))
+    return arr, dict(more or {})
+
+
+def volume_of(plan: StackPlan, out: np.ndarray) -> xr.DataArray:
+    """The result DataArray of a finished run: ``out`` ``(leading..., y, x, C)`` float32 with the
+    coordinates, geometry and provenance :func:`run_stack` gives."""
+    da = plan.stack
+    lead = [d for d in da.dims if d in _data.EXTRA_DIMS]
+    return _volume(da, out, lead, _data.spectral_dim(da), plan.op.n, plan.producer, plan.parameters)
 
 
 class BatchPlan:
@@ -559,13 +663,7 @@ def _accepts_checkpoint(solve) -> bool:
 
 def _run_stack(plan, solve, out, batches, step, fingerprint, running):
     """The one stack loop: every method's ``solve`` over the batches of ``batches``."""
-    da, op = plan.stack, plan.op
-    spec = _data.spectral_dim(da)
-    n = op.n
-    n_t, n_a = op.range_shape
-    lead = [d for d in da.dims if d in _data.EXTRA_DIMS]
-    C = plan.n_channels
-    flat_in = da.data.reshape(-1, n_t, n_a, C) if lead else da.data[None]
+    n, C = plan.op.n, plan.n_channels
     flat_out = out.reshape(-1, n, n, C)
     work = batches.work()
     n_batches = batches.n_done + len(work)
@@ -589,15 +687,10 @@ def _run_stack(plan, solve, out, batches, step, fingerprint, running):
     for li, s, e in work:
         b += 1
         key = _key(li, s, e)
-        if li < 0:  # every leading slice at once, as numpy (L, translation, angle, C)
-            sino = np.ascontiguousarray(np.asarray(flat_in[..., s:e]), np.float32)
-        else:
-            sino = torch.as_tensor(np.asarray(flat_in[li, :, :, s:e], np.float32), device=op.device)
+        state = None
         if running is not None and running["key"] == key:
-            gen = solve(sino, op, slice(s, e), checkpoint=running["state"])
-            running = None
-        else:
-            gen = solve(sino, op, slice(s, e))
+            state, running = running["state"], None
+        gen = solve_batch(plan, solve, (li, s, e), state=state)
         extra = {"batch": b, "n_batches": n_batches, "channel_start": s, "channel_stop": e,
                  "channels": C}
         pending, total, own = None, None, False
@@ -605,7 +698,7 @@ def _run_stack(plan, solve, out, batches, step, fingerprint, running):
             try:
                 ev = next(gen)
             except StopIteration as stop:
-                img, more = stop.value if isinstance(stop.value, tuple) else (stop.value, {})
+                arr, more = stop.value
                 break
             step += 1
             total = ev.total * n_batches if ev.total is not None else None
@@ -620,9 +713,6 @@ def _run_stack(plan, solve, out, batches, step, fingerprint, running):
                     own = True
             pending = Progress(iteration=step, total=total, loss=ev.loss, metrics=metrics,
                                preview=ev.preview)
-        arr = np.ascontiguousarray(
-            img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img), np.float32)
-        arr = arr.reshape(((flat_in.shape[0],) if li < 0 else ()) + (n, n, e - s))
         batches.put(flat_out, li, s, e, arr)
         log.debug("%s: batch %d/%d (channels %d:%d) done", plan.producer, b, n_batches, s, e)
         if pending is None:  # a solver without events (or resumed at its end): the checkpoint still goes out
@@ -633,7 +723,7 @@ def _run_stack(plan, solve, out, batches, step, fingerprint, running):
             pending = replace(pending, metrics={**pending.metrics,
                                                 "checkpoint": stack_checkpoint(batches.chunks(li, s, e, arr))})
         yield pending
-    return _volume(da, out, lead, spec, n, plan.producer, plan.parameters)
+    return volume_of(plan, out)
 
 
 def stream_stack(stack, solve, *, checkpoint: dict | None = None, **kwargs):

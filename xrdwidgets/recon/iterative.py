@@ -45,7 +45,7 @@ __all__ = [
 METHODS = {name: spec.iterate for name, spec in methods().items()}
 
 
-def iterate(stack, method: str | None = None, /, **kwargs):
+def iterate(stack, method: str | None = None, /, *, client=None, store=None, **kwargs):
     """The :class:`~xrdwidgets.progress.Progress` generator of ``method`` on ``stack``.
 
     Parameters
@@ -62,6 +62,12 @@ def iterate(stack, method: str | None = None, /, **kwargs):
         accepted ones. ``checkpoint=`` (a dict from a job's ``checkpoint.pt``) resumes a method
         that accepts it (the stack methods do, see :mod:`xrdwidgets.recon.driver`);
         ``checkpoint=None`` is accepted by every method.
+    client : distributed.Client, optional
+        Run the method's channel batches on this dask cluster instead of here
+        (:func:`xrdwidgets.distributed.iterate_distributed`); needs ``store``.
+    store : path, optional
+        With ``client``: the zarr store the batches are written to (calling again with the same
+        store resumes the run).
 
     Returns
     -------
@@ -76,6 +82,16 @@ def iterate(stack, method: str | None = None, /, **kwargs):
     if method is None:  # iterate(stack, method="tv", ...) as well as iterate(stack, "tv", ...)
         method = kwargs.pop("method", "fbp")
     spec = get_method(method)
+    if client is not None or store is not None:
+        if client is None or store is None:
+            raise ValueError("reconstruct: a cluster run needs both client= (a distributed.Client) and store= "
+                             "(the zarr store of its results)")
+        if kwargs.get("checkpoint") is not None:
+            raise ValueError("reconstruct: a cluster run resumes from its store, not from checkpoint=")
+        kwargs.pop("checkpoint", None)
+        from .. import distributed  # the execution layer; imported only for a cluster run
+
+        return distributed.iterate_distributed(stack, spec.name, client=client, store=store, **kwargs)
     key, fn = spec.name, spec.iterate
     accepted = [p for p, v in inspect.signature(fn).parameters.items() if v.kind == v.KEYWORD_ONLY]
     if "checkpoint" in kwargs and "checkpoint" not in accepted:
@@ -100,7 +116,8 @@ def reconstruct(stack, method: str | None = None, /, *, callback=None, **kwargs)
     callback : callable, optional
         Called with every :class:`~xrdwidgets.progress.Progress` event.
     **kwargs
-        The method's keywords (see :func:`iterate`).
+        The method's keywords, and ``client=``/``store=`` for a run on a dask cluster (see
+        :func:`iterate`).
 
     Returns
     -------
