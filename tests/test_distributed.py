@@ -23,6 +23,7 @@ from skimage.transform import radon  # noqa: E402
 
 import xrdwidgets as xw  # noqa: E402
 from xrdwidgets import distributed as xd  # noqa: E402
+from xrdwidgets import io as xio  # noqa: E402
 from xrdwidgets import jobs  # noqa: E402
 from xrdwidgets.recon import reconstruct  # noqa: E402
 
@@ -70,7 +71,7 @@ def test_fbp_equals_the_single_process_run_and_the_store_opens_as_the_volume(cli
     assert vol.attrs["provenance_producer"] == ref.attrs["provenance_producer"]
     assert vol.attrs["distributed_computed"] == 3 and vol.attrs["distributed_skipped"] == 0
     assert events[-1].metrics["batches_done"] == 3 and events[-1].metrics["distributed"]
-    stored = xw.io.open_zarr(tmp_path / "fbp.zarr")
+    stored = xio.open_zarr(tmp_path / "fbp.zarr")
     assert _max_rel(stored.values, ref.values) < 1e-6
     assert xd.store_status(tmp_path / "fbp.zarr")["complete"]
 
@@ -116,7 +117,7 @@ def test_a_worker_killed_mid_run_loses_only_its_batch(client, tmp_path):
 def test_a_killed_client_leaves_a_store_that_resume_completes_without_redoing_batches(client, tmp_path):
     store = tmp_path / "resume.zarr"
     data = tmp_path / "stack.h5"
-    xw.io.save(STACK, data)
+    xio.save(STACK, data)
     kw = dict(n_iter=1500, batch=2)
     script = textwrap.dedent(f"""
         import distributed
@@ -226,3 +227,22 @@ def test_slurm_recipe_writes_a_gpu_job_script():
     assert "#SBATCH -p gpu" in script and "#SBATCH -A xrdct" in script and "#SBATCH -t 02:00:00" in script
     assert "--resources GPU=1" in script and "--nworkers 2" in script
     assert "source /opt/xrdwidgets/venv/bin/activate" in script
+
+
+def test_cli_reconstruct_on_a_scheduler_and_again_resumes(client, tmp_path, capsys):
+    from xrdwidgets.cli import main
+
+    data = tmp_path / "scan.h5"
+    xio.save(STACK, data)
+    out = tmp_path / "out.h5"
+    rc = main(["reconstruct", str(data), "--method", "sirt", "--n-iter", "20", "--batch", "4",
+               "--scheduler", client.scheduler.address, "-o", str(out), "-q"])
+    assert rc == 0, capsys.readouterr().err
+    assert "running on the dask cluster" in capsys.readouterr().err
+    ref = reconstruct(STACK, "sirt", n_iter=20, batch=4)
+    assert _max_rel(xio.load(out), ref) < 1e-5
+    assert xd.store_status(tmp_path / "out.zarr")["complete"]
+    with pytest.raises(SystemExit, match="--store is for cluster runs"):
+        main(["reconstruct", str(data), "--store", str(tmp_path / "s.zarr"), "-o", str(tmp_path / "o.h5")])
+    with pytest.raises(SystemExit, match="not both"):
+        main(["reconstruct", str(data), "--scheduler", "tcp://x:1", "--local-cluster", "2"])

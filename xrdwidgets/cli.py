@@ -8,6 +8,7 @@ Run ``xrdwidgets --help`` or ``xrdwidgets COMMAND --help``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
@@ -171,18 +172,26 @@ def _run_job(record: dict, *, workdir, resume: bool, quiet: bool) -> int:
     check_writable(out.parent, what=f"output folder of {out.name}")
     source = _source(record)
     name = f"{record['method']} {Path(record['file']).name}"
-    if resume:
-        job = jobs.resume(workdir, source, name=name)
-    else:
-        job = jobs.run(source, name=name, workdir=workdir, params={"cli": record})
-    try:
-        rec = job.wait(progress=not quiet)
-    except KeyboardInterrupt:
-        job.cancel()
-        job.wait(timeout=30, raise_on_error=False)
-        print("interrupted" + (f"; continue with: xrdwidgets resume {workdir}" if workdir else ""),
-              file=sys.stderr)
-        return 130
+    with _cluster_client(record.get("cluster")) as (client, store):
+        cluster = {} if client is None else {"client": client, "store": store}
+        if client is not None:
+            from .distributed import dashboard_link
+
+            print(f"running on the dask cluster {client.scheduler.address} (dashboard: "
+                  f"{dashboard_link(client) or 'none'}); results streamed to {store}", file=sys.stderr)
+        if resume:
+            job = jobs.resume(workdir, source, name=name, **cluster)
+        else:
+            job = jobs.run(source, name=name, workdir=workdir, params={"cli": record}, **cluster)
+        try:
+            rec = job.wait(progress=not quiet)
+        except KeyboardInterrupt:
+            job.cancel()
+            job.wait(timeout=30, raise_on_error=False)
+            again = f"xrdwidgets resume {workdir}" if workdir else (
+                "the same command" if client is not None else "")
+            print("interrupted" + (f"; continue with: {again}" if again else ""), file=sys.stderr)
+            return 130
     if job.state is not jobs.State.DONE:
         print(f"error: {job.message}", file=sys.stderr)
         return 1
@@ -191,6 +200,41 @@ def _run_job(record: dict, *, workdir, resume: bool, quiet: bool) -> int:
             parameters={"source": record["file"], **record["parameters"]})
     print(f"wrote {out}")
     return 0
+
+
+@contextlib.contextmanager
+def _cluster_client(cluster: dict | None):
+    """``(client, store)`` of a recorded ``--scheduler``/``--local-cluster`` choice, or ``(None, None)``."""
+    if not cluster:
+        yield None, None
+        return
+    from .distributed import connect
+
+    client, local = connect(scheduler=cluster.get("scheduler"), local=cluster.get("local"))
+    try:
+        yield client, cluster["store"]
+    finally:
+        client.close()
+        if local is not None:
+            local.close()
+
+
+def _cluster_record(args, out: Path) -> dict | None:
+    if args.scheduler is None and args.local_cluster is None:
+        if args.store is not None:
+            raise SystemExit("error: --store is for cluster runs; add --scheduler ADDRESS or --local-cluster N")
+        return None
+    if args.scheduler is not None and args.local_cluster is not None:
+        raise SystemExit("error: give --scheduler ADDRESS or --local-cluster N, not both")
+    if args.local_cluster is not None and args.local_cluster < 1:
+        raise SystemExit(f"error: --local-cluster takes a number of worker processes >= 1, found {args.local_cluster}")
+    if args.store is not None:
+        store = Path(args.store)
+    elif args.workdir:
+        store = Path(args.workdir) / "volume.zarr"
+    else:
+        store = out.with_name(out.stem + ".zarr")
+    return {"scheduler": args.scheduler, "local": args.local_cluster, "store": str(store.resolve())}
 
 
 def cmd_reconstruct(args) -> int:
@@ -211,7 +255,7 @@ def cmd_reconstruct(args) -> int:
             return 2
     record = {"command": "reconstruct", "file": str(src.resolve()), "variable": args.variable,
               "method": spec.name, "parameters": _method_kwargs(args, spec), "out": str(out.resolve()),
-              "overwrite": bool(args.overwrite)}
+              "overwrite": bool(args.overwrite), "cluster": _cluster_record(args, out)}
     return _run_job(record, workdir=args.workdir, resume=False, quiet=args.quiet)
 
 
@@ -299,6 +343,16 @@ def _add_reconstruct(sub, method):
                    help="work folder: checkpoints as it runs; `xrdwidgets resume DIR` continues it")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    c = r.add_argument_group("cluster (dask.distributed; see xrdwidgets.distributed)",
+                             "Run the channel batches as tasks on a dask cluster; each finished batch is "
+                             "written to a zarr store, and the same command (or `xrdwidgets resume DIR`) "
+                             "continues a stopped run without redoing finished batches.")
+    c.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="address of a running dask scheduler, e.g. tcp://host:8786")
+    c.add_argument("--local-cluster", type=int, default=None, metavar="N",
+                   help="start a local cluster of N worker processes (one per GPU when there are GPUs)")
+    c.add_argument("--store", default=None, metavar="PATH",
+                   help="zarr store of the batches (default: DIR/volume.zarr with --workdir, else OUT.zarr)")
     r.set_defaults(func=cmd_reconstruct)
     if method is not None:
         from .recon.registry import get_method

@@ -26,22 +26,23 @@ The store (a zarr folder, e.g. ``run.zarr``)
     A volume ``(leading..., y, x, spectral)`` float32 made by
     :func:`~xrdwidgets.io.create_zarr_stack`, chunked so that every batch covers whole chunks:
     workers write their batch region concurrently (:meth:`~xrdwidgets.io.ZarrStackWriter.write_block`).
-    Overlapping batches (ParallaxNet) are written to ``_xrdwidgets_parts/<key>.npy`` and merged
-    into the volume by the caller at the end, as the single-process runner merges them. Beside
-    them: ``_xrdwidgets_run.json`` (method, parameters, the stack's fingerprint, the batches) and
-    ``_xrdwidgets_done/<key>.json``, one per finished batch with the SHA-256 of what was written.
-    :func:`xrdwidgets.io.open_zarr` opens the store as the volume; it is marked complete when
-    every batch is in.
+    Beside it, the group ``xrdwidgets_run``: the run record (attribute ``run``: method, parameters,
+    the stack's fingerprint, the batches) and, one element (one chunk) per batch, ``done``,
+    ``sha256`` of what was written and ``seconds``; overlapping batches (ParallaxNet) are kept whole
+    there (``part_<key>``) and merged into the volume by the caller at the end, as the
+    single-process runner merges them. Everything is zarr, so the store may live on any file
+    system or object store that every worker and the caller reach. :func:`xrdwidgets.io.open_zarr`
+    opens it as the volume; it is marked complete when every batch is in.
 
 Faults and resume
     A worker that dies loses only its running batch: the scheduler runs that task again on
-    another worker. Tasks are idempotent: a batch whose ``done`` record exists is not computed
-    again. A caller that dies leaves the store; calling again with the same stack, method,
-    parameters and store resumes: finished batches are checked (their SHA-256) and skipped, the
-    others computed. A store of another stack or other parameters is refused with a message
-    saying what differs; a folder that is not such a store is never overwritten. The result is the
-    one the single-process runner gives for the same plan (the same solver on the same batches;
-    equal to float tolerance).
+    another worker. Tasks are idempotent: a batch marked ``done`` is not computed again. A caller
+    that dies leaves the store; calling again with the same stack, method, parameters and store
+    resumes: finished batches are checked against their SHA-256 and skipped, the others (and any
+    that do not match) computed. A store of another stack or other parameters is refused with a
+    message saying what differs; a folder that is not such a store is never overwritten. The
+    result is the one the single-process runner gives for the same plan (the same solver on the
+    same batches; equal to float tolerance).
 
 ``client`` may be any ``distributed.Client``: of a :class:`~distributed.LocalCluster`, a remote
 scheduler, or a dask-jobqueue cluster (:func:`slurm_cluster`). This module imports dask only when
@@ -582,7 +583,7 @@ def iterate_distributed(stack, method: str = "fbp", /, *, client, store, overwri
     xarray.DataArray
         The volume ``(y, x, spectral)`` in memory, as :func:`xrdwidgets.recon.reconstruct` gives it.
         ``attrs["distributed_computed"]``/``["distributed_skipped"]``: batches computed by this
-        call / found finished in the store.
+        call / found finished in the store (at the start, or meanwhile by a former caller's task).
 
     Raises
     ------
@@ -591,9 +592,10 @@ def iterate_distributed(stack, method: str = "fbp", /, *, client, store, overwri
     FileExistsError
         ``store`` exists and is not a store of a distributed run.
     """
-    bad = {"device", "checkpoint"} & set(params)
+    bad = sorted(k for k in ("device", "checkpoint") if params.get(k) is not None)
+    params = {k: v for k, v in params.items() if k not in ("device", "checkpoint")}
     if bad:
-        raise ValueError(f"iterate_distributed: {sorted(bad)} cannot be set: each worker uses its GPU or CPU, "
+        raise ValueError(f"iterate_distributed: {bad} cannot be set: each worker uses its GPU or CPU, "
                          "and the store is the checkpoint (call again with the same store to resume)")
     if client is None:
         raise ValueError("iterate_distributed: client must be a distributed.Client, found None")
@@ -622,7 +624,7 @@ def _drive(client, plan, method, params, store, run, done, source, gpu, retries,
     skipped = n_batches - len(todo)
     if skipped:
         log.info("%s: resuming, %d of %d batch(es) already done", store, skipped, n_batches)
-    run_id = run["run_id"]
+    run_id, call = run["run_id"], uuid.uuid4().hex[:8]
     events: queue.Queue = queue.Queue()
     topic = _TOPIC + run_id
     futures = []
@@ -640,7 +642,7 @@ def _drive(client, plan, method, params, store, run, done, source, gpu, retries,
             for b in todo:
                 task = BatchTask(run_id, method, params, str(store), index[batch_key(b)], b, run["parts"], gpu,
                                  progress_every_s)
-                futures.append(client.submit(run_batch, task, ref, key=f"xrdwidgets-{method}-{run_id}-{task.key}",
+                futures.append(client.submit(run_batch, task, ref, key=f"xrdwidgets-{method}-{run_id}-{call}-{task.key}",
                                              resources=resources, retries=retries, pure=False))
             log.info("%s: %d batch task(s) submitted (%s workers)", store, len(futures), "GPU" if gpu else "CPU")
         ac = as_completed(futures)
@@ -675,6 +677,7 @@ def _drive(client, plan, method, params, store, run, done, source, gpu, retries,
                                        f"{type(exc).__name__}: {exc}") from exc
                 finished.add(res["key"])
                 computed += bool(res["computed"])
+                skipped += not res["computed"]  # finished meanwhile by a former caller's task
                 if res["key"] in step_of and step_of[res["key"]] is None:
                     step_of[res["key"]] = 0
                 yield progress({"key": res["key"], "worker": res.get("worker", ""),
