@@ -246,3 +246,32 @@ def test_cli_reconstruct_on_a_scheduler_and_again_resumes(client, tmp_path, caps
         main(["reconstruct", str(data), "--store", str(tmp_path / "s.zarr"), "-o", str(tmp_path / "o.h5")])
     with pytest.raises(SystemExit, match="not both"):
         main(["reconstruct", str(data), "--scheduler", "tcp://x:1", "--local-cluster", "2"])
+
+
+def test_recon_panel_runs_on_the_cluster_it_was_given(client, tmp_path):
+    pytest.importorskip("ipywidgets")
+    from xrdwidgets.widgets.recon_panel import ReconPanel
+    from xrdwidgets.widgets.state import AppState
+
+    state = AppState()
+    state.set_data(STACK, name="radon")
+    plain = ReconPanel(AppState(), queue=False)
+    assert plain.on_cluster.layout.display == "none"          # no cluster given: nothing offered
+    panel = ReconPanel(state, queue=False, workdir=tmp_path / "jobs", cluster=client)
+    assert panel.on_cluster.layout.display != "none"
+    assert client.scheduler.address in panel.cluster_info.value and "dask dashboard" in panel.cluster_info.value
+    panel.method.value = "sirt"
+    panel.param_widgets["n_iter"].value = 20
+    panel.batch.value = 4
+    panel.on_cluster.value = True
+    job = panel.start()
+    job.wait(timeout=120)
+    assert job.state is jobs.State.DONE, job.message
+    assert "(cluster)" in job.name
+    ref = reconstruct(STACK, "sirt", **panel.parameters())   # the form's values, run here
+    assert _max_rel(job.result, ref) < 1e-5
+    assert xd.store_status(Path(job.workdir) / "volume.zarr")["complete"]
+    deadline = time.monotonic() + 10
+    while "batches" not in panel.cluster_info.value and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "3/3 batches" in panel.cluster_info.value

@@ -71,7 +71,7 @@ from .recon.registry import get_method
 
 log = logging.getLogger(__name__)
 
-__all__ = ["iterate_distributed", "reconstruct_distributed", "local_cluster", "connect", "slurm_cluster",
+__all__ = ["iterate_distributed", "reconstruct_distributed", "iterate_on_cluster", "local_cluster", "connect", "slurm_cluster",
            "dashboard_link", "store_status", "run_batch", "BatchTask", "RUN_GROUP"]
 
 #: The store's bookkeeping group and the attribute holding the run record.
@@ -576,7 +576,8 @@ def iterate_distributed(stack, method: str = "fbp", /, *, client, store, overwri
     Progress
         ``iteration`` counted over all batches (a finished batch counts whole), ``total``,
         ``loss`` and ``preview`` of the batch that reported; ``metrics``: ``batch`` (its key),
-        ``batches_done``, ``n_batches``, ``worker``, ``inner_iteration``, ``distributed`` (True).
+        ``batches_done``, ``n_batches``, ``worker``, ``inner_iteration``, ``distributed`` (True),
+        ``dashboard`` (the dask dashboard's URL, or "").
 
     Returns
     -------
@@ -625,6 +626,7 @@ def _drive(client, plan, method, params, store, run, done, source, gpu, retries,
     if skipped:
         log.info("%s: resuming, %d of %d batch(es) already done", store, skipped, n_batches)
     run_id, call = run["run_id"], uuid.uuid4().hex[:8]
+    dashboard = dashboard_link(client)
     events: queue.Queue = queue.Queue()
     topic = _TOPIC + run_id
     futures = []
@@ -653,7 +655,7 @@ def _drive(client, plan, method, params, store, run, done, source, gpu, retries,
             total = inner_total * n_batches if inner_total else None
             metrics = {"batch": msg.get("key"), "batches_done": len(finished), "n_batches": n_batches,
                        "worker": msg.get("worker", ""), "inner_iteration": msg.get("iteration"),
-                       "distributed": True, **(msg.get("metrics") or {})}
+                       "distributed": True, "dashboard": dashboard, **(msg.get("metrics") or {})}
             return Progress(iteration=min(step, total) if total else step, total=total, loss=msg.get("loss"),
                             metrics=metrics, preview=preview)
 
@@ -724,6 +726,22 @@ def _assemble(store: Path, plan, run: dict, computed: int, skipped: int):
     vol.attrs["distributed_skipped"] = int(skipped)
     log.info("%s: volume assembled (%d batch(es) computed now, %d found finished)", store, computed, skipped)
     return vol
+
+
+def iterate_on_cluster(cluster, stack, method: str = "fbp", /, *, store, timeout_s: float = 20.0, **params):
+    """:func:`iterate_distributed` on ``cluster``: a ``Client``, or a scheduler address connected to
+    (and disconnected from) inside the generator, so that a caller (a widget callback) never waits
+    for the connection. A generator; ``params`` as for :func:`iterate_distributed`.
+    """
+    from distributed import Client
+
+    own = not hasattr(cluster, "submit")
+    client = Client(str(cluster), timeout=f"{float(timeout_s)}s") if own else cluster
+    try:
+        return (yield from iterate_distributed(stack, method, client=client, store=store, **params))
+    finally:
+        if own:
+            client.close()
 
 
 def reconstruct_distributed(stack, method: str = "fbp", /, *, client, store, callback=None, **kwargs):

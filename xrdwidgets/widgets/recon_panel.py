@@ -10,7 +10,9 @@ dispatcher thread, which only sets widget traits.
 from __future__ import annotations
 
 import functools
+import html
 import logging
+import tempfile
 from pathlib import Path
 
 import ipywidgets as w
@@ -84,12 +86,19 @@ class ReconPanel:
         Where jobs run (default: the process-wide queue, one job after another).
     workdir : path-like, optional
         Folder for job files (checkpoints, results); one sub-folder per job.
+    cluster : distributed.Client or str, optional
+        A dask cluster (a ``Client`` or a scheduler address, chosen by whoever builds the panel,
+        never typed by a visitor): the panel then offers "run on cluster", which runs the
+        channel batches there (:func:`xrdwidgets.distributed.iterate_on_cluster`) and links the
+        dask dashboard. Its store goes in the job's folder under ``workdir`` (which must then be
+        on a file system the workers see), else in a temporary folder (a local cluster only).
     """
 
-    def __init__(self, state: AppState, *, queue=True, workdir=None):
+    def __init__(self, state: AppState, *, queue=True, workdir=None, cluster=None):
         self.state = state
         self.queue = queue
         self.workdir = workdir
+        self.cluster = cluster
         self.job: _jobs.Job | None = None
         self.jobs: list[_jobs.Job] = []
         self.method = w.Dropdown(options=[(spec.label, name) for name, spec in methods().items()], value="fbp",
@@ -109,6 +118,13 @@ class ReconPanel:
         self.batch.tooltip = "channels reconstructed at once (bounds memory; smaller if the GPU runs out)"
         self.device = w.Dropdown(options=_devices(), value=_devices()[-1], description="device",
                                  style={"description_width": "110px"})
+        address = getattr(getattr(cluster, "scheduler", None), "address", None) or (
+            str(cluster) if cluster is not None else "")
+        self.on_cluster = w.Checkbox(value=False, description="run on cluster", indent=False,
+                                     layout=w.Layout(display="" if cluster is not None else "none"))
+        self.on_cluster.tooltip = f"run the channel batches as tasks on the dask cluster at {address}"
+        self.cluster_info = w.HTML(_cluster_html(address, _cluster_dashboard(cluster)) if cluster is not None
+                                   else "", layout=w.Layout(display="" if cluster is not None else "none"))
         self.start_button = w.Button(description="Start", button_style="success", icon="play")
         self.cancel_button = w.Button(description="Cancel", button_style="danger", icon="stop",
                                       disabled=True)
@@ -141,7 +157,8 @@ class ReconPanel:
         self._on_method()
         self._on_stack()
         controls = w.VBox([self.method, self.preset, self.params_box, self.channels, self.channel_label,
-                           self.batch, self.device, w.HBox([self.start_button, self.cancel_button]),
+                           self.batch, self.device, w.HBox([self.on_cluster, self.cluster_info]),
+                           w.HBox([self.start_button, self.cancel_button]),
                            self.progress, self.status, self.error, self.job_list],
                           layout=w.Layout(width="430px"))
         self.widget = w.VBox([w.HBox([controls, _fig.fixed_box(self.fig, 640, 300)]),
@@ -241,8 +258,18 @@ class ReconPanel:
             self.error.value = f"<span style='color:#b00'>{exc}</span>"
             return None
         workdir = None if self.workdir is None else _free_job_dir(self.workdir, method)
-        # a resumable source (see jobs.resume): the job passes checkpoint= when it resumes
-        job = _jobs.run(functools.partial(iterate, sub, method, **params), name=name, queue=self.queue,
+        if self.cluster is not None and self.on_cluster.value:
+            from ..distributed import iterate_on_cluster
+
+            store = (Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="xrdwidgets-"))) \
+                / "volume.zarr"
+            run_params = {k: v for k, v in params.items() if k != "device"}  # each worker uses its own
+            source = functools.partial(iterate_on_cluster, self.cluster, sub, method, store=store, **run_params)
+            name += " (cluster)"
+        else:
+            # a resumable source (see jobs.resume): the job passes checkpoint= when it resumes
+            source = functools.partial(iterate, sub, method, **params)
+        job = _jobs.run(source, name=name, queue=self.queue,
                         workdir=workdir, params={"method": method, "channels": [lo, hi], **params})
         self.job = job
         self.jobs.append(job)
@@ -282,6 +309,10 @@ class ReconPanel:
                 img = decimate(np.asarray(p.preview, np.float32), 256)
                 with _fig.updating(self.fig):
                     self.preview_trace.z = img
+        if p is not None and p.metrics.get("dashboard"):
+            self.cluster_info.value = _cluster_html(p.metrics.get("worker", "").rsplit(":", 1)[0] or "cluster",
+                                                    p.metrics["dashboard"], p.metrics.get("batches_done"),
+                                                    p.metrics.get("n_batches"))
         eta = job.eta()
         it = "" if p is None else f" {p.iteration}/{p.total or '?'}"
         loss = "" if p is None or p.loss is None else f", loss {p.loss:.4g}"
@@ -296,6 +327,25 @@ class ReconPanel:
             elif ev.state is _jobs.State.FAILED:
                 self.error.value = f"<span style='color:#b00'>{job.message}</span>"
         self._refresh_list()
+
+
+def _cluster_dashboard(cluster) -> str:
+    if hasattr(cluster, "dashboard_link"):
+        from ..distributed import dashboard_link
+
+        return dashboard_link(cluster)
+    return ""
+
+
+def _cluster_html(address: str, dashboard: str, done=None, total=None) -> str:
+    """The cluster line: its address, a link to its dask dashboard, batches done."""
+    text = f"<small>{html.escape(str(address))}"
+    if dashboard and str(dashboard).startswith(("http://", "https://")):
+        text += (f" · <a href='{html.escape(str(dashboard), quote=True)}' target='_blank' "
+                 "rel='noopener noreferrer'>dask dashboard</a>")
+    if total:
+        text += f" · {int(done or 0)}/{int(total)} batches"
+    return text + "</small>"
 
 
 def _free_job_dir(root, method: str) -> Path:
