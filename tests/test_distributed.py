@@ -275,3 +275,35 @@ def test_recon_panel_runs_on_the_cluster_it_was_given(client, tmp_path):
     while "batches" not in panel.cluster_info.value and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "3/3 batches" in panel.cluster_info.value
+
+
+def test_integration_of_raw_frames_runs_as_chunk_tasks_and_resumes(client, tmp_path):
+    pytest.importorskip("pyFAI")
+    pytest.importorskip("hdf5plugin")
+    from xrdwidgets.integrate import integrate, iterate_integration, work_store
+    from xrdwidgets.sim.frames import simulate_raw_scan
+
+    scan = simulate_raw_scan(tmp_path / "raw", n_translations=6, n_angles=4, order="zigzag", n_spot_frames=2,
+                             dose=2000.0, frames_per_file=10, seed=2)
+    kw = dict(bins=120, chunk=2, radial_range=(2.0, 10.0))
+    fresh = integrate(scan.master, scan.poni, **kw)
+    out = tmp_path / "stack.zarr"
+    # a local run stopped after 3 of 12 chunks: the cluster run takes over its work store
+    gen = iterate_integration(scan.master, scan.poni, out=out, prefetch=0, **kw)
+    for _ in range(3):
+        next(gen)
+    gen.close()
+    assert len(list((work_store(out) / "done").iterdir())) == 3
+    events = []
+    stack = integrate(scan.master, scan.poni, out=out, client=client, task_chunks=2, callback=events.append, **kw)
+    assert events[-1].metrics["frames"] == 24 and len(events) == 5     # 9 chunks left, 2 per task
+    np.testing.assert_array_equal(np.asarray(stack.values), fresh.values)
+    assert stack.dims == fresh.dims and not work_store(out).exists()
+    with pytest.raises(ValueError, match="out= is needed"):
+        integrate(scan.master, scan.poni, client=client, **kw)
+    from xrdwidgets.cli import main
+
+    out2 = tmp_path / "cli.h5"
+    assert main(["integrate", str(scan.master), "--poni", str(scan.poni), "--bins", "120", "--range", "2", "10",
+                 "--chunk", "2", "--scheduler", client.scheduler.address, "-o", str(out2), "-q"]) == 0
+    np.testing.assert_allclose(np.asarray(xio.load(out2).values), fresh.values, rtol=1e-6)

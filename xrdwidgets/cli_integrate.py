@@ -4,6 +4,7 @@ Kept apart from :mod:`xrdwidgets.cli`, which only registers them.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -46,6 +47,11 @@ def add_integrate_parser(sub):
     g.add_argument("-o", "--out", required=True, help="output stack (.h5 or .zarr)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    c = g.add_argument_group("cluster (dask.distributed)", "Integrate chunks of frames as tasks on a dask "
+                             "cluster; frame files and the output must be on a file system every worker sees.")
+    c.add_argument("--scheduler", default=None, metavar="ADDRESS", help="address of a running dask scheduler")
+    c.add_argument("--local-cluster", type=int, default=None, metavar="N", help="start a local cluster of N "
+                   "worker processes")
     g.set_defaults(func=cmd_integrate)
     return g
 
@@ -57,10 +63,7 @@ def _quiet_silx():
 
 
 def cmd_integrate(args) -> int:
-    from tqdm.auto import tqdm
-
     from .integrate import IntegrationOptions, iterate_integration
-    from .recon.base import run_to_end
 
     _quiet_silx()
     out = Path(args.out)
@@ -73,10 +76,37 @@ def cmd_integrate(args) -> int:
                               sigma=args.sigma if args.sigma is not None else 3.0,
                               polarization_factor=args.polarization, engine=args.engine)
     raw = args.raw[0] if len(args.raw) == 1 else args.raw
-    gen = iterate_integration(raw, args.poni, out=out, mask=args.mask, dark=args.dark, flat=args.flat,
-                              options=opts, n_translations=args.n_translations, n_angles=args.n_angles,
-                              order=args.order, dataset=args.dataset, chunk=args.chunk,
-                              overwrite=args.overwrite)
+    if args.scheduler is not None and args.local_cluster is not None:
+        print("error: give --scheduler ADDRESS or --local-cluster N, not both", file=sys.stderr)
+        return 2
+    with contextlib.ExitStack() as stack:
+        client = None
+        if args.scheduler is not None or args.local_cluster is not None:
+            from .distributed import connect, dashboard_link
+
+            client, cluster = connect(scheduler=args.scheduler, local=args.local_cluster)
+            stack.callback(client.close)
+            if cluster is not None:
+                stack.callback(cluster.close)
+            print(f"integrating on the dask cluster {client.scheduler.address} (dashboard: "
+                  f"{dashboard_link(client) or 'none'})", file=sys.stderr)
+        gen = iterate_integration(raw, args.poni, out=out, mask=args.mask, dark=args.dark, flat=args.flat,
+                                  options=opts, n_translations=args.n_translations, n_angles=args.n_angles,
+                                  order=args.order, dataset=args.dataset, chunk=args.chunk,
+                                  overwrite=args.overwrite, client=client)
+        st = _run_with_bar(gen, args)
+    s = st.sizes
+    print(f"integrated {s['translation'] * s['angle']} frames → {s['translation']} translations × "
+          f"{s['angle']} angles × {s[args.unit]} bins ({method})")
+    print(f"wrote {out}")
+    return 0
+
+
+def _run_with_bar(gen, args):
+    from tqdm.auto import tqdm
+
+    from .recon.base import run_to_end
+
     bar = None
 
     def cb(ev):
@@ -88,15 +118,10 @@ def cmd_integrate(args) -> int:
         bar.update(m["frames"] - bar.n)
 
     try:
-        st = run_to_end(gen, cb)
+        return run_to_end(gen, cb)
     finally:
         if bar is not None:
             bar.close()
-    s = st.sizes
-    print(f"integrated {s['translation'] * s['angle']} frames → {s['translation']} translations × "
-          f"{s['angle']} angles × {s[args.unit]} bins ({method})")
-    print(f"wrote {out}")
-    return 0
 
 
 def cmd_demo_raw(args) -> int:

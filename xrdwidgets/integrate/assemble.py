@@ -30,6 +30,7 @@ import logging
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,8 @@ from .readers import FrameSource, open_frames
 log = logging.getLogger(__name__)
 
 __all__ = ["iterate_integration", "integrate", "integrate_frames", "resolve_plan", "work_store",
-           "stack_from_patterns", "combined_mask", "poni_text"]
+           "stack_from_patterns", "combined_mask", "poni_text", "IntegrationRun", "prepare_integration",
+           "integrate_chunk", "store_chunk", "finish_integration", "integration_progress"]
 
 _DONE = "done"
 _FINGERPRINT = "xrdwidgets_integrate_fingerprint"
@@ -166,11 +168,161 @@ def _angle_range(angles):
     return (float(a[0]), float(a[0] + span))
 
 
+@dataclass
+class IntegrationRun:
+    """A prepared integration: inputs checked, integrator built, work store open.
+
+    Made by :func:`prepare_integration`; :func:`integrate_chunk` does one chunk of frames,
+    :func:`finish_integration` assembles the stack. The local loop of
+    :func:`iterate_integration` and the tasks of a cluster run
+    (:func:`xrdwidgets.distributed.iterate_integration_distributed`) share these three steps.
+
+    Attributes
+    ----------
+    source : FrameSource
+    ai : pyFAI integrator
+    plan : ScanPlan
+    integ : Integrator
+    chunk, n_chunks : int
+        Frames per chunk, number of chunks.
+    provenance : str
+        The PONI text.
+    mask_info : dict
+    out : pathlib.Path or None
+        The output file (None: in memory).
+    patterns : zarr array or numpy.ndarray
+        ``(n_frames, bins)`` float32, NaN where not integrated yet.
+    done : set of int
+        Chunks finished (their marker exists).
+    poni :
+        As given (for provenance).
+    owns_source : bool
+        The source was opened here (closed by :meth:`close`).
+    """
+
+    source: FrameSource
+    ai: object
+    plan: ScanPlan
+    integ: Integrator
+    chunk: int
+    n_chunks: int
+    provenance: str
+    mask_info: dict
+    out: Path | None
+    patterns: object
+    done: set
+    poni: object
+    owns_source: bool
+
+    @property
+    def pending(self) -> list[int]:
+        """Chunks not done yet, in order."""
+        return [k for k in range(self.n_chunks) if k not in self.done]
+
+    def frames_of(self, k: int) -> tuple[int, int]:
+        """``(start, stop)`` frame indices of chunk ``k``."""
+        return k * self.chunk, min(self.plan.n_frames, (k + 1) * self.chunk)
+
+    def close(self) -> None:
+        if self.owns_source:
+            self.source.close()
+
+
+def prepare_integration(raw, poni, *, out=None, plan: ScanPlan | None = None, n_translations=None,
+                        n_angles=None, order: str = "raster", mask=None, dark=None, flat=None,
+                        options: IntegrationOptions | None = None, chunk: int = 64, dataset=None,
+                        use_file_mask: bool = True, use_motors: bool = True, overwrite: bool = False,
+                        **option_kwargs) -> IntegrationRun:
+    """Check the inputs, build the integrator and open (or resume) the work store.
+
+    Parameters as :func:`iterate_integration`. Every check runs here, before any frame is
+    integrated.
+    """
+    if options is None:
+        options = IntegrationOptions(**option_kwargs)
+    elif option_kwargs:
+        raise TypeError(f"give options= or option keywords, not both ({sorted(option_kwargs)})")
+    source = raw if isinstance(raw, FrameSource) else open_frames(raw, dataset=dataset)
+    try:
+        out = None if out is None else Path(out)
+        if out is not None and out.exists() and not overwrite:
+            raise FileExistsError(f"{out}: exists; pass overwrite=True to replace it")
+        ai = load_poni(poni, shape=source.frame_shape)
+        plan = resolve_plan(source, plan, n_translations=n_translations, n_angles=n_angles, order=order,
+                            use_motors=use_motors)
+        full_mask, mask_info = combined_mask(mask, source.frame_shape, source.pixel_mask if use_file_mask else None)
+        integ = Integrator(ai, source.frame_shape, options, mask=full_mask, dark=dark, flat=flat)
+        n, bins, chunk = plan.n_frames, options.bins, max(1, int(chunk))
+        n_chunks = math.ceil(n / chunk)
+        provenance = poni_text(poni, ai)
+        if out is not None:
+            store = work_store(out)
+            arr = _open_store(store, n, bins, chunk,
+                              _fingerprint(source, provenance, mask_info, integ, plan, chunk), overwrite)
+            done = {int(p.name) for p in (store / _DONE).iterdir() if p.name.isdigit()}
+        else:
+            arr = np.full((n, bins), np.nan, np.float32)
+            done = set()
+    except BaseException:
+        if source is not raw:
+            source.close()
+        raise
+    return IntegrationRun(source, ai, plan, integ, chunk, n_chunks, provenance, mask_info, out, arr, done, poni,
+                          source is not raw)
+
+
+def store_chunk(run: IntegrationRun, k: int, patterns: np.ndarray) -> None:
+    """Write the patterns of chunk ``k`` (``(frames, bins)``) and mark it done."""
+    start, stop = run.frames_of(k)
+    run.patterns[start:stop] = patterns
+    if run.out is not None:
+        (work_store(run.out) / _DONE / str(k)).touch()
+    run.done.add(k)
+
+
+def integrate_chunk(run: IntegrationRun, k: int) -> int:
+    """Read, integrate and store chunk ``k``; returns the number of frames."""
+    start, stop = run.frames_of(k)
+    store_chunk(run, k, run.integ.integrate(run.source.read(start, stop)))
+    return stop - start
+
+
+def finish_integration(run: IntegrationRun, *, overwrite: bool = False, checksums: bool = True) -> xr.DataArray:
+    """The sinogram stack of a run whose chunks are all done (written to ``run.out`` if set)."""
+    missing = run.pending
+    if missing:
+        raise RuntimeError(f"{run.out or 'integration'}: chunks {missing[:10]}{'...' if len(missing) > 10 else ''} "
+                           "are not integrated yet")
+    if run.out is not None:
+        import dask.array as dsa
+
+        patterns = dsa.from_zarr(run.patterns)
+    else:
+        patterns = run.patterns
+    da = stack_from_patterns(patterns, run.plan, run.integ, run.ai, poni=run.poni, poni_text=run.provenance,
+                             mask_info=run.mask_info, files=run.source.files, raw_name=run.source.name,
+                             checksums=checksums)
+    out = run.out
+    if out is None:
+        return da
+    from .. import io
+
+    if out.suffix == ".zarr":
+        io.save_zarr(da, out, overwrite=overwrite, producer="xrdwidgets.integrate")
+        result = io.open_zarr(out)
+    else:
+        io.save(da, out, overwrite=overwrite, producer="xrdwidgets.integrate",
+                parameters={"raw": run.source.name})
+        result = io.load(out)
+    shutil.rmtree(work_store(out), ignore_errors=True)
+    return result
+
+
 def iterate_integration(raw, poni, *, out=None, plan: ScanPlan | None = None, n_translations=None,
                         n_angles=None, order: str = "raster", mask=None, dark=None, flat=None,
                         options: IntegrationOptions | None = None, chunk: int = 64, dataset=None,
                         use_file_mask: bool = True, use_motors: bool = True, checksums: bool = True,
-                        overwrite: bool = False, prefetch: int = 2, **option_kwargs):
+                        overwrite: bool = False, prefetch: int = 2, client=None, **option_kwargs):
     """Integrate a raw scan into a sinogram stack, chunk by chunk (a generator).
 
     Parameters
@@ -193,6 +345,10 @@ def iterate_integration(raw, poni, *, out=None, plan: ScanPlan | None = None, n_
         Frames per batch (and per zarr chunk of the work store).
     checksums : bool
         Record the SHA-256 of every frame file in the result's attrs.
+    client : distributed.Client, optional
+        Integrate the chunks as tasks on this dask cluster
+        (:func:`xrdwidgets.distributed.iterate_integration_distributed`); needs ``out`` and
+        frame files that every worker can read.
 
     Yields
     ------
@@ -206,78 +362,44 @@ def iterate_integration(raw, poni, *, out=None, plan: ScanPlan | None = None, n_
         ``sinogram`` (translation, angle, tth | q), float32, counts per pixel of normal
         incidence; coords in mm / deg / deg or 1/Å; geometry from the PONI and the plan.
     """
-    if options is None:
-        options = IntegrationOptions(**option_kwargs)
-    elif option_kwargs:
-        raise TypeError(f"give options= or option keywords, not both ({sorted(option_kwargs)})")
-    source = raw if isinstance(raw, FrameSource) else open_frames(raw, dataset=dataset)
-    out = None if out is None else Path(out)
-    if out is not None and out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: exists; pass overwrite=True to replace it")
-    ai = load_poni(poni, shape=source.frame_shape)
-    plan = resolve_plan(source, plan, n_translations=n_translations, n_angles=n_angles, order=order,
-                        use_motors=use_motors)
-    full_mask, mask_info = combined_mask(mask, source.frame_shape, source.pixel_mask if use_file_mask else None)
-    integ = Integrator(ai, source.frame_shape, options, mask=full_mask, dark=dark, flat=flat)
-    n, bins, chunk = plan.n_frames, options.bins, max(1, int(chunk))
-    n_chunks = math.ceil(n / chunk)
-    provenance = poni_text(poni, ai)
-    if out is not None:
-        store = work_store(out)
-        arr = _open_store(store, n, bins, chunk, _fingerprint(source, provenance, mask_info, integ, plan, chunk),
-                          overwrite)
-        done = {int(p.name) for p in (store / _DONE).iterdir() if p.name.isdigit()}
-    else:
-        arr = np.full((n, bins), np.nan, np.float32)
-        done = set()
-    pending = [k for k in range(n_chunks) if k not in done]
-    if done:
-        log.info("%s: resuming, %d of %d chunks already done", out, len(done), n_chunks)
+    kw = dict(out=out, plan=plan, n_translations=n_translations, n_angles=n_angles, order=order, mask=mask,
+              dark=dark, flat=flat, options=options, chunk=chunk, dataset=dataset, use_file_mask=use_file_mask,
+              use_motors=use_motors, overwrite=overwrite, **option_kwargs)
+    if client is not None:
+        from .. import distributed  # the execution layer; imported only for a cluster run
+
+        return distributed.iterate_integration_distributed(raw, poni, client=client, checksums=checksums, **kw)
+    run = prepare_integration(raw, poni, **kw)
+    return _integrate_here(run, overwrite=overwrite, checksums=checksums, prefetch=prefetch)
+
+
+def integration_progress(run: IntegrationRun, t0: float, frames_done: int) -> Progress:
+    """The progress event of ``run`` (``frames_done`` by this call since ``t0``, perf_counter)."""
+    n = run.plan.n_frames
+    dt = time.perf_counter() - t0
+    rate = frames_done / dt if dt > 0 and frames_done else float("nan")
+    frames = sum(b - a for a, b in map(run.frames_of, run.done))
+    left = n - frames
+    return Progress(iteration=len(run.done), total=run.n_chunks,
+                    metrics={"frames": frames, "n_frames": n, "frames_per_s": rate,
+                             "eta_s": left / rate if rate > 0 else None})
+
+
+def _integrate_here(run: IntegrationRun, *, overwrite: bool, checksums: bool, prefetch: int):
+    pending = run.pending
+    if run.done:
+        log.info("%s: resuming, %d of %d chunks already done", run.out, len(run.done), run.n_chunks)
     t0 = time.perf_counter()
     frames_done = 0
-
-    def progress():
-        dt = time.perf_counter() - t0
-        rate = frames_done / dt if dt > 0 and frames_done else float("nan")
-        left = n - min(n, len(done) * chunk)
-        return Progress(iteration=len(done), total=n_chunks,
-                        metrics={"frames": min(n, len(done) * chunk), "n_frames": n, "frames_per_s": rate,
-                                 "eta_s": left / rate if rate > 0 else None})
-
     try:
-        for start, frames in source.iter_chunks(chunk, indices=[k * chunk for k in pending], stop=n,
-                                                prefetch=prefetch):
-            pat = integ.integrate(frames)
-            arr[start:start + pat.shape[0]] = pat
-            if out is not None:
-                (store / _DONE / str(start // chunk)).touch()
-            done.add(start // chunk)
-            frames_done += pat.shape[0]
-            yield progress()
+        for start, frames in run.source.iter_chunks(run.chunk, indices=[k * run.chunk for k in pending],
+                                                    stop=run.plan.n_frames, prefetch=prefetch):
+            store_chunk(run, start // run.chunk, run.integ.integrate(frames))
+            frames_done += frames.shape[0]
+            yield integration_progress(run, t0, frames_done)
     finally:
-        if source is not raw:
-            source.close()
-    if out is not None:
-        import dask.array as dsa
-
-        patterns = dsa.from_zarr(arr)
-    else:
-        patterns = arr
-    da = stack_from_patterns(patterns, plan, integ, ai, poni=poni, poni_text=provenance, mask_info=mask_info,
-                             files=source.files, raw_name=source.name, checksums=checksums)
-    if out is None:
-        return da
-    from .. import io
-
-    if out.suffix == ".zarr":
-        io.save_zarr(da, out, overwrite=overwrite, producer="xrdwidgets.integrate")
-        result = io.open_zarr(out)
-    else:
-        io.save(da, out, overwrite=overwrite, producer="xrdwidgets.integrate",
-                parameters={"raw": source.name})
-        result = io.load(out)
-    shutil.rmtree(work_store(out), ignore_errors=True)
-    return result
+        run.close()
+    return finish_integration(run, overwrite=overwrite, checksums=checksums)
 
 
 def stack_from_patterns(patterns, plan: ScanPlan, integ: Integrator, ai, *, poni, poni_text: str,
