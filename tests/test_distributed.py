@@ -301,6 +301,10 @@ def test_integration_of_raw_frames_runs_as_chunk_tasks_and_resumes(client, tmp_p
     assert stack.dims == fresh.dims and not work_store(out).exists()
     with pytest.raises(ValueError, match="out= is needed"):
         integrate(scan.master, scan.poni, client=client, **kw)
+    # a local run to HDF5 while a Client is this process's default dask scheduler (the h5py file
+    # must not travel to the cluster)
+    local = integrate(scan.master, scan.poni, out=tmp_path / "local.h5", **kw)
+    np.testing.assert_array_equal(np.asarray(local.values), fresh.values)
     from xrdwidgets.cli import main
 
     out2 = tmp_path / "cli.h5"

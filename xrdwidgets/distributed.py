@@ -880,10 +880,7 @@ def _drive_integration(client, run, raw, poni, kwargs, overwrite, checksums, tas
     from .integrate.assemble import _DONE, work_store
 
     run.done = {int(p.name) for p in (work_store(run.out) / _DONE).iterdir() if p.name.isdigit()}
-    import dask
-
-    with dask.config.set(scheduler="threads"):  # assembling reads local files here, not on the cluster
-        return finish(run, overwrite=overwrite, checksums=checksums)
+    return finish(run, overwrite=overwrite, checksums=checksums)
 
 
 def reconstruct_distributed(stack, method: str = "fbp", /, *, client, store, callback=None, **kwargs):

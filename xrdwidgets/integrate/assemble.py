@@ -305,8 +305,16 @@ def finish_integration(run: IntegrationRun, *, overwrite: bool = False, checksum
     out = run.out
     if out is None:
         return da
+    import dask
+
+    with dask.config.set(scheduler="threads"):  # the work store is read here, also with a default Client
+        return _write_result(run, da, overwrite)
+
+
+def _write_result(run: IntegrationRun, da: xr.DataArray, overwrite: bool) -> xr.DataArray:
     from .. import io
 
+    out = run.out
     if out.suffix == ".zarr":
         io.save_zarr(da, out, overwrite=overwrite, producer="xrdwidgets.integrate")
         result = io.open_zarr(out)

@@ -118,7 +118,9 @@ def _write_variable(group, key, name, var, *, where, chunks, compression):
         import dask.array as dsa
 
         dset = group.create_dataset(key, shape=enc.shape, dtype=enc.dtype, chunks=h5chunks, **kw)
-        dsa.store(enc, dset, lock=True)
+        # an open h5py file cannot travel to a dask cluster: always the local threads, also when
+        # a distributed Client is the default scheduler of this process
+        dsa.store(enc, dset, lock=True, scheduler="threads")
     else:
         dset = group.create_dataset(key, data=enc, chunks=h5chunks, **kw)
     dset.attrs[_NAME_KEY] = _json_name(name, where)
