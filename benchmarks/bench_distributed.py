@@ -182,9 +182,15 @@ def bench_integrate(tmp: Path, args, clients: dict) -> None:
         k[0] += 1
         return integrate(scan.master, scan.poni, out=tmp / f"local-{k[0]}.h5", **kw)
 
+    setups = {n: [] for n in clients}
+
     def on(n_workers):
         k[0] += 1
-        return integrate(scan.master, scan.poni, out=tmp / f"c{n_workers}-{k[0]}.h5", client=clients[n_workers], **kw)
+        evs = []
+        st = integrate(scan.master, scan.poni, out=tmp / f"c{n_workers}-{k[0]}.h5", client=clients[n_workers],
+                       callback=evs.append, **kw)
+        setups[n_workers].append(evs[-1].metrics["worker_setup_s"])
+        return st
 
     ref = local()
     errs = {n: float(np.abs(np.asarray(on(n).values) - np.asarray(ref.values)).max()) for n in clients}
@@ -197,7 +203,8 @@ def bench_integrate(tmp: Path, args, clients: dict) -> None:
     print(f"\nintegration of {n_frames} frames (256×256 px), {kw}")
     print(f"{'local loop':<22}{fmt(lt):>28}   {n_frames / med(lt):7.0f} frames/s")
     for n, ts in times.items():
-        print(f"{f'{n} worker(s)':<22}{fmt(ts):>28}   {n_frames / med(ts):7.0f} frames/s   max diff {errs[n]:.1e}")
+        print(f"{f'{n} worker(s)':<22}{fmt(ts):>28}   {n_frames / med(ts):7.0f} frames/s   max diff {errs[n]:.1e}"
+              f"   worker set-up {med(setups[n]):.2f} s (sum over workers)")
     t1, tn = times[1], times[args.workers]
     print(f"integration speed-up 1 → {args.workers} workers: median {med(t1) / med(tn):.2f}×, "
           f"best {min(t1) / min(tn):.2f}×; 1 worker against the local loop: median "

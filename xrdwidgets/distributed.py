@@ -18,8 +18,8 @@ cluster run as they show a local one::
 Where the work goes
     One task per batch. Workers with a ``GPU`` resource (``dask worker --resources GPU=1``,
     :func:`local_cluster` on a machine with GPUs, :func:`slurm_cluster`) each take one batch at a
-    time on their GPU; without GPU workers the batches run on CPU workers, with as many torch
-    threads as the worker has threads. The stack reaches each worker once: a path (HDF5/zarr
+    time on their GPU; without GPU workers the batches run on CPU workers, one batch per worker
+    thread (one torch thread each). The stack reaches each worker once: a path (HDF5/zarr
     file on a shared file system) is read by each worker itself; an in-memory stack is scattered
     once (``Client.scatter``), never pickled per task. Progress (loss, preview, iteration) is
     published by the workers (``Worker.log_event``, at most every ``progress_every_s`` seconds
@@ -59,6 +59,7 @@ import logging
 import math
 import os
 import queue
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -404,6 +405,7 @@ def _jsonable(obj):
 # ---------------------------------------------------------------------------- the worker side
 _WORKER_PLANS: dict = {}  # (run_id, stack key) -> (plan, solve); a few recent runs per worker process
 _WORKER_STACKS: dict = {}  # path -> loaded stack
+_WORKER_LOCK = threading.Lock()
 
 
 def _worker_device(gpu: bool, worker):
@@ -433,13 +435,14 @@ def _stack_on_worker(stack):
 
 def _plan_on_worker(task: BatchTask, stack, device):
     key = (task.run_id, id(stack) if not isinstance(stack, (str, Path)) else str(stack), str(device))
-    if key not in _WORKER_PLANS:
-        if len(_WORKER_PLANS) >= 4:
-            _WORKER_PLANS.pop(next(iter(_WORKER_PLANS)))
-        spec = get_method(task.method)
-        _WORKER_PLANS[key] = _drv.capture_stack_run(spec.iterate, _stack_on_worker(stack), device=device,
-                                                    **task.params)
-    return _WORKER_PLANS[key]
+    with _WORKER_LOCK:  # a worker with several threads runs several batches at once
+        if key not in _WORKER_PLANS:
+            if len(_WORKER_PLANS) >= 4:
+                _WORKER_PLANS.pop(next(iter(_WORKER_PLANS)))
+            spec = get_method(task.method)
+            _WORKER_PLANS[key] = _drv.capture_stack_run(spec.iterate, _stack_on_worker(stack), device=device,
+                                                        **task.params)
+        return _WORKER_PLANS[key]
 
 
 def _small_preview(img) -> dict | None:
@@ -504,7 +507,7 @@ def run_batch(task: BatchTask, stack) -> dict:
         return {"key": task.key, "computed": False, "seconds": 0.0, "worker": getattr(worker, "address", "")}
     t0 = time.perf_counter()
     if worker is not None and not task.gpu:
-        torch.set_num_threads(max(1, int(worker.state.nthreads)))
+        torch.set_num_threads(1)  # a CPU worker runs one batch per thread
     device = _worker_device(task.gpu, worker)
     plan, solve = _plan_on_worker(task, stack, device)
     gen = _drv.solve_batch(plan, solve, task.batch)
@@ -755,7 +758,8 @@ _WORKER_INTEGRATIONS: dict = {}  # run id -> IntegrationRun prepared on this wor
 def integrate_chunks(spec: dict, chunks: list) -> dict:
     """One task of a cluster integration: integrate frame ``chunks`` of a prepared run into its
     work store (on a dask worker; also callable in-process). Chunks already marked done are
-    skipped. Returns ``{"chunks": [...done now...], "frames": n}``."""
+    skipped. Returns ``{"chunks": [...done now...], "frames": n, "setup_s": seconds spent opening the
+    frames and building the integrator (0 after the first task of a run on a worker)}``."""
     import torch
 
     from .integrate.assemble import _DONE, integrate_chunk, prepare_integration, work_store
@@ -764,16 +768,19 @@ def integrate_chunks(spec: dict, chunks: list) -> dict:
         from distributed import get_worker
 
         worker = get_worker()
-        torch.set_num_threads(max(1, int(worker.state.nthreads)))
+        torch.set_num_threads(1)  # one chunk per worker thread
     except (ImportError, ValueError):
         worker = None
-    run = _WORKER_INTEGRATIONS.get(spec["run_id"])
-    if run is None:
-        for old in _WORKER_INTEGRATIONS.values():
-            old.close()
-        _WORKER_INTEGRATIONS.clear()
-        run = prepare_integration(spec["raw"], spec["poni"], **spec["kw"])
-        _WORKER_INTEGRATIONS[spec["run_id"]] = run
+    t0 = time.perf_counter()
+    with _WORKER_LOCK:
+        run = _WORKER_INTEGRATIONS.get(spec["run_id"])
+        if run is None:
+            for old in _WORKER_INTEGRATIONS.values():
+                old.close()
+            _WORKER_INTEGRATIONS.clear()
+            run = prepare_integration(spec["raw"], spec["poni"], **spec["kw"])
+            _WORKER_INTEGRATIONS[spec["run_id"]] = run
+    setup_s = time.perf_counter() - t0
     done_dir = work_store(run.out) / _DONE
     done, frames = [], 0
     for k in chunks:
@@ -781,7 +788,7 @@ def integrate_chunks(spec: dict, chunks: list) -> dict:
             continue
         frames += integrate_chunk(run, int(k))
         done.append(int(k))
-    return {"chunks": done, "frames": frames}
+    return {"chunks": done, "frames": frames, "setup_s": setup_s}
 
 
 def iterate_integration_distributed(raw, poni, *, client, out, checksums: bool = True, task_chunks: int | None = None,
@@ -815,7 +822,8 @@ def iterate_integration_distributed(raw, poni, *, client, out, checksums: bool =
     Yields
     ------
     Progress
-        One per finished task (``metrics``: ``frames``, ``n_frames``, ``frames_per_s``, ``eta_s``).
+        One per finished task (``metrics``: ``frames``, ``n_frames``, ``frames_per_s``, ``eta_s``,
+        ``worker_setup_s``: seconds the workers spent so far opening frames and building integrators).
 
     Returns
     -------
@@ -862,7 +870,7 @@ def _drive_integration(client, run, raw, poni, kwargs, overwrite, checksums, tas
                                              retries=retries, pure=False))
             log.info("%s: %d chunk(s) in %d task(s) submitted", run.out, len(pending), len(futures))
         t0 = time.perf_counter()
-        frames_done = 0
+        frames_done, setup_s = 0, 0.0
         for fut in as_completed(futures):
             try:
                 res = fut.result()
@@ -871,7 +879,10 @@ def _drive_integration(client, run, raw, poni, kwargs, overwrite, checksums, tas
                                    f"{type(exc).__name__}: {exc}") from exc
             run.done.update(res["chunks"])
             frames_done += res["frames"]
-            yield progress(run, t0, frames_done)
+            setup_s += res.get("setup_s", 0.0)
+            ev = progress(run, t0, frames_done)
+            yield Progress(iteration=ev.iteration, total=ev.total, loss=ev.loss, preview=ev.preview,
+                           metrics={**ev.metrics, "worker_setup_s": setup_s})
     finally:
         for fut in futures:
             if not fut.done():
