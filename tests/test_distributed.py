@@ -311,3 +311,34 @@ def test_integration_of_raw_frames_runs_as_chunk_tasks_and_resumes(client, tmp_p
     assert main(["integrate", str(scan.master), "--poni", str(scan.poni), "--bins", "120", "--range", "2", "10",
                  "--chunk", "2", "--scheduler", client.scheduler.address, "-o", str(out2), "-q"]) == 0
     np.testing.assert_allclose(np.asarray(xio.load(out2).values), fresh.values, rtol=1e-6)
+
+
+def test_gpu_workers_get_one_device_each_and_the_batches_ask_for_it(tmp_path):
+    """The GPU plumbing without a GPU: local_cluster(gpus=2) starts workers with the resource
+    GPU=1 and their own CUDA_VISIBLE_DEVICES; a run finds them and submits with that resource
+    (on a machine without CUDA the tasks fall back to the CPU)."""
+    with xd.local_cluster(2, gpus=2, threads_per_worker=1, silence_logs=40) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as gclient:
+        gclient.wait_for_workers(2)
+        env = gclient.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        assert sorted(env.values()) == ["0", "1"]
+        assert xd._gpu_workers(gclient) == 2
+        ref = reconstruct(STACK, "fbp", batch=4)
+        vol = xd.reconstruct_distributed(STACK, "fbp", client=gclient, store=tmp_path / "g.zarr", batch=4)
+        assert _max_rel(vol, ref) < 1e-6
+        tasks = gclient.run_on_scheduler(
+            lambda dask_scheduler: [ts.resource_restrictions for ts in dask_scheduler.tasks.values()
+                                    if str(ts.key).startswith("xrdwidgets-fbp")])
+        assert tasks and all(r == {"GPU": 1} for r in tasks)
+
+
+def test_worker_device_choice():
+    class W:
+        def __init__(self, name):
+            self.name = name
+
+    import torch
+
+    assert xd._worker_device(False, W("x-1")) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert xd._worker_device(True, W("x-1")) == torch.device("cpu")   # no CUDA: the CPU, not a crash

@@ -654,7 +654,7 @@ def _drive(client, plan, method, params, store, run, done, source, gpu, retries,
                 futures.append(client.submit(run_batch, task, ref, key=f"xrdwidgets-{method}-{run_id}-{call}-{task.key}",
                                              resources=resources, retries=retries, pure=False))
             log.info("%s: %d batch task(s) submitted (%s workers)", store, len(futures), "GPU" if gpu else "CPU")
-        ac = as_completed(futures)
+        ac = as_completed(futures, loop=client.loop)
 
         def progress(msg, preview=None):
             inner_total = next((t for t in total_of.values() if t), None)
@@ -871,7 +871,7 @@ def _drive_integration(client, run, raw, poni, kwargs, overwrite, checksums, tas
             log.info("%s: %d chunk(s) in %d task(s) submitted", run.out, len(pending), len(futures))
         t0 = time.perf_counter()
         frames_done, setup_s = 0, 0.0
-        for fut in as_completed(futures):
+        for fut in as_completed(futures, loop=client.loop):
             try:
                 res = fut.result()
             except Exception as exc:
