@@ -111,7 +111,7 @@ def _tree_rss_kb(proc) -> int:
     return total
 
 
-def run_one(notebook: Path, python: str, size: str, timeout: float) -> dict:
+def run_one(notebook: Path, python: str, size: str, timeout: float, save_dir: Path | None = None) -> dict:
     """Execute ``notebook`` with a kernel of ``python``; wall time, peak RSS, error (driver side)."""
     import psutil
 
@@ -161,6 +161,10 @@ def run_one(notebook: Path, python: str, size: str, timeout: float) -> dict:
     if errors and error is None:
         error = f"{errors[0].get('ename')}: {errors[0].get('evalue')}"
     peak_kb = max(peak["tree_kb"], kernel.get("self_kb", 0))
+    if save_dir is not None and error is None:   # the executed notebook, for the docs (make docs)
+        nb.cells.pop()                            # the measuring cell
+        save_dir.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, save_dir / notebook.name)
     return {"notebook": notebook.name, "seconds": round(seconds, 1), "peak_mb": round(peak_kb / 1024, 1),
             "sampled_tree_mb": round(peak["tree_kb"] / 1024, 1),
             "kernel_maxrss_mb": round(kernel.get("self_kb", 0) / 1024, 1) if kernel else None,
@@ -180,13 +184,16 @@ def main(argv=None) -> int:
     parser.add_argument("--limit-mb", type=float, default=LIMIT_MB, help="peak RSS limit per notebook (%(default)s MB)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per cell (%(default)s)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--save-executed", type=Path, metavar="DIR",
+                        help="write each notebook that ran without error, with its outputs, into DIR "
+                             "(docs/conf.py renders them when XRDWIDGETS_DOCS_EXECUTED=DIR)")
     parser.add_argument("--run-one", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--python", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     size = args.size or binder_size()
 
     if args.run_one:   # the per-notebook driver process
-        sys.stdout.write("BINDER-CHECK-RESULT " + json.dumps(run_one(args.run_one, args.python, size, args.timeout)) + "\n")
+        sys.stdout.write("BINDER-CHECK-RESULT " + json.dumps(run_one(args.run_one, args.python, size, args.timeout, args.save_executed)) + "\n")
         return 0
 
     notebooks = [p.resolve() for p in args.notebooks] or sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -205,7 +212,8 @@ def main(argv=None) -> int:
         results = []
         for nb in notebooks:
             proc = subprocess.run([sys.executable, __file__, "--run-one", str(nb), "--python", python,
-                                   "--size", size, "--timeout", str(args.timeout)],
+                                   "--size", size, "--timeout", str(args.timeout)]
+                                  + (["--save-executed", str(args.save_executed.resolve())] if args.save_executed else []),
                                   capture_output=True, text=True, cwd=str(ROOT))
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("BINDER-CHECK-RESULT ")]
             if line:
