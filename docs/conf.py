@@ -52,12 +52,14 @@ suppress_warnings = ["myst.header"]   # notebooks start at "# N · title" and ma
 # autodoc / autosummary: NumPy-style docstrings
 autosummary_generate = True
 autosummary_imported_members = False
-autodoc_default_options = {"members": True, "show-inheritance": False}
+# each object is documented in the module that defines it (packages re-export; not documented twice)
+autodoc_default_options = {"members": True, "ignore-module-all": True}
 autodoc_typehints = "none"
 autodoc_member_order = "bysource"
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
+napoleon_use_param = False      # types are free text ("array (n_angles,)"), not cross-references
 
 # myst-nb: notebooks
 nb_execution_timeout = 600
@@ -84,7 +86,6 @@ def _copy_notebooks() -> str:
 
 
 def _write_generated() -> None:
-    import argparse
     import contextlib
     import io
 
@@ -93,11 +94,12 @@ def _write_generated() -> None:
 
     out = DOCS / "_generated"
     out.mkdir(exist_ok=True)
+    common = {"batch", "device", "n", "circle", "centre_offset"}
     rows = ["| method | what | parameters (default) |", "|---|---|---|"]
-    for name in registry.names():
-        spec = registry.get(name)
-        params = ", ".join(f"`{p.name}` ({p.default!r})" for p in spec.params if not getattr(p, "advanced", False))
-        rows.append(f"| `{name}` | {spec.help} | {params} |")
+    for name, spec in registry.methods().items():
+        params = ", ".join(f"`{p.name}` ({p.default!r}{' ' + p.units if p.units else ''})"
+                           for p in spec.params if p.name not in common and not p.advanced)
+        rows.append(f"| `{name}` ({spec.label}) | {spec.help} | {params.replace('|', '/')} |")
     (out / "methods_table.md").write_text("\n".join(rows) + "\n", encoding="utf-8")
 
     buf = io.StringIO()
@@ -106,7 +108,6 @@ def _write_generated() -> None:
             cli.main(argv)
         buf.write("\n")
     (out / "cli_help.txt").write_text(buf.getvalue(), encoding="utf-8")
-    del argparse
 
 
 nb_execution_mode = _copy_notebooks()
