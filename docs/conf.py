@@ -21,6 +21,8 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
+# the notebook kernels import this checkout's package too (not another installed copy)
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 os.environ.setdefault("XRDWIDGETS_NB_SIZE", "tiny")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
