@@ -74,7 +74,8 @@ def _copy_notebooks() -> str:
     """Copy the tutorials into docs/tutorials; return the myst-nb execution mode."""
     src = sorted((ROOT / "notebooks").glob("*.ipynb"))
     executed = os.environ.get("XRDWIDGETS_DOCS_EXECUTED")
-    done = Path(executed) if executed else None
+    # Sphinx runs this file in docs/: a relative folder is taken from the repository root
+    done = (Path(executed) if Path(executed).is_absolute() else ROOT / executed) if executed else None
     use_done = done is not None and all((done / p.name).exists() for p in src)
     if done is not None and not use_done:
         missing = [p.name for p in src if not (done / p.name).exists()]
