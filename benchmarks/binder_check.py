@@ -234,6 +234,7 @@ def main(argv=None) -> int:
         print(f"{r['notebook']:{width}s}  {r['seconds'] or 0:7.1f}  {r['peak_mb'] or 0:7.0f}  {verdict}")
     print(f"environment {t_env:.0f} s; total {total:.0f} s")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"size": size, "limit_mb": args.limit_mb, "environment_s": t_env,
                                          "total_s": total, "results": results}, indent=1))
     failed = [r["notebook"] for r in results if not r["ok"]]

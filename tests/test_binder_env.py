@@ -97,3 +97,17 @@ def test_binder_start_sets_the_notebook_size():
     assert "small" in DEMO_SIZES
     post = (ROOT / "binder" / "postBuild").read_text(encoding="utf-8")
     assert "pip install --no-cache-dir --no-deps -e ." in post
+
+
+def test_binder_check_takes_binders_size_and_cpu_torch(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import binder_check
+
+    assert binder_check.binder_size() == "small"
+    reqs = binder_check.venv_requirements("torch==2.13.0")
+    assert "torch==2.13.0" in reqs and not any(r.startswith("torch>") for r in reqs)
+    assert set(reqs) - {"torch==2.13.0"} == set(binder_env.pip_requirements()) - {"torch>=2.3"}
+    bad = tmp_path / "start"
+    bad.write_text("#!/bin/bash\nexec \"$@\"\n")
+    with pytest.raises(SystemExit, match="XRDWIDGETS_NB_SIZE"):
+        binder_check.binder_size(bad)
