@@ -1,4 +1,10 @@
-"""Execute the tutorial notebooks end to end at small size (XRDWIDGETS_NB_SIZE=tiny)."""
+"""Execute the tutorial notebooks end to end at small size (XRDWIDGETS_NB_SIZE=tiny).
+
+CI (``.ci/run``) sets ``XRDWIDGETS_NOTEBOOKS_IN_BINDER_CHECK=1`` and runs ``make binder-check``
+after the tests instead: every notebook at Binder's size in a venv of the Binder requirements
+only (``benchmarks/binder_check.py``), so the notebooks are not executed twice.
+"""
+import os
 from pathlib import Path
 
 import pytest
@@ -6,6 +12,10 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
+
+if os.environ.get("XRDWIDGETS_NOTEBOOKS_IN_BINDER_CHECK") == "1":
+    pytest.skip("XRDWIDGETS_NOTEBOOKS_IN_BINDER_CHECK=1: the notebooks run in `make binder-check` "
+                "(benchmarks/binder_check.py, every notebook at Binder size)", allow_module_level=True)
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 

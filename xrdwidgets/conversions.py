@@ -4,15 +4,15 @@ All functions are vectorised over NumPy arrays (scalars work too).
 
 Units used throughout the package:
 
-=========  ======  ==========================================
-quantity   unit    meaning
-=========  ======  ==========================================
-``tth``    deg     scattering angle 2θ
-``q``      1/Å     momentum transfer, q = 4π sin(θ) / λ
-``d``      Å       lattice spacing, d = λ / (2 sin θ) = 2π / q
-``energy`` keV     photon energy (energy-dispersive data)
-λ          Å       wavelength, λ = hc / E
-=========  ======  ==========================================
+==========  ======  ==========================================
+quantity    unit    meaning
+==========  ======  ==========================================
+``tth``     deg     scattering angle 2θ
+``q``       1/Å     momentum transfer, q = 4π sin(θ) / λ
+``d``       Å       lattice spacing, d = λ / (2 sin θ) = 2π / q
+``energy``  keV     photon energy (energy-dispersive data)
+λ           Å       wavelength, λ = hc / E
+==========  ======  ==========================================
 """
 from __future__ import annotations
 

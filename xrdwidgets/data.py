@@ -20,8 +20,7 @@ array's ``attrs`` under ``geometry_*`` keys; provenance under ``provenance_*`` k
 Functions accept any dim order and return canonical order. Errors are :class:`DataError`
 (a ``ValueError``) and name the variable, what was expected and what was found.
 
-Plausibility (checked once, in :func:`validate_sinogram_stack` / :func:`validate_volume`, which
-every constructor and reconstruction calls)
+Plausibility (checked once, in :func:`validate_sinogram_stack` / :func:`validate_volume`, which every constructor and reconstruction calls)
     Rotation angles in degrees that look like radians (all within ±2π+0.001 and spanning at
     least 0.9π: a half or full turn in radians), or that span more than two turns (720°), and
     2θ values below 0° or above 180° are refused with a :class:`DataError` naming the variable,

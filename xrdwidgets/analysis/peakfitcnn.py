@@ -176,7 +176,7 @@ def resolve_bounds(model: PeakModel, x, data=None, bounds=None, *, caller: str =
     step to the width of ``x``, η in [0, 1]), with the bounds it leaves open closed from the data
     (a sigmoid needs finite ones): area up to twice the largest integral of a pattern's positive
     part, the constant background in ``[−0.1·m, m]`` and higher background terms in ``[−m, m]``
-    (``m`` = largest |data|).
+    (``m`` = largest ``|data|``).
     """
     from .fitting import resolve_bounds as _fit_bounds
 

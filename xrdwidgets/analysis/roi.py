@@ -1,12 +1,16 @@
 """Region-of-interest tools: ROI images with background subtraction, ROI patterns, peak suggestions.
 
-``roi_image``     sum of a spectral window per pixel, optionally minus a background estimated
-                  from the window's edge channels → image ``(y, x)`` (or ``(translation, angle)``
-                  for a sinogram stack; optional leading ``time``/``z`` dims are kept).
-``roi_mask``      boolean mask from a threshold on an image.
-``roi_pattern``   mean pattern of the pixels of a mask → 1-D over the spectral dim.
-``suggest_peaks`` peak positions of a pattern (:func:`scipy.signal.find_peaks`) in the units of
-                  its spectral coordinate.
+``roi_image``
+    sum of a spectral window per pixel, optionally minus a background estimated from the
+    window's edge channels → image ``(y, x)`` (or ``(translation, angle)`` for a sinogram
+    stack; optional leading ``time``/``z`` dims are kept).
+``roi_mask``
+    boolean mask from a threshold on an image.
+``roi_pattern``
+    mean pattern of the pixels of a mask → 1-D over the spectral dim.
+``suggest_peaks``
+    peak positions of a pattern (:func:`scipy.signal.find_peaks`) in the units of its spectral
+    coordinate.
 
 The window sums are those of :func:`xrdwidgets.views.roi_image` (same window rules: closed
 interval of coordinate values with ``by="value"``, half-open index range with ``by="index"``).

@@ -17,7 +17,7 @@ Public API
     Text summary: dims, coords, geometry, value range, provenance.
 
 The own HDF5 layout (``xrdwidgets.hdf5``, version 1)
----------------------------------------------------
+----------------------------------------------------
 ::
 
     /                     attrs: xrdwidgets_format = "xrdwidgets.hdf5"

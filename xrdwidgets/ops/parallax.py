@@ -321,7 +321,7 @@ class ParallaxProjector(LinearOperator):
         ``"linear"`` (2 taps, the cheapest with the gathers of GPUs). Linear interpolation
         broadens peaks only 1–2 channels wide and ParallaxNet then fits them too narrow.
         ``benchmarks/bench_parallax.py --small`` (one thread): ParallaxNet's mean
-        |FWHM ratio − 1| 0.04 with lanczos3 (ratios 0.87–1.04), 0.06 with cubic (0.85–1.00),
+        ``|FWHM ratio − 1|`` 0.04 with lanczos3 (ratios 0.87–1.04), 0.06 with cubic (0.85–1.00),
         0.10 with linear (0.79–1.00); per epoch lanczos3 and cubic cost the same there
         (0.57 s); linear took 0.56 s against cubic's 0.59 s in an earlier pair of runs.
     depth_step : float, optional

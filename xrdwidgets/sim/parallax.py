@@ -16,7 +16,7 @@ of any shift operator on patterns: for each ray (the same rays and sample points
 direction ``(x, y) = (sin θ, cos θ)``) every sample point carries the phase fractions (bilinear in
 the phase maps) and, where maps are given, its local strain and crystallite size
 (fraction-weighted bilinear); every reflection of every phase (positions and intensities as
-:func:`xrdwidgets.sim.patterns.reflection_lines`: I = m |F|² LP / V²) is placed at its apparent 2θ'
+:func:`xrdwidgets.sim.patterns.reflection_lines`: ``I = m |F|² LP / V²``) is placed at its apparent 2θ'
 for that depth with a pseudo-Voigt profile (Scherrer ⊕ instrumental FWHM at the true 2θ) of
 area ``I × pattern_scale × fraction × path step``. With ``L → ∞`` this is the plain ray-traced scan of the
 chemical phantom's volume.

@@ -1,10 +1,10 @@
 """Reference powder diffraction patterns of crystal phases (angle-dispersive, 2θ in degrees).
 
-The line intensity of a reflection family is
+The line intensity of a reflection family is::
 
     I = m · |F(E)|² · LP(θ) / V²,    LP(θ) = (1 + cos² 2θ) / (2 sin² θ cos θ)
 
-with m the multiplicity, |F(E)|² from :meth:`~xrdwidgets.sim.structures.Phase.structure_factors`
+with m the multiplicity, ``|F(E)|²`` from :meth:`~xrdwidgets.sim.structures.Phase.structure_factors`
 at the photon energy E (anomalous scattering and Debye–Waller factor included) and V the cell
 volume in Å³, so that patterns of different phases are on one scale per unit volume of phase.
 LP is the Lorentz factor of Debye–Scherrer (powder) diffraction times the polarisation factor
@@ -249,7 +249,7 @@ def reflection_table(phase, *, energy_keV=None, wavelength_A=None, strain=0.0, t
     -------
     dict
         ``hkl`` (n, 3) int, ``d`` (Å, strained), ``tth`` (deg), ``multiplicity``, ``f2``
-        (|F|² at this energy), ``lp`` (Lorentz–polarisation factor), ``intensity``; rows sorted
+        (``|F|²`` at this energy), ``lp`` (Lorentz–polarisation factor), ``intensity``; rows sorted
         by increasing 2θ.
     """
     phase = _phase(phase)
@@ -302,7 +302,7 @@ def reflection_lines(phase, *, energy_keV=None, wavelength_A=None, strain=0.0, t
     Returns
     -------
     ReflectionLines
-        ``(tth, intensity)``: 2θ in degrees (increasing) and I = m |F|² LP / V² (electrons²/Å⁶)
+        ``(tth, intensity)``: 2θ in degrees (increasing) and ``I = m |F|² LP / V²`` (electrons²/Å⁶)
         of each reachable reflection family; reflections with λ/2d ≥ 1 are dropped.  The list
         ends at the phase's ``d_min`` (0.5 Å for the shipped table); a warning is logged when
         ``tth_range`` reaches beyond it.

@@ -5,7 +5,7 @@ so each has an exact area-averaged raster (``.raster(n)``) *and* exact closed-fo
 (``.line_integrals(t, theta)``): test data for reconstructions without the inverse crime.
 
 Geometry convention (shared with :mod:`xrdwidgets.sim.shapes`, whose docstring has the details)
----------------------------------------------------------------------------------------------
+-----------------------------------------------------------------------------------------------
 * Images are ``n × n``, axes ``(y, x)``, extent ``[-1, 1]²``, pixel size ``h = 2/n``, pixel
   centres ``-1 + (i + 1/2) h``; the centre (0, 0) is at index ``(n - 1) / 2``; **y grows with the
   row index** (downwards as displayed with row 0 at the top).

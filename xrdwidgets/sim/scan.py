@@ -18,7 +18,7 @@ jitter (in the geometry of the rays), air scatter, beam decay following the acqu
 and Poisson noise at a chosen dose. The injected truths come back with the data.
 
 Geometry (the same as :mod:`xrdwidgets.ops.projector` and scikit-image's ``radon``)
-----------------------------------------------------------------------------------
+-----------------------------------------------------------------------------------
 * Image axes ``(y, x)`` = (row, column); pixel centres at integer indices; the rotation axis at
   the image centre, index ``((ny - 1) / 2, (nx - 1) / 2)``.
 * At angle θ (degrees, counter-clockwise) the translation direction is ``(x, y) = (cos θ, -sin θ)``
