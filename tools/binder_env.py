@@ -39,7 +39,7 @@ PYPROJECT = ROOT / "pyproject.toml"
 ENV_FILE = ROOT / "binder" / "environment.yml"
 
 #: The extras of pyproject.toml that the Binder image carries (besides ``dependencies``).
-EXTRAS = ("apps", "course", "fast")
+EXTRAS = ("apps", "course", "fast", "dask")
 #: Python of the Binder image.
 PYTHON = "3.11"
 #: pip distribution name (lower case) → conda-forge package name, where they differ.
@@ -137,7 +137,8 @@ def conda_dependencies(reqs) -> list[str]:
         key = _norm(name)
         conda = CONDA_NAMES.get(key, name.lower())
         prev = out.get(conda)
-        spec_all = ",".join(s for s in ((prev or "")[len(conda):], spec) if s)
+        parts = [s for s in ((prev or "")[len(conda):], spec) if s]
+        spec_all = ",".join(dict.fromkeys(",".join(parts).split(","))) if parts else ""  # each bound once
         out[conda] = conda + spec_all
         for extra in extras:
             for pkg in CONDA_EXTRAS.get((key, extra), ()):
