@@ -40,6 +40,21 @@ def test_recon_panel_runs_fbp_and_publishes_result(state):
     assert "done" in panel.status.value and panel.cancel_button.disabled
 
 
+def test_recon_panel_shows_parameter_labels_and_help(state):
+    from xrdwidgets.recon.registry import methods
+
+    panel = ReconPanel(state, queue=jobs.JobQueue("t-labels"))
+    for name, spec in methods().items():
+        panel.method.value = name
+        for pname, wd in panel.param_widgets.items():
+            p = spec.param(pname)
+            assert wd.description.startswith(p.label) and wd.description.split(" (")[0] != pname
+            assert wd.tooltip.startswith(p.help)
+    panel.method.value = "tv"
+    assert panel.param_widgets["lam_rel"].description == "TV weight (relative)"
+    assert panel.param_widgets["n_iter"].description == "iterations"
+
+
 def test_recon_panel_streams_loss_and_preview_then_cancel(state):
     panel = ReconPanel(state, queue=jobs.JobQueue("t2"))
     panel.method.value = "tv"

@@ -43,8 +43,8 @@ START_PRESET = "quick"
 
 def _param_widget(p: Param, value):
     """A widget for one parameter, showing ``value`` (an optional number's ``None`` shows as 0)."""
-    style = {"description_width": "110px"}
-    label = p.name + (f" ({p.units})" if p.units else "")
+    style = {"description_width": "150px"}
+    label = p.label + (f" ({p.units})" if p.units else "")
     lo = -1e12 if p.minimum is None else p.minimum
     hi = 1e12 if p.maximum is None else p.maximum
     if p.kind == "int":
@@ -93,22 +93,22 @@ class ReconPanel:
         self.job: _jobs.Job | None = None
         self.jobs: list[_jobs.Job] = []
         self.method = w.Dropdown(options=[(spec.label, name) for name, spec in methods().items()], value="fbp",
-                                 description="method", style={"description_width": "110px"})
+                                 description="method", style={"description_width": "150px"})
         self.preset = w.Dropdown(options=[DEFAULT_PRESET], value=DEFAULT_PRESET, description="preset",
-                                 style={"description_width": "110px"})
+                                 style={"description_width": "150px"})
         self.preset.tooltip = ("starting values: 'default' = the library's defaults; 'quick' = fewer "
                                "iterations/epochs for a quick look")
         self.params_box = w.VBox()
         self.param_widgets: dict = {}
         self.channels = w.IntRangeSlider(description="channels", min=0, max=1, value=(0, 1),
-                                         continuous_update=False, style={"description_width": "110px"},
+                                         continuous_update=False, style={"description_width": "150px"},
                                          layout=w.Layout(width="95%"))
         self.channel_label = w.HTML()
         self.batch = w.BoundedIntText(value=64, min=1, max=100000, description="channel batch",
-                                      style={"description_width": "110px"})
+                                      style={"description_width": "150px"})
         self.batch.tooltip = "channels reconstructed at once (bounds memory; smaller if the GPU runs out)"
         self.device = w.Dropdown(options=_devices(), value=_devices()[-1], description="device",
-                                 style={"description_width": "110px"})
+                                 style={"description_width": "150px"})
         self.start_button = w.Button(description="Start", button_style="success", icon="play")
         self.cancel_button = w.Button(description="Cancel", button_style="danger", icon="stop",
                                       disabled=True)
