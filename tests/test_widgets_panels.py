@@ -55,6 +55,36 @@ def test_recon_panel_shows_parameter_labels_and_help(state):
     assert panel.param_widgets["n_iter"].description == "iterations"
 
 
+def test_recon_panel_loss_curve_breaks_between_channel_batches(state):
+    panel = ReconPanel(state, queue=jobs.JobQueue("t-batches"))
+    assert "press Start" in panel.fig.layout.annotations[0].text      # empty states say what to do
+    assert "press Start" in panel.fig.layout.annotations[1].text
+    panel.method.value = "tv"
+    panel.param_widgets["n_iter"].value = 4
+    panel.channels.value = (10, 30)
+    panel.batch.value = 10                                           # 2 channel batches
+    job = panel.start()
+    job.wait(timeout=60)
+    assert job.state is jobs.State.DONE, job.message
+    assert _wait(lambda: panel.progress.value == 1.0 and len(panel.loss_trace.x) == 9)
+    x, y = list(panel.loss_trace.x), list(panel.loss_trace.y)
+    assert x == [1, 2, 3, 4, None, 5, 6, 7, 8]                       # one break, at the second batch
+    assert y[4] is None and all(v is not None for v in y[:4] + y[5:])
+    assert panel.loss_trace.connectgaps is not True
+    # the preview says which channels it shows: the last batch, 20–29 of the stack
+    title = panel.fig.layout.annotations[1].text
+    tth = state.stack.tth.values
+    assert "2θ" in title and "channels 20–29" in title and f"{tth[20]:.4g}" in title, title
+    assert "tth" not in title and "tth" not in panel.channel_label.value
+
+
+def test_loss_segments_one_batch_is_one_line():
+    from xrdwidgets.widgets.recon_panel import loss_segments
+
+    assert loss_segments([(1, 3.0), (2, 2.0)], set()) == ([1, 2], [3.0, 2.0])
+    assert loss_segments([(1, 3.0), (2, 2.0), (3, 9.0)], {1, 3}) == ([1, 2, None, 3], [3.0, 2.0, None, 9.0])
+
+
 def test_recon_panel_streams_loss_and_preview_then_cancel(state):
     panel = ReconPanel(state, queue=jobs.JobQueue("t2"))
     panel.method.value = "tv"

@@ -618,7 +618,7 @@ class Explorer(tl.HasTraits):
         a, b = float(spec.values[i0]), float(spec.values[i1 - 1])
         units = spec.attrs.get("units", "")
         units = "" if units in ("1", "") else units      # dimensionless (a channel index): no unit
-        label = spec.attrs.get("long_name", spec.name)
+        label = _v.axis_name(spec)
         if label == spec.name == "channel" and i1 - i0 == 1:
             return f"channel {i0}" + (f" (= {f'{a:.5g} {units}'.strip()})" if a != i0 else "")
         if i1 - i0 == 1:

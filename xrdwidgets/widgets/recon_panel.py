@@ -21,13 +21,14 @@ from plotly.subplots import make_subplots
 from .. import data as _data
 from .. import jobs as _jobs
 from ..recon.iterative import iterate
+from ..views import channel_text as _channel_text
 from ..recon.registry import DEFAULT_PRESET, ParamSpec, get_method, methods
 from . import _views as _fig
 from .state import AppState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReconPanel", "METHOD_PARAMS", "Param", "START_PRESET"]
+__all__ = ["ReconPanel", "METHOD_PARAMS", "Param", "START_PRESET", "loss_segments"]
 
 
 #: One method parameter as the panel shows it (the registry's :class:`ParamSpec`).
@@ -39,6 +40,31 @@ METHOD_PARAMS = {name: tuple(p for p in spec.params if not p.advanced and p.name
 #: The preset the panel starts from: "quick" (fewer iterations/epochs, shown as such) where a
 #: method has one, else the library defaults.
 START_PRESET = "quick"
+#: Figure titles before a job has sent anything (they say what to do).
+LOSS_EMPTY = "loss: press Start"
+PREVIEW_EMPTY = "preview: press Start"
+
+
+def loss_segments(history, batch_starts) -> tuple[list, list]:
+    """``(x, y)`` of a loss curve with a ``None`` gap at every channel-batch start.
+
+    ``history``: ``(step, loss)`` pairs (a job's ``history``, steps counted over all batches);
+    ``batch_starts``: the steps at which a batch began. A stack job runs one solve per channel
+    batch, each starting again from a high loss: joined, the batches would read as a saw-tooth.
+    """
+    starts = sorted(int(b) for b in batch_starts)
+    xs, ys, k, prev = [], [], 0, None
+    for it, loss in history:
+        it = int(it)
+        while k < len(starts) and starts[k] <= it:
+            if prev is not None and prev < starts[k]:
+                xs.append(None)
+                ys.append(None)
+            k += 1
+        xs.append(it)
+        ys.append(float(loss))
+        prev = it
+    return xs, ys
 
 
 def _param_widget(p: Param, value):
@@ -92,6 +118,8 @@ class ReconPanel:
         self.workdir = workdir
         self.job: _jobs.Job | None = None
         self.jobs: list[_jobs.Job] = []
+        self._batch_starts: dict = {}   # job id → steps at which a channel batch began
+        self._job_channels: dict = {}   # job id → (spectral coordinate, first, stop channel)
         self.method = w.Dropdown(options=[(spec.label, name) for name, spec in methods().items()], value="fbp",
                                  description="method", style={"description_width": "150px"})
         self.preset = w.Dropdown(options=[DEFAULT_PRESET], value=DEFAULT_PRESET, description="preset",
@@ -121,12 +149,13 @@ class ReconPanel:
                                  layout=w.Layout(width="98%"))
         # one figure (plotly.js travels once per FigureWidget): loss curve | preview image
         base = make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42], horizontal_spacing=0.08,
-                             subplot_titles=("loss / residual", "preview"))
-        base.add_trace(go.Scatter(x=[], y=[], mode="lines", name="loss"), row=1, col=1)
+                             subplot_titles=(LOSS_EMPTY, PREVIEW_EMPTY))
+        base.add_trace(go.Scatter(x=[], y=[], mode="lines", name="loss", connectgaps=False), row=1, col=1)
         base.add_trace(go.Heatmap(z=[[0.0]], colorscale="Viridis", showscale=False), row=1, col=2)
         base.update_layout(height=300, width=640, autosize=False, showlegend=False,
                            margin=dict(l=50, r=10, t=30, b=40))
-        base.update_xaxes(title_text="iteration", row=1, col=1)
+        base.update_annotations(font_size=12)
+        base.update_xaxes(title_text="step (all channel batches)", row=1, col=1)
         base.update_yaxes(type="log", row=1, col=1)
         base.update_xaxes(visible=False, row=1, col=2)
         base.update_yaxes(visible=False, autorange="reversed", scaleanchor="x2", row=1, col=2)
@@ -201,9 +230,7 @@ class ReconPanel:
         lo, hi = self.channels.value
         c = stack[spec]
         if hi > lo:
-            u = c.attrs.get("units", "")
-            self.channel_label.value = (f"<small>{hi - lo} channels, {spec} {float(c[lo]):.4g}–"
-                                        f"{float(c[hi - 1]):.4g} {u}</small>")
+            self.channel_label.value = f"<small>{hi - lo} channels: {_channel_text(c, lo, hi)}</small>"
 
     def parameters(self) -> dict:
         """The keyword arguments the current form gives to the method."""
@@ -246,14 +273,29 @@ class ReconPanel:
                         workdir=workdir, params={"method": method, "channels": [lo, hi], **params})
         self.job = job
         self.jobs.append(job)
+        self._batch_starts[job.id] = set()
+        self._job_channels[job.id] = (stack[spec], lo, hi)
         with _fig.updating(self.fig):
             self.loss_trace.x = []
             self.loss_trace.y = []
+            self.fig.layout.annotations[0].text = f"loss: {name}"
         self.progress.value = 0.0
         self.cancel_button.disabled = False
         self._refresh_list()
         job.subscribe(self._on_event)
         return job
+
+    def _preview_title(self, job, metrics) -> str:
+        """Which channels the preview shows (the sum over the running batch's channels)."""
+        coord, lo, hi = self._job_channels.get(job.id, (None, 0, 0))
+        if coord is None:
+            return "preview"
+        s, e = metrics.get("channel_start"), metrics.get("channel_stop")
+        a, b = (lo + int(s), lo + int(e)) if s is not None and e is not None else (lo, hi)
+        try:
+            return "preview: " + _channel_text(coord, a, min(b, hi))
+        except ValueError:  # pragma: no cover - metrics of a foreign solver
+            return "preview"
 
     def cancel(self):
         """Cancel the current job (it stops within one iteration)."""
@@ -270,18 +312,23 @@ class ReconPanel:
         if p is not None:
             if p.total:
                 self.progress.value = min(1.0, p.iteration / p.total)
+            m = p.metrics or {}
+            starts = self._batch_starts.setdefault(job.id, set())
+            if "inner_iteration" in m and m.get("n_batches", 1) > 1:
+                starts.add(int(p.iteration) - int(m["inner_iteration"]) + 1)
             hist = job.history
             if hist:
-                its, losses = zip(*hist[-2000:])
+                xs, ys = loss_segments(hist[-2000:], starts)
                 with _fig.updating(self.fig):
-                    self.loss_trace.x = list(range(1, len(its) + 1))
-                    self.loss_trace.y = [float(v) for v in losses]
+                    self.loss_trace.x = xs
+                    self.loss_trace.y = ys
             if p.preview is not None:
                 from ..views import decimate
 
                 img = decimate(np.asarray(p.preview, np.float32), 256)
                 with _fig.updating(self.fig):
                     self.preview_trace.z = img
+                    self.fig.layout.annotations[1].text = self._preview_title(job, m)
         eta = job.eta()
         it = "" if p is None else f" {p.iteration}/{p.total or '?'}"
         loss = "" if p is None or p.loss is None else f", loss {p.loss:.4g}"
