@@ -191,3 +191,23 @@ def test_recon_panel_runs_noise2inverse_as_a_job(state):
     assert job.state is jobs.State.DONE, job.message
     assert _wait(lambda: "noise2inverse #1" in state.results)
     assert state.results["noise2inverse #1"].dims == ("y", "x", "tth")
+
+
+def test_recon_panel_estimate_time_runs_as_a_job(state):
+    panel = ReconPanel(state, queue=jobs.JobQueue("t-est"))
+    panel.method.value = "sirt"
+    panel.param_widgets["n_iter"].value = 40
+    panel.batch.value = 30
+    job = panel.estimate_button.click() or panel.estimate_job
+    assert job is not None and panel.estimate_button.disabled       # a job, not work in the callback
+    job.wait(timeout=60)
+    assert job.state is jobs.State.DONE, job.message
+    est = job.result
+    assert (est.steps, est.batches) == (80, 2)
+    assert _wait(lambda: "about" in panel.estimate_label.value and not panel.estimate_button.disabled)
+    assert "80 steps, 2 batches" in panel.estimate_label.value
+    # no channels chosen: a clear message, no job
+    panel.method.value = "tv"
+    panel.param_widgets["lam_rel"].value = 0.0
+    panel.channels.value = (0, 0)
+    assert panel.estimate() is None and "choose channels" in panel.estimate_label.value

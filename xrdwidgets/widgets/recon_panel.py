@@ -5,11 +5,13 @@ library's defaults, or e.g. "quick" for fewer epochs) all come from the method r
 (:mod:`xrdwidgets.recon.registry`). The panel only builds a parameter dict, calls :func:`xrdwidgets.recon.iterative.iterate` inside a
 :mod:`xrdwidgets.jobs` job, and shows the job's events: a live loss curve, a live preview of
 the current slice, a progress bar with ETA and the job's log. Events arrive in the job's
-dispatcher thread, which only sets widget traits.
+dispatcher thread, which only sets widget traits. "Estimate time" runs
+:func:`xrdwidgets.recon.estimate.estimate_runtime` (a few timed steps) as a job before Start.
 """
 from __future__ import annotations
 
 import functools
+import html
 import logging
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from plotly.subplots import make_subplots
 
 from .. import data as _data
 from .. import jobs as _jobs
+from ..progress import Progress
+from ..recon.estimate import estimate_runtime
 from ..recon.iterative import iterate
 from ..views import channel_text as _channel_text
 from ..recon.registry import DEFAULT_PRESET, ParamSpec, get_method, methods
@@ -28,7 +32,7 @@ from .state import AppState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReconPanel", "METHOD_PARAMS", "Param", "START_PRESET", "loss_segments"]
+__all__ = ["ReconPanel", "METHOD_PARAMS", "Param", "START_PRESET", "loss_segments", "estimate_job"]
 
 
 #: One method parameter as the panel shows it (the registry's :class:`ParamSpec`).
@@ -90,6 +94,15 @@ def _param_widget(p: Param, value):
     return wd
 
 
+def estimate_job(stack, method: str, params: dict):
+    """Generator for a job: :func:`xrdwidgets.recon.estimate.estimate_runtime` of ``method`` on
+    ``stack`` with ``params``; returns the :class:`~xrdwidgets.recon.estimate.RuntimeEstimate`."""
+    yield Progress(iteration=0, total=1, metrics={"step": "timing the first steps"})
+    est = estimate_runtime(method, stack, params)
+    yield Progress(iteration=1, total=1, metrics={"step": "done"})
+    return est
+
+
 def _devices():
     try:
         import torch
@@ -140,6 +153,11 @@ class ReconPanel:
         self.start_button = w.Button(description="Start", button_style="success", icon="play")
         self.cancel_button = w.Button(description="Cancel", button_style="danger", icon="stop",
                                       disabled=True)
+        self.estimate_button = w.Button(description="Estimate time", icon="clock")
+        self.estimate_button.tooltip = ("time a few steps of the first channel batch on the chosen device and "
+                                        "extrapolate to the whole run (runs in the background)")
+        self.estimate_label = w.HTML("")
+        self.estimate_job: _jobs.Job | None = None
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="",
                                         layout=w.Layout(width="60%"))
         self.status = w.HTML("<i>no job yet</i>")
@@ -166,11 +184,13 @@ class ReconPanel:
         self.channels.observe(self._on_channels, "value")
         self.start_button.on_click(lambda _: self.start())
         self.cancel_button.on_click(lambda _: self.cancel())
+        self.estimate_button.on_click(lambda _: self.estimate())
         state.observe(self._on_stack, "stack")
         self._on_method()
         self._on_stack()
         controls = w.VBox([self.method, self.preset, self.params_box, self.channels, self.channel_label,
                            self.batch, self.device, w.HBox([self.start_button, self.cancel_button]),
+                           w.HBox([self.estimate_button, self.estimate_label]),
                            self.progress, self.status, self.error, self.job_list],
                           layout=w.Layout(width="430px"))
         self.widget = w.VBox([w.HBox([controls, _fig.fixed_box(self.fig, 640, 300)]),
@@ -179,6 +199,7 @@ class ReconPanel:
                         (self.preset, "xrdw-preset"),
                         (self.channels, "xrdw-channels"), (self.channel_label, "xrdw-channel-label"),
                         (self.start_button, "xrdw-start"), (self.cancel_button, "xrdw-cancel"),
+                        (self.estimate_button, "xrdw-estimate"), (self.estimate_label, "xrdw-estimate-label"),
                         (self.status, "xrdw-recon-status"), (self.error, "xrdw-error")):
             wd.add_class(cls)  # stable hooks for browser tests and custom CSS
 
@@ -296,6 +317,42 @@ class ReconPanel:
             return "preview: " + _channel_text(coord, a, min(b, hi))
         except ValueError:  # pragma: no cover - metrics of a foreign solver
             return "preview"
+
+    def estimate(self) -> _jobs.Job | None:
+        """Estimate the run time of the current choice in a background job (a probe of a few
+        steps, :func:`~xrdwidgets.recon.estimate.estimate_runtime`); the answer goes to
+        ``estimate_label`` ("about 18 min")."""
+        stack = self.state.stack
+        self.error.value = ""
+        lo, hi = self.channels.value
+        if stack is None or hi <= lo:
+            self.estimate_label.value = "<i>load data and choose channels first</i>"
+            return None
+        spec = _data.spectral_dim(stack)
+        sub = stack.isel({spec: slice(lo, hi)})
+        method, params = self.method.value, self.parameters()
+        self.estimate_button.disabled = True
+        self.estimate_label.value = "<i>timing a few steps…</i>"
+        job = _jobs.run(functools.partial(estimate_job, sub, method, params), name=f"estimate {method}",
+                        queue=False)
+        self.estimate_job = job
+
+        def done(ev):
+            if not ev.state.finished:
+                return
+            self.estimate_button.disabled = False
+            if ev.state is _jobs.State.DONE:
+                est = ev.job.result
+                self.estimate_label.value = (
+                    f"<span title='{html.escape(str(est), quote=True)}'><b>{est.text()}</b> "
+                    f"<small>({est.steps} steps, {est.batches} batch{'es' if est.batches != 1 else ''})"
+                    "</small></span>")
+            else:
+                self.estimate_label.value = ""
+                self.error.value = f"<span style='color:#b00'>estimate: {html.escape(ev.job.message)}</span>"
+
+        job.subscribe(done)
+        return job
 
     def cancel(self):
         """Cancel the current job (it stops within one iteration)."""
