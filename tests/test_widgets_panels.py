@@ -211,3 +211,31 @@ def test_recon_panel_estimate_time_runs_as_a_job(state):
     panel.param_widgets["lam_rel"].value = 0.0
     panel.channels.value = (0, 0)
     assert panel.estimate() is None and "choose channels" in panel.estimate_label.value
+
+
+def test_data_tab_shows_what_was_loaded(state):
+    from xrdwidgets.widgets._views import decode_z
+    from xrdwidgets.widgets.data_panel import DataPanel, stack_overview
+
+    panel = DataPanel(AppState())
+    assert "nothing loaded" in panel.overview_fig.layout.annotations[0].text     # empty: says what to do
+    panel = DataPanel(state)                                                      # a stack already loaded
+    assert panel.overview_job is not None
+    panel.overview_job.wait(timeout=60)
+    raw = state.raw
+    mean = raw.mean(("translation", "angle")).values
+    k = int(np.argmax(mean))
+    assert _wait(lambda: "sinogram at 2θ" in panel.overview_fig.layout.annotations[0].text)
+    assert f"(channel {k})" in panel.overview_fig.layout.annotations[0].text
+    z = decode_z(panel.overview_fig.data[0].z)
+    np.testing.assert_allclose(z, raw.isel(tth=k).transpose("angle", "translation").values, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(panel.overview_fig.data[1].y, float), mean, rtol=1e-5)
+    assert panel.overview_fig.layout.xaxis2.title.text.startswith("2θ")
+    assert panel.overview_fig.layout.xaxis.title.text and panel.overview_fig.layout.yaxis.title.text
+    # a new load replaces it
+    other = raw.isel(tth=slice(0, 10))
+    state.set_data(other, name="ten")
+    assert _wait(lambda: panel.overview_job is not None and panel.overview_job.done
+                 and len(panel.overview_fig.data[1].y) == 10)
+    sino, pattern, kk = stack_overview(other)
+    assert pattern.sizes["tth"] == 10 and kk == int(np.argmax(other.mean(("translation", "angle")).values))
