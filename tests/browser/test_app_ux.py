@@ -59,6 +59,8 @@ def page(browser_context, ux_server):
     pg.set_viewport_size({"width": 1280, "height": 1100})
     pg.requests = []
     pg.on("request", lambda req: pg.requests.append(req.url))
+    pg.console = []
+    pg.on("console", lambda msg: pg.console.append((msg.type, msg.text)))
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
     pg.js_errors = errors
@@ -174,6 +176,36 @@ def test_one_channel_stack_explored_without_empty_figures(page):
     label = page.locator(ex).inner_text()
     assert " 1 (channel" not in label
     _shot(page, "explore_one_channel")
+
+
+#: Why the page still logs "Unsatisfied version" warnings (measured, see test below): Voila 0.5.13
+#: serves JupyterLab 4.2.5 core packages (@jupyterlab/services 7.2.5, coreutils 6.2.5) as shared
+#: singletons, while (a) its own @voila-dashboards/widgets-manager8 was built against 4.5.10 and
+#: (b) jupyterlab_widgets 3.0.17 (required by ipywidgets 8.1.9) against 4.6.2. webpack warns and
+#: uses the served 4.2.5 (strictVersion false): nothing fails. With ipywidgets 8.1.5 +
+#: jupyterlab_widgets 3.0.13 (built against 4.2.4) the 9 warnings of (b) go, but Voila's own (a)
+#: grow from 4 to 11; denying the jupyterlab-manager extension in Voila leaves no widget
+#: manager ("No version of module @jupyter-widgets/base is registered"). Only a Voila release
+#: whose widgets manager matches its core removes them.
+UNSATISFIED_WHY = ("Voila 0.5.13 serves JupyterLab 4.2.5 core modules while its own widgets-manager8 "
+                   "(^4.5.10) and jupyterlab_widgets 3.0.17 (^4.6.2) were built against newer ones")
+
+
+def test_console_has_no_errors(page):
+    errors = [t for kind, t in page.console if kind == "error"]
+    assert not errors, errors[:5]
+    # what the warnings are (the measurement behind UNSATISFIED_WHY): only core modules at the
+    # versions Voila serves; nothing about our widgets' own packages
+    unsatisfied = [t for kind, t in page.console if "Unsatisfied version" in t or "No satisfying version" in t]
+    served = ("4.2.5", "7.2.5", "6.2.5")
+    for t in unsatisfied:
+        assert "@jupyterlab/" in t and any(v in t for v in served), t
+
+
+@pytest.mark.xfail(strict=True, reason=UNSATISFIED_WHY)
+def test_console_has_no_unsatisfied_version_warnings(page):
+    unsatisfied = [t for kind, t in page.console if "Unsatisfied version" in t]
+    assert not unsatisfied, f"{len(unsatisfied)} warnings, e.g. {unsatisfied[:2]}"
 
 
 def test_no_request_left_the_server(page, ux_server):

@@ -498,6 +498,10 @@ class Explorer(tl.HasTraits):
             tr.on_click(self._on_pattern_click)
             tr.on_hover(self._on_pattern_hover)
             tr.on_selection(self._on_pattern_select)
+        # empty selection first: a message carrying new options *and* an index into them may reach
+        # the browser's SelectMultiple view index-first ("Cannot set properties of undefined
+        # (setting 'selected')" in the console, the selection not shown)
+        self.w_overlays.value = ()
         self.w_overlays.options = list(self._compare)
         self.w_overlays.value = tuple(keep + new)
         self.w_overlays.disabled = not self._compare
