@@ -332,7 +332,10 @@ def map_label(result, name: str) -> str:
     error is named after its parameter's words."""
     if name.endswith("_stderr") and name[:-7] in result:
         return "standard error of " + map_label(result, name[:-7])
-    return str(result[name].attrs.get("long_name") or name)
+    text = str(result[name].attrs.get("long_name") or name)
+    for dim, words in _data.LONG_NAMES.items():   # "FWHM (tth)" → "FWHM (2θ)"
+        text = text.replace(f"({dim})", f"({words})")
+    return text
 
 
 _PARAM_WORDS = {"area": "integrated intensity", "position": "peak position", "fwhm": "FWHM",
@@ -395,8 +398,11 @@ class PeakFitPanel:
                                         description="blank pixels without a significant peak")
         self.blank_no_peak.observe(self._show_map, "value")
         for wd in (self.profile, self.n_peaks, self.background, self.positions, self.fwhm_max,
-                   self.max_iter, self.map_param):
+                   self.max_iter):
             wd.layout.width = "330px"
+        # map names are words ("standard error of integrated intensity of peak 0"): a short label, a wide menu
+        self.map_param.style.description_width = "36px"
+        self.map_param.layout.width = "395px"
         base = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.16,
                              subplot_titles=("parameter map: press Fit", "pixel: hover the map after a fit"))
         base.add_trace(go.Heatmap(z=[[None]], colorscale="Viridis", colorbar={"thickness": 10, "x": 0.40},

@@ -304,10 +304,10 @@ class DataPanel:
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
-        base = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.14,
+        base = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.24,
                              subplot_titles=OVERVIEW_EMPTY)
         base.add_trace(go.Heatmap(z=[[None]], colorscale="Viridis", showscale=False,
-                                  colorbar={"thickness": 10, "x": 0.40, "title": {"side": "right"}}), row=1, col=1)
+                                  colorbar={"thickness": 10, "x": 0.36, "title": {"side": "right"}}), row=1, col=1)
         base.add_trace(go.Scatter(x=[], y=[], mode="lines", line={"color": "#1f3b73"}, name="mean"), row=1, col=2)
         base.add_trace(go.Scatter(x=[], y=[], mode="markers", marker={"color": "#d62728", "size": 9},
                                   name="strongest channel"), row=1, col=2)

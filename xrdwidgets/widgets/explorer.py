@@ -232,7 +232,7 @@ class Explorer(tl.HasTraits):
         self.w_log = w.Checkbox(value=bool(log_on), description="log image", **small)
         self.w_percentiles = w.FloatRangeSlider(value=tuple(percentiles), min=0, max=100, step=0.5,
                                                 description="limits %", continuous_update=False,
-                                                layout=w.Layout(width="300px"))
+                                                readout_format=".1f", layout=w.Layout(width="300px"))
         self.w_log_pattern = w.Checkbox(value=False, description="log pattern", **small)
         self.w_hover = w.Checkbox(value=True, description="hover → pattern", **small)
         self.w_hover_map = w.Checkbox(value=False, description="hover → image", **small)

@@ -47,6 +47,10 @@ START_PRESET = "quick"
 #: Figure titles before a job has sent anything (they say what to do).
 LOSS_EMPTY = "loss: press Start"
 PREVIEW_EMPTY = "preview: press Start"
+#: Width of the form's fields (labels 150 px): long method names and values are not cut.
+FORM_WIDTH = "415px"
+#: Width (px) of the loss | preview figure (the preview's title names its channels in full).
+FIG_W = 740
 
 
 def loss_segments(history, batch_starts) -> tuple[list, list]:
@@ -74,21 +78,22 @@ def loss_segments(history, batch_starts) -> tuple[list, list]:
 def _param_widget(p: Param, value):
     """A widget for one parameter, showing ``value`` (an optional number's ``None`` shows as 0)."""
     style = {"description_width": "150px"}
+    layout = w.Layout(width=FORM_WIDTH)
     label = p.label + (f" ({p.units})" if p.units else "")
     lo = -1e12 if p.minimum is None else p.minimum
     hi = 1e12 if p.maximum is None else p.maximum
     if p.kind == "int":
         wd = w.BoundedIntText(value=0 if value is None else value, min=int(lo), max=int(hi), description=label,
-                              style=style)
+                              style=style, layout=layout)
     elif p.kind == "float":
         wd = w.BoundedFloatText(value=0.0 if value is None else value, min=lo, max=hi, step=0.01,
-                                description=label, style=style)
+                                description=label, style=style, layout=layout)
     elif p.kind == "bool":
         wd = w.Checkbox(value=value, description=label, indent=False)
     elif p.kind == "choice":
-        wd = w.Dropdown(options=list(p.choices), value=value, description=label, style=style)
+        wd = w.Dropdown(options=list(p.choices), value=value, description=label, style=style, layout=layout)
     else:
-        wd = w.Text(value="" if value is None else str(value), description=label, style=style)
+        wd = w.Text(value="" if value is None else str(value), description=label, style=style, layout=layout)
     wd.tooltip = p.help + ("; 0: automatic" if p.optional and p.kind in ("int", "float") else "")
     wd.add_class(f"xrdw-param-{p.name}")
     return wd
@@ -169,12 +174,14 @@ class ReconPanel:
         base = make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42], horizontal_spacing=0.08,
                              subplot_titles=(LOSS_EMPTY, PREVIEW_EMPTY))
         base.add_trace(go.Scatter(x=[], y=[], mode="lines", name="loss", connectgaps=False), row=1, col=1)
-        base.add_trace(go.Heatmap(z=[[0.0]], colorscale="Viridis", showscale=False), row=1, col=2)
-        base.update_layout(height=300, width=640, autosize=False, showlegend=False,
+        base.add_trace(go.Heatmap(z=[[None]], colorscale="Viridis", showscale=False), row=1, col=2)
+        base.update_layout(height=300, width=FIG_W, autosize=False, showlegend=False, plot_bgcolor="white",
                            margin=dict(l=50, r=10, t=30, b=40))
-        base.update_annotations(font_size=12)
+        base.update_annotations(font_size=11)
         base.update_xaxes(title_text="step (all channel batches)", row=1, col=1)
-        base.update_yaxes(type="log", row=1, col=1)
+        base.update_yaxes(type="log", dtick="D2", title_text="loss", row=1, col=1)   # 1-2-5 labels
+        base.update_xaxes(visible=False, row=1, col=1)   # shown with the first loss (no empty axes)
+        base.update_yaxes(visible=False, row=1, col=1)
         base.update_xaxes(visible=False, row=1, col=2)
         base.update_yaxes(visible=False, autorange="reversed", scaleanchor="x2", row=1, col=2)
         self.fig = _fig.FigureWidget(base)
@@ -193,8 +200,11 @@ class ReconPanel:
                            w.HBox([self.estimate_button, self.estimate_label]),
                            self.progress, self.status, self.error, self.job_list],
                           layout=w.Layout(width="430px"))
-        self.widget = w.VBox([w.HBox([controls, _fig.fixed_box(self.fig, 640, 300)]),
+        self.widget = w.VBox([w.HBox([controls, _fig.fixed_box(self.fig, FIG_W, 300)]),
                               w.HTML("<b>log</b>"), self.log])
+        for wd in (self.method, self.preset, self.batch, self.device):
+            wd.layout.width = FORM_WIDTH
+        self.batch.add_class("xrdw-batch")
         for wd, cls in ((self.widget, "xrdw-recon-panel"), (self.method, "xrdw-method"),
                         (self.preset, "xrdw-preset"),
                         (self.channels, "xrdw-channels"), (self.channel_label, "xrdw-channel-label"),
@@ -314,7 +324,7 @@ class ReconPanel:
         s, e = metrics.get("channel_start"), metrics.get("channel_stop")
         a, b = (lo + int(s), lo + int(e)) if s is not None and e is not None else (lo, hi)
         try:
-            return "preview: " + _channel_text(coord, a, min(b, hi))
+            return _channel_text(coord, a, min(b, hi))
         except ValueError:  # pragma: no cover - metrics of a foreign solver
             return "preview"
 
@@ -379,6 +389,7 @@ class ReconPanel:
                 with _fig.updating(self.fig):
                     self.loss_trace.x = xs
                     self.loss_trace.y = ys
+                    self.fig.layout.xaxis.visible = self.fig.layout.yaxis.visible = True
             if p.preview is not None:
                 from ..views import decimate
 
