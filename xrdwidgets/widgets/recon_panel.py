@@ -25,8 +25,8 @@ from .. import jobs as _jobs
 from ..progress import Progress
 from ..recon.estimate import estimate_runtime
 from ..recon.iterative import iterate
-from ..views import channel_text as _channel_text
 from ..recon.registry import DEFAULT_PRESET, ParamSpec, get_method, methods
+from ..views import channel_text as _channel_text
 from . import _views as _fig
 from .state import AppState
 
