@@ -82,6 +82,28 @@ def test_drifted_defaults_are_fixed_and_quick_is_a_named_preset():
         get_method("sd2i").preset("nope")
 
 
+def test_every_parameter_has_human_label_and_help():
+    for name, spec in methods().items():
+        for p in spec.params:
+            assert p.label.strip() and p.label != p.name, f"{name}.{p.name}: label {p.label!r}"
+            assert "_" not in p.label, f"{name}.{p.name}: label {p.label!r} looks like a Python name"
+            assert p.help.strip(), f"{name}.{p.name}: no help"
+    assert get_method("tv").param("lam_rel").label == "TV weight (relative)"
+    assert get_method("sirt").param("n_iter").label == "iterations"
+
+
+def test_registering_a_parameter_without_label_is_refused():
+    def iterate_demo(stack, *, steps: int = 3, batch: int = 8):  # pragma: no cover - never run
+        yield from ()
+
+    with pytest.raises(TypeError, match="'steps' needs a label"):
+        register("demo-nolabel", iterate_demo, label="x", help="x", params=[param("steps", "x")])
+    with pytest.raises(TypeError, match="'steps' needs a label"):
+        register("demo-nolabel", iterate_demo, label="x", help="x", params=[param("steps", "x", label="steps")])
+    with pytest.raises(ValueError, match="method must be one of"):
+        get_method("demo-nolabel")
+
+
 def test_registering_a_method_is_one_call_and_checks_its_parameters():
     def iterate_demo(stack, *, steps: int = 3, batch: int = 8):  # pragma: no cover - never run
         yield from ()

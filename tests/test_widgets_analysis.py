@@ -98,7 +98,14 @@ def test_peak_fit_runs_as_a_job_fills_the_map_and_shows_a_pixel(state, volume):
     res = panel.result
     assert res["area_0"].dims == ("y", "x")
     assert "rwp" in res and "converged" in res
-    assert "area_0" in panel.map_param.options and panel.progress.value == 1.0
+    assert "area_0" in dict(panel.map_param.options).values() and panel.progress.value == 1.0
+    # the menu and the map title show words, not the Python names
+    shown = dict(panel.map_param.options)
+    assert "integrated intensity of peak 0" in shown and "weighted-profile R factor Rwp (fraction)" in shown
+    assert not {"area_0", "rwp", "bg_1", "chi2", "n_iter"} & set(shown)
+    assert "FWHM (2θ) of peak 0" in shown and not any("tth" in t for t in shown)
+    panel.map_param.value = "bg_1"
+    assert "background coefficient" in panel.fig.layout.annotations[0].text
     z = _views.decode_z(panel.fig.data[0].z)
     np.testing.assert_allclose(z, res[panel.map_param.value].values.astype(np.float32), equal_nan=True)
     # a pixel inside the sample: the fit follows the data closely

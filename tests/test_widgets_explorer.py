@@ -354,3 +354,23 @@ def test_large_volumes_get_a_window_index_and_the_same_images(monkeypatch):
     assert wait_until(lambda: ex._window_index is not None)
     ex.select_window(40, 250, by="index")
     np.testing.assert_allclose(ex.image.values, vol.values[:, :, 40:250].sum(-1), rtol=1e-5)
+
+
+def test_tth_reads_2theta_even_without_schema_attrs(vol):
+    """A file from another tool names the axis "tth" (or gives no long_name): every label says 2θ."""
+    bare = vol.copy()
+    bare["tth"] = xr.DataArray(vol.tth.values, dims="tth", attrs={"units": "deg", "long_name": "tth"})
+    assert views.axis_label(bare.tth) == "2θ (deg)" and views.axis_name(bare.tth) == "2θ"
+    bare["tth"] = xr.DataArray(vol.tth.values, dims="tth", attrs={"units": "deg"})
+    assert views.axis_label(bare.tth) == "2θ (deg)"
+    assert views.axis_label(xr.DataArray([1.0], dims="foo", name="foo", attrs={"units": "mm"})) == "foo (mm)"
+    assert views.channel_text(bare.tth, 3, 4) == f"2θ = {bare.tth.values[3]:.4g} deg (channel 3)"
+    assert views.channel_text(bare.tth, 3, 6).startswith("Σ 2θ ")
+    with pytest.raises(ValueError, match="outside"):
+        views.channel_text(bare.tth, 5, 5)
+    e = Explorer(bare, name="bare")
+    try:
+        assert e.pattern_fig.layout.xaxis.title.text == "2θ (deg)"
+        assert "2θ" in e.w_window_label.value and "tth" not in e.w_window_label.value
+    finally:
+        e.close()

@@ -40,6 +40,51 @@ def test_recon_panel_runs_fbp_and_publishes_result(state):
     assert "done" in panel.status.value and panel.cancel_button.disabled
 
 
+def test_recon_panel_shows_parameter_labels_and_help(state):
+    from xrdwidgets.recon.registry import methods
+
+    panel = ReconPanel(state, queue=jobs.JobQueue("t-labels"))
+    for name, spec in methods().items():
+        panel.method.value = name
+        for pname, wd in panel.param_widgets.items():
+            p = spec.param(pname)
+            assert wd.description.startswith(p.label) and wd.description.split(" (")[0] != pname
+            assert wd.tooltip.startswith(p.help)
+    panel.method.value = "tv"
+    assert panel.param_widgets["lam_rel"].description == "TV weight (relative)"
+    assert panel.param_widgets["n_iter"].description == "iterations"
+
+
+def test_recon_panel_loss_curve_breaks_between_channel_batches(state):
+    panel = ReconPanel(state, queue=jobs.JobQueue("t-batches"))
+    assert "press Start" in panel.fig.layout.annotations[0].text      # empty states say what to do
+    assert "press Start" in panel.fig.layout.annotations[1].text
+    panel.method.value = "tv"
+    panel.param_widgets["n_iter"].value = 4
+    panel.channels.value = (10, 30)
+    panel.batch.value = 10                                           # 2 channel batches
+    job = panel.start()
+    job.wait(timeout=60)
+    assert job.state is jobs.State.DONE, job.message
+    assert _wait(lambda: panel.progress.value == 1.0 and len(panel.loss_trace.x) == 9)
+    x, y = list(panel.loss_trace.x), list(panel.loss_trace.y)
+    assert x == [1, 2, 3, 4, None, 5, 6, 7, 8]                       # one break, at the second batch
+    assert y[4] is None and all(v is not None for v in y[:4] + y[5:])
+    assert panel.loss_trace.connectgaps is not True
+    # the preview says which channels it shows: the last batch, 20–29 of the stack
+    title = panel.fig.layout.annotations[1].text
+    tth = state.stack.tth.values
+    assert "2θ" in title and "channels 20–29" in title and f"{tth[20]:.4g}" in title, title
+    assert "tth" not in title and "tth" not in panel.channel_label.value
+
+
+def test_loss_segments_one_batch_is_one_line():
+    from xrdwidgets.widgets.recon_panel import loss_segments
+
+    assert loss_segments([(1, 3.0), (2, 2.0)], set()) == ([1, 2], [3.0, 2.0])
+    assert loss_segments([(1, 3.0), (2, 2.0), (3, 9.0)], {1, 3}) == ([1, 2, None, 3], [3.0, 2.0, None, 9.0])
+
+
 def test_recon_panel_streams_loss_and_preview_then_cancel(state):
     panel = ReconPanel(state, queue=jobs.JobQueue("t2"))
     panel.method.value = "tv"
@@ -146,3 +191,51 @@ def test_recon_panel_runs_noise2inverse_as_a_job(state):
     assert job.state is jobs.State.DONE, job.message
     assert _wait(lambda: "noise2inverse #1" in state.results)
     assert state.results["noise2inverse #1"].dims == ("y", "x", "tth")
+
+
+def test_recon_panel_estimate_time_runs_as_a_job(state):
+    panel = ReconPanel(state, queue=jobs.JobQueue("t-est"))
+    panel.method.value = "sirt"
+    panel.param_widgets["n_iter"].value = 40
+    panel.batch.value = 30
+    job = panel.estimate_button.click() or panel.estimate_job
+    assert job is not None and panel.estimate_button.disabled       # a job, not work in the callback
+    job.wait(timeout=60)
+    assert job.state is jobs.State.DONE, job.message
+    est = job.result
+    assert (est.steps, est.batches) == (80, 2)
+    assert _wait(lambda: "about" in panel.estimate_label.value and not panel.estimate_button.disabled)
+    assert "80 steps, 2 batches" in panel.estimate_label.value
+    # no channels chosen: a clear message, no job
+    panel.method.value = "tv"
+    panel.param_widgets["lam_rel"].value = 0.0
+    panel.channels.value = (0, 0)
+    assert panel.estimate() is None and "choose channels" in panel.estimate_label.value
+
+
+def test_data_tab_shows_what_was_loaded(state):
+    from xrdwidgets.widgets._views import decode_z
+    from xrdwidgets.widgets.data_panel import DataPanel, stack_overview
+
+    panel = DataPanel(AppState())
+    assert "nothing loaded" in panel.overview_fig.layout.annotations[0].text     # empty: says what to do
+    panel = DataPanel(state)                                                      # a stack already loaded
+    assert panel.overview_job is not None
+    panel.overview_job.wait(timeout=60)
+    raw = state.raw
+    mean = raw.mean(("translation", "angle")).values
+    k = int(np.argmax(mean))
+    assert _wait(lambda: "sinogram at 2θ" in panel.overview_fig.layout.annotations[0].text)
+    assert f"(channel {k})" in panel.overview_fig.layout.annotations[0].text
+    z = decode_z(panel.overview_fig.data[0].z)
+    np.testing.assert_allclose(z, raw.isel(tth=k).transpose("angle", "translation").values, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(panel.overview_fig.data[1].y, float), mean, rtol=1e-5)
+    assert panel.overview_fig.layout.xaxis2.title.text.startswith("2θ")
+    assert panel.overview_fig.layout.xaxis.title.text and panel.overview_fig.layout.yaxis.title.text
+    # a new load replaces it
+    other = raw.isel(tth=slice(0, 10))
+    state.set_data(other, name="ten")
+    assert _wait(lambda: panel.overview_job is not None and panel.overview_job.done
+                 and len(panel.overview_fig.data[1].y) == 10)
+    sino, pattern, kk = stack_overview(other)
+    assert pattern.sizes["tth"] == 10 and kk == int(np.argmax(other.mean(("translation", "angle")).values))

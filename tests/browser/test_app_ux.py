@@ -59,6 +59,8 @@ def page(browser_context, ux_server):
     pg.set_viewport_size({"width": 1280, "height": 1100})
     pg.requests = []
     pg.on("request", lambda req: pg.requests.append(req.url))
+    pg.console = []
+    pg.on("console", lambda msg: pg.console.append((msg.type, msg.text)))
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
     pg.js_errors = errors
@@ -155,6 +157,56 @@ def test_other_tabs_render_for_screenshots(page):
         _shot(page, name.lower().replace(" ", "_"))
 
 
+def test_reconstruct_estimate_then_a_two_batch_run(page):
+    """ETA before Start; the loss curve of two channel batches is two pieces; the preview says
+    which channels it shows."""
+    _tab(page, "Reconstruct")
+    panel = f"{APP} .xrdw-recon-panel"
+    page.locator(f"{panel} .xrdw-method select").select_option(label="TV (total variation, PDHG)")
+    page.locator(f"{panel} .xrdw-param-n_iter input").fill("60")
+    page.locator(f"{panel} .xrdw-batch input").fill("30")
+    page.locator(f"{panel} .xrdw-batch input").press("Enter")
+    page.locator(f"{panel} .xrdw-param-n_iter input").press("Enter")
+    page.locator(f"{panel} .xrdw-estimate").click()
+    page.wait_for_function(
+        "() => { const e = document.querySelector('.xrdwidgets-app .xrdw-estimate-label');"
+        " return e && e.textContent.includes('about') && e.textContent.includes('120 steps, 2 batches'); }",
+        timeout=LONG_MS)
+    page.locator(f"{panel} .xrdw-start").click()
+    page.wait_for_function(
+        "() => { const e = document.querySelector('.xrdwidgets-app .xrdw-recon-status');"
+        " return e && e.textContent.includes('done'); }", timeout=LONG_MS)
+    page.wait_for_function(
+        "() => { const t = [...document.querySelectorAll('.xrdwidgets-app .xrdw-recon-panel .annotation-text')]"
+        ".map(a => a.textContent); return t.some(s => s.includes('Σ 2θ') && s.includes('channels 30–59')); }",
+        timeout=LONG_MS)
+    _shot(page, "reconstruct_run")
+
+
+def test_peak_fit_map_titled_in_words(page):
+    _tab(page, "Peak fitting")
+    selects = page.locator(f"{APP} .xrdw-peakfit-panel select")
+    # the ROI window here is 5 channels: a Gaussian on a constant (4 parameters) fits in it
+    selects.nth(0).select_option(label="gaussian")
+    selects.nth(1).select_option(label="constant")
+    page.wait_for_timeout(500)
+    page.locator(f"{APP} .xrdw-fit-start").click()
+    page.wait_for_function(
+        "() => { const e = document.querySelector('.xrdwidgets-app .xrdw-fit-status');"
+        " const f = document.querySelector('.xrdwidgets-app .xrdw-fit-error');"
+        " return e && e.textContent.includes('did not converge') || f && f.textContent.trim(); }", timeout=LONG_MS)
+    err = page.locator(f"{APP} .xrdw-fit-error").inner_text().strip()
+    _shot(page, "peak_fitting_result")
+    assert not err, err
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.xrdwidgets-app .xrdw-peakfit-panel .annotation-text')]"
+        ".some(a => a.textContent.includes('integrated intensity of peak 0'))", timeout=LONG_MS)
+    options = [o.replace("\xa0", " ").strip() for o in selects.nth(2).locator("option").all_inner_texts()]
+    assert "weighted-profile R factor Rwp (fraction)" in options and "rwp" not in options, options
+    assert "FWHM (2θ) of peak 0" in options and not any("tth" in o for o in options), options
+    _shot(page, "peak_fitting_result")
+
+
 def test_one_channel_stack_explored_without_empty_figures(page):
     _tab(page, "Data")
     page.locator(f"{APP} .xrdw-files select").select_option("one_channel.h5")
@@ -174,6 +226,36 @@ def test_one_channel_stack_explored_without_empty_figures(page):
     label = page.locator(ex).inner_text()
     assert " 1 (channel" not in label
     _shot(page, "explore_one_channel")
+
+
+#: Why the page still logs "Unsatisfied version" warnings (measured, see test below): Voila 0.5.13
+#: serves JupyterLab 4.2.5 core packages (@jupyterlab/services 7.2.5, coreutils 6.2.5) as shared
+#: singletons, while (a) its own @voila-dashboards/widgets-manager8 was built against 4.5.10 and
+#: (b) jupyterlab_widgets 3.0.17 (required by ipywidgets 8.1.9) against 4.6.2. webpack warns and
+#: uses the served 4.2.5 (strictVersion false): nothing fails. With ipywidgets 8.1.5 +
+#: jupyterlab_widgets 3.0.13 (built against 4.2.4) the 9 warnings of (b) go, but Voila's own (a)
+#: grow from 4 to 11; denying the jupyterlab-manager extension in Voila leaves no widget
+#: manager ("No version of module @jupyter-widgets/base is registered"). Only a Voila release
+#: whose widgets manager matches its core removes them.
+UNSATISFIED_WHY = ("Voila 0.5.13 serves JupyterLab 4.2.5 core modules while its own widgets-manager8 "
+                   "(^4.5.10) and jupyterlab_widgets 3.0.17 (^4.6.2) were built against newer ones")
+
+
+def test_console_has_no_errors(page):
+    errors = [t for kind, t in page.console if kind == "error"]
+    assert not errors, errors[:5]
+    # what the warnings are (the measurement behind UNSATISFIED_WHY): only core modules at the
+    # versions Voila serves; nothing about our widgets' own packages
+    unsatisfied = [t for kind, t in page.console if "Unsatisfied version" in t or "No satisfying version" in t]
+    served = ("4.2.5", "7.2.5", "6.2.5")
+    for t in unsatisfied:
+        assert "@jupyterlab/" in t and any(v in t for v in served), t
+
+
+@pytest.mark.xfail(strict=True, reason=UNSATISFIED_WHY)
+def test_console_has_no_unsatisfied_version_warnings(page):
+    unsatisfied = [t for kind, t in page.console if "Unsatisfied version" in t]
+    assert not unsatisfied, f"{len(unsatisfied)} warnings, e.g. {unsatisfied[:2]}"
 
 
 def test_no_request_left_the_server(page, ux_server):

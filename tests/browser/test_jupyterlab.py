@@ -45,7 +45,7 @@ VIEWPORT = {"width": 1600, "height": 1200}
 
 #: Sizes of the figures (see xrdwidgets.widgets._views and the panels).
 IMAGE, PATTERN = (470, 430), (600, 430)
-CORRECTIONS, RECON = (660, 340), (640, 300)
+CORRECTIONS, RECON = (660, 340), (740, 300)
 
 
 def _skip(*, lab: bool):

@@ -203,11 +203,14 @@ def cgls(stack, **kwargs):
 
 register("cgls", iterate_cgls, label="CGLS",
          help="conjugate-gradient least squares (converges fast; stop early on noisy data)",
-         params=[param("n_iter", "number of iterations", minimum=1),
-                 param("nonneg", "keep the image non-negative (projected, restarted CGLS)"),
-                 param("restart_every", "restart period of the projected CGLS (nonneg)", minimum=1,
+         params=[param("n_iter", label="iterations", help="number of iterations", minimum=1),
+                 param("nonneg", label="non-negative",
+                       help="keep the image non-negative (projected, restarted CGLS)"),
+                 param("restart_every", label="restart every",
+                       help="restart period of the projected CGLS (nonneg)", minimum=1,
                        advanced=True),
-                 param("checkpoint_every", "also checkpoint the running batch every this many iterations "
-                       "(0: only finished batches)", minimum=0, advanced=True),
+                 param("checkpoint_every", label="checkpoint every",
+                       help="also checkpoint the running batch every this many iterations "
+                            "(0: only finished batches)", minimum=0, advanced=True),
                  *common_params()],
          presets={"quick": {"nonneg": True}})

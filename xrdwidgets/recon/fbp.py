@@ -124,5 +124,5 @@ def fbp(stack, **kwargs) -> xr.DataArray:
 
 register("fbp", iterate_fbp, label="FBP (filtered back-projection)",
          help="filtered back-projection: fast, one step per channel batch",
-         params=[param("filter", "FBP filter (window of the ramp)", choices=FILTERS),
+         params=[param("filter", label="FBP filter", help="FBP filter (window of the ramp)", choices=FILTERS),
                  *common_params()])

@@ -42,6 +42,9 @@ class ParamSpec:
     ----------
     name : str
         Keyword of the method's ``iterate`` function.
+    label : str
+        Human words for the panel and other user interfaces (``"iterations"`` for ``n_iter``);
+        never the Python name.
     kind : {"int", "float", "bool", "choice", "str"}
     default :
         From the function's signature (``None``: "automatic", see ``help``).
@@ -63,6 +66,7 @@ class ParamSpec:
     kind: str
     default: object
     help: str
+    label: str = ""
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple = ()
@@ -128,23 +132,28 @@ class MethodSpec:
         return {**self.defaults(), **self.presets.get(name, {})}
 
 
-def param(name: str, help: str, *, kind: str | None = None, minimum=None, maximum=None, choices=(),
-          units: str = "", advanced: bool = False, flag: str = "") -> dict:
-    """What a method file says about one parameter (the default comes from the signature)."""
-    return dict(name=name, help=help, kind=kind, minimum=minimum, maximum=maximum, choices=tuple(choices),
-                units=units, advanced=advanced, flag=flag)
+def param(name: str, help: str, *, label: str = "", kind: str | None = None, minimum=None, maximum=None,
+          choices=(), units: str = "", advanced: bool = False, flag: str = "") -> dict:
+    """What a method file says about one parameter (the default comes from the signature).
+
+    ``label`` (human words, e.g. ``"iterations"`` for ``n_iter``) is required by :func:`register`.
+    """
+    return dict(name=name, help=help, label=label, kind=kind, minimum=minimum, maximum=maximum,
+                choices=tuple(choices), units=units, advanced=advanced, flag=flag)
 
 
 def common_params(*, batch_help: str = "channels reconstructed at once (bounds memory)") -> list[dict]:
     """The parameters every stack method shares (``batch``, ``n``, ``circle``, ``centre_offset``, ``device``)."""
     return [
-        param("batch", batch_help, minimum=1),
-        param("n", "image size in pixels (default: the number of translations)", kind="int", minimum=1,
-              units="px", advanced=True),
-        param("circle", "restrict the image to the inscribed circle", advanced=True),
-        param("centre_offset", "rotation-axis offset (default: the stored geometry's, else 0)", kind="float",
-              units="translation steps", advanced=True),
-        param("device", "torch device, e.g. cpu or cuda (default: cuda if present)", kind="str", advanced=True),
+        param("batch", batch_help, label="channel batch", minimum=1),
+        param("n", "image size in pixels (default: the number of translations)", label="image size", kind="int",
+              minimum=1, units="px", advanced=True),
+        param("circle", "restrict the image to the inscribed circle", label="inscribed circle only",
+              advanced=True),
+        param("centre_offset", "rotation-axis offset (default: the stored geometry's, else 0)",
+              label="centre offset", kind="float", units="translation steps", advanced=True),
+        param("device", "torch device, e.g. cpu or cuda (default: cuda if present)", label="compute device",
+              kind="str", advanced=True),
     ]
 
 
@@ -153,13 +162,15 @@ def training_params(*, epochs_help: str = "training epochs", checkpoint_help: st
     """The parameters every network method shares (``epochs``, ``lr``, ``seed``, ``patience``,
     ``min_lr``, ``checkpoint_every``, ``amp``)."""
     return [
-        param("epochs", epochs_help, minimum=1),
-        param("lr", "Adam learning rate", minimum=1e-7, maximum=0.1),
-        param("seed", "seed of the network initialisation", minimum=0, advanced=True),
-        param("patience", "epochs without improvement before the learning rate halves", minimum=0, advanced=True),
-        param("min_lr", "learning-rate floor (training stops there)", minimum=0.0, advanced=True),
-        param("checkpoint_every", checkpoint_help, minimum=0, advanced=True),
-        param("amp", "mixed precision (CUDA)", advanced=True),
+        param("epochs", epochs_help, label="training epochs", minimum=1),
+        param("lr", "Adam learning rate", label="learning rate", minimum=1e-7, maximum=0.1),
+        param("seed", "seed of the network initialisation", label="random seed", minimum=0, advanced=True),
+        param("patience", "epochs without improvement before the learning rate halves", label="patience (epochs)",
+              minimum=0, advanced=True),
+        param("min_lr", "learning-rate floor (training stops there)", label="lowest learning rate", minimum=0.0,
+              advanced=True),
+        param("checkpoint_every", checkpoint_help, label="checkpoint every", minimum=0, advanced=True),
+        param("amp", "mixed precision (CUDA)", label="mixed precision", advanced=True),
     ]
 
 
@@ -204,6 +215,9 @@ def register(name: str, iterate: Callable, *, label: str, help: str, params: lis
             raise TypeError(f"register({name!r}): {iterate.__name__} has no keyword {d['name']!r} with a default")
         default = sig[d["name"]].default
         kind = _kind_of(default, d.pop("kind"), d["choices"])
+        if not str(d.get("label", "")).strip() or d["label"] == d["name"]:
+            raise TypeError(f"register({name!r}): parameter {d['name']!r} needs a label in human words "
+                            f"(param(..., label=...)), found {d.get('label', '')!r}")
         if kind not in _KINDS:
             raise ValueError(f"register({name!r}): kind of {d['name']!r} must be one of {_KINDS}, found {kind!r}")
         specs.append(ParamSpec(kind=kind, default=default, **d))

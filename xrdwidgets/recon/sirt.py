@@ -190,10 +190,12 @@ def sirt(stack, **kwargs):
 
 
 register("sirt", iterate_sirt, label="SIRT", help="simultaneous iterative reconstruction (least squares)",
-         params=[param("n_iter", "number of iterations", minimum=1),
-                 param("nonneg", "keep the image non-negative"),
-                 param("relaxation", "relaxation factor ω (0 < ω < 2)", minimum=0.01, maximum=1.99),
-                 param("checkpoint_every", "also checkpoint the running batch every this many iterations "
-                       "(0: only finished batches)", minimum=0, advanced=True),
+         params=[param("n_iter", label="iterations", help="number of iterations", minimum=1),
+                 param("nonneg", label="non-negative", help="keep the image non-negative"),
+                 param("relaxation", label="relaxation ω",
+                       help="relaxation factor ω (0 < ω < 2)", minimum=0.01, maximum=1.99),
+                 param("checkpoint_every", label="checkpoint every",
+                       help="also checkpoint the running batch every this many iterations "
+                            "(0: only finished batches)", minimum=0, advanced=True),
                  *common_params()],
          presets={"quick": {"n_iter": 50, "nonneg": True}})

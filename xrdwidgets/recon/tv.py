@@ -312,12 +312,15 @@ def tv(stack, **kwargs):
 
 register("tv", iterate_tv, label="TV (total variation, PDHG)",
          help="total-variation regularised least squares (best at few angles / noisy data)",
-         params=[param("n_iter", "number of iterations", minimum=1),
-                 param("nonneg", "keep the image non-negative"),
-                 param("lam_rel", "TV weight relative to the image range (larger: smoother); "
-                       "λ = lam_rel × robust range of the FBP image", minimum=0.0, maximum=10.0),
-                 param("step_ratio", "primal/dual step ratio of PDHG", minimum=1e-6, advanced=True),
-                 param("checkpoint_every", "also checkpoint the running batch every this many iterations "
-                       "(0: only finished batches)", minimum=0, advanced=True),
+         params=[param("n_iter", label="iterations", help="number of iterations", minimum=1),
+                 param("nonneg", label="non-negative", help="keep the image non-negative"),
+                 param("lam_rel", label="TV weight (relative)",
+                       help="TV weight relative to the image range (larger: smoother); "
+                            "λ = lam_rel × robust range of the FBP image", minimum=0.0, maximum=10.0),
+                 param("step_ratio", label="primal/dual step ratio",
+                       help="primal/dual step ratio of PDHG", minimum=1e-6, advanced=True),
+                 param("checkpoint_every", label="checkpoint every",
+                       help="also checkpoint the running batch every this many iterations "
+                            "(0: only finished batches)", minimum=0, advanced=True),
                  *common_params()],
          presets={"quick": {"n_iter": 200, "nonneg": True}})

@@ -35,7 +35,7 @@ from .state import AppState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RoiImagePanel", "RoiPatternPanel", "PeakFitPanel", "parse_positions", "fit_summary"]
+__all__ = ["RoiImagePanel", "RoiPatternPanel", "PeakFitPanel", "parse_positions", "fit_summary", "map_label"]
 
 _STYLE = {"description_width": "100px"}
 _BACKGROUNDS = ("none", "edges", "linear")
@@ -326,6 +326,31 @@ class RoiPatternPanel:
         display(self.widget)
 
 
+def map_label(result, name: str) -> str:
+    """Human words for map ``name`` of a fit result: its ``long_name`` (``"integrated intensity of
+    peak 0"`` for ``area_0``, ``"weighted-profile R factor Rwp (fraction)"`` for ``rwp``); a standard
+    error is named after its parameter's words."""
+    if name.endswith("_stderr") and name[:-7] in result:
+        return "standard error of " + map_label(result, name[:-7])
+    text = str(result[name].attrs.get("long_name") or name)
+    for dim, words in _data.LONG_NAMES.items():   # "FWHM (tth)" → "FWHM (2θ)"
+        text = text.replace(f"({dim})", f"({words})")
+    return text
+
+
+_PARAM_WORDS = {"area": "integrated intensity", "position": "peak position", "fwhm": "FWHM",
+                "eta": "Lorentzian fraction η", "bg": "background coefficient"}
+
+
+def _param_words(name: str) -> str:
+    """``"area_0"`` → ``"integrated intensity of peak 0"`` (a live preview, before the result's
+    ``long_name`` exists)."""
+    base, _, idx = name.rpartition("_")
+    if base not in _PARAM_WORDS:
+        return name
+    return f"{_PARAM_WORDS[base]} " + (f"t^{idx}" if base == "bg" else f"of peak {idx}")
+
+
 def fit_summary(result) -> str:
     """One line on a fit result: pixels not converged (after retries), pixels with a peak."""
     a = result.attrs
@@ -373,8 +398,11 @@ class PeakFitPanel:
                                         description="blank pixels without a significant peak")
         self.blank_no_peak.observe(self._show_map, "value")
         for wd in (self.profile, self.n_peaks, self.background, self.positions, self.fwhm_max,
-                   self.max_iter, self.map_param):
+                   self.max_iter):
             wd.layout.width = "330px"
+        # map names are words ("standard error of integrated intensity of peak 0"): a short label, a wide menu
+        self.map_param.style.description_width = "36px"
+        self.map_param.layout.width = "395px"
         base = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.16,
                              subplot_titles=("parameter map: press Fit", "pixel: hover the map after a fit"))
         base.add_trace(go.Heatmap(z=[[None]], colorscale="Viridis", colorbar={"thickness": 10, "x": 0.40},
@@ -490,7 +518,7 @@ class PeakFitPanel:
                 self.fig.update_yaxes(visible=True, row=1, col=1)
                 _label_image_axes(self.fig, ref, colorbar_trace=None)
                 _heat_update(self.fig, 0, _v.decimate(ref.copy(data=np.asarray(p.preview, np.float32)), 512),
-                             title=f"{self._model.param_names[0]} (fitting…)", annotation=0)
+                             title=f"{_param_words(self._model.param_names[0])} (fitting…)", annotation=0)
             done = (p.metrics or {}).get("pixels_done")
             total = (p.metrics or {}).get("pixels_total")
             px = f", {done}/{total} pixels" if done is not None and total else ""
@@ -505,7 +533,7 @@ class PeakFitPanel:
                 self.status.value += "<br>" + fit_summary(res)
                 maps = [v for v in res.data_vars if res[v].ndim >= 2 and res[v].dtype != bool]
                 self._shown_result = res
-                self.map_param.options = maps
+                self.map_param.options = [(map_label(res, m), m) for m in maps]
                 self.map_param.value = maps[0] if maps else None
                 self._show_map()
                 self.result = res   # last: a reader that sees the result sees its map drawn
@@ -526,7 +554,7 @@ class PeakFitPanel:
         self.fig.update_xaxes(visible=True, row=1, col=1)
         self.fig.update_yaxes(visible=True, row=1, col=1)
         _heat_update(self.fig, 0, shown,
-                     title=f"{self.map_param.value}" + (f" ({units})" if units else ""), annotation=0)
+                     title=map_label(res, self.map_param.value) + (f" ({units})" if units else ""), annotation=0)
         _label_image_axes(self.fig, shown)
 
     def download_bytes(self, fmt: str) -> tuple[str, bytes]:

@@ -12,12 +12,16 @@ Three tabs feed one :class:`~xrdwidgets.widgets.state.AppState`:
 * **Simulate** — a Voronoi-grain phantom of the chosen phases scanned with Poisson noise, with
   thick-sample parallax on request (:func:`iterate_simulation`).
 
+Below the tabs, an overview of what was loaded: the sinogram of the strongest channel and the
+mean pattern (:func:`stack_overview`, computed in a job whenever ``state.raw`` changes).
+
 Every load or simulation runs as a background job (:func:`xrdwidgets.jobs.run`); callbacks only
 start jobs, and the job thread only sets traits (the state, the status line, the progress bar).
 Bad files give a one-line error in the panel (never a traceback), and the panel stays usable.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import shutil
@@ -31,12 +35,43 @@ import numpy as np
 from .. import data as _data
 from .. import io, jobs, safety
 from ..progress import Progress
+from . import _views as _fig
 from .state import AppState
 from .upload import SizeLimitedUpload
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DataPanel", "iterate_simulation", "NPY_AXIS_ORDERS"]
+__all__ = ["DataPanel", "iterate_simulation", "NPY_AXIS_ORDERS", "stack_overview"]
+
+#: Size (px) of the overview figure and its titles before anything is loaded.
+OVERVIEW_SIZE = (900, 320)
+OVERVIEW_EMPTY = ("nothing loaded: choose a file, upload or simulate", "mean pattern: load data first")
+
+
+def stack_overview(stack, max_size: int = 256):
+    """What a loaded sinogram stack looks like: ``(sinogram, pattern, k)``.
+
+    ``pattern`` is the mean over translations and angles (spectral,), ``k`` its strongest channel
+    and ``sinogram`` that channel ``(angle, translation)`` (the first slice of any extra dim such
+    as ``z``), block-averaged to at most ``max_size`` per axis. Reads the whole stack once (a lazy
+    one by blocks): run it in a job.
+    """
+    from ..views import decimate
+
+    spec = _data.spectral_dim(stack)
+    extra = [d for d in stack.dims if d not in (_data.TRANSLATION, _data.ANGLE, spec)]
+    pattern = stack.mean([d for d in stack.dims if d != spec]).astype(np.float64).compute()
+    pattern.attrs.update(long_name="mean intensity", units=stack.attrs.get("units", ""))
+    vals = np.nan_to_num(pattern.values, nan=-np.inf)
+    k = int(np.argmax(vals))
+    sino = stack.isel({spec: k, **{d: 0 for d in extra}}).transpose(_data.ANGLE, _data.TRANSLATION)
+    sino = sino.astype(np.float32).compute()
+    return decimate(sino, max_size), pattern, k
+
+
+def _overview_job(stack):
+    yield Progress(iteration=0, total=1, metrics={"step": "overview"})
+    return stack_overview(stack)
 
 #: Axis orders offered for ``.npy`` files (the spectral axis is read as ``channel``).
 NPY_AXIS_ORDERS = tuple(itertools.permutations(("translation", "angle", "channel")))
@@ -254,9 +289,75 @@ class DataPanel:
         self.tabs = w.Tab(children=[self._build_folder(), self._build_upload(), self._build_simulate()],
                           titles=("Folder", "Upload", "Simulate"))
         self.tabs.observe(self._on_tab, "selected_index")
-        self.widget = w.VBox([self.tabs, w.HBox([self.progress, self.status])])
+        self.overview_fig = self._overview_figure()
+        self.overview_job: jobs.Job | None = None
+        self.widget = w.VBox([self.tabs, w.HBox([self.progress, self.status]),
+                              _fig.fixed_box(self.overview_fig, *OVERVIEW_SIZE)])
         self.widget.add_class("xrdw-data-panel")
+        state.observe(self._on_raw, "raw")
+        self._on_raw()
         self.refresh()
+
+    # ------------------------------------------------------------------ overview
+    @staticmethod
+    def _overview_figure():
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        base = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.24,
+                             subplot_titles=OVERVIEW_EMPTY)
+        base.add_trace(go.Heatmap(z=[[None]], colorscale="Viridis", showscale=False,
+                                  colorbar={"thickness": 10, "x": 0.36, "title": {"side": "right"}}), row=1, col=1)
+        base.add_trace(go.Scatter(x=[], y=[], mode="lines", line={"color": "#1f3b73"}, name="mean"), row=1, col=2)
+        base.add_trace(go.Scatter(x=[], y=[], mode="markers", marker={"color": "#d62728", "size": 9},
+                                  name="strongest channel"), row=1, col=2)
+        w_, h_ = OVERVIEW_SIZE
+        base.update_layout(width=w_, height=h_, autosize=False, showlegend=False, plot_bgcolor="white",
+                           margin=dict(l=60, r=10, t=50, b=46), font={"size": 12})
+        base.update_annotations(font_size=13)
+        base.update_yaxes(autorange="reversed", row=1, col=1)
+        base.update_xaxes(visible=False)
+        base.update_yaxes(visible=False)
+        return _fig.FigureWidget(base)
+
+    def _on_raw(self, *_):
+        """A new stack was loaded: draw its overview in a job (never in this callback)."""
+        stack = self.state.raw
+        if stack is None:
+            return
+        self.overview_job = jobs.run(functools.partial(_overview_job, stack), name="data overview", queue=False)
+        self.overview_job.subscribe(self._on_overview)
+
+    def _on_overview(self, ev):
+        if not ev.state.finished or ev.job is not self.overview_job:
+            return
+        if ev.state is not jobs.State.DONE:
+            log.warning("data panel: overview failed: %s", ev.job.message)
+            return
+        sino, pattern, k = ev.job.result
+        from ..views import axis_label, channel_text
+
+        spec = pattern.dims[0]
+        fig = self.overview_fig
+        heat, line, mark = fig.data
+        x = np.asarray(pattern[spec].values, float)
+        with _fig.updating(fig):
+            heat.z = np.asarray(sino.values, np.float32)
+            heat.x = np.asarray(sino[_data.TRANSLATION].values, float)
+            heat.y = np.asarray(sino[_data.ANGLE].values, float)
+            heat.showscale = True
+            heat.colorbar.title.text = axis_label(sino) or "intensity"
+            line.x, line.y = x, np.asarray(pattern.values, float)
+            mark.x, mark.y = [x[k]], [float(pattern.values[k])]
+            fig.update_xaxes(visible=True)
+            fig.update_yaxes(visible=True)
+            fig.layout.xaxis.title.text = axis_label(sino[_data.TRANSLATION]) or "translation"
+            fig.layout.yaxis.title.text = axis_label(sino[_data.ANGLE]) or "angle"
+            fig.layout.xaxis2.title.text = axis_label(pattern[spec])
+            fig.layout.yaxis2.title.text = axis_label(pattern)
+            fig.layout.annotations[0].text = "sinogram at " + channel_text(pattern[spec], k, k + 1)
+            fig.layout.annotations[1].text = (f"mean pattern of {self.state.raw.sizes[_data.TRANSLATION]} × "
+                                              f"{self.state.raw.sizes[_data.ANGLE]} points (dot: strongest)")
 
     # ------------------------------------------------------------------ layout
     def _build_folder(self):

@@ -232,7 +232,7 @@ class Explorer(tl.HasTraits):
         self.w_log = w.Checkbox(value=bool(log_on), description="log image", **small)
         self.w_percentiles = w.FloatRangeSlider(value=tuple(percentiles), min=0, max=100, step=0.5,
                                                 description="limits %", continuous_update=False,
-                                                layout=w.Layout(width="300px"))
+                                                readout_format=".1f", layout=w.Layout(width="300px"))
         self.w_log_pattern = w.Checkbox(value=False, description="log pattern", **small)
         self.w_hover = w.Checkbox(value=True, description="hover → pattern", **small)
         self.w_hover_map = w.Checkbox(value=False, description="hover → image", **small)
@@ -498,6 +498,10 @@ class Explorer(tl.HasTraits):
             tr.on_click(self._on_pattern_click)
             tr.on_hover(self._on_pattern_hover)
             tr.on_selection(self._on_pattern_select)
+        # empty selection first: a message carrying new options *and* an index into them may reach
+        # the browser's SelectMultiple view index-first ("Cannot set properties of undefined
+        # (setting 'selected')" in the console, the selection not shown)
+        self.w_overlays.value = ()
         self.w_overlays.options = list(self._compare)
         self.w_overlays.value = tuple(keep + new)
         self.w_overlays.disabled = not self._compare
@@ -618,7 +622,7 @@ class Explorer(tl.HasTraits):
         a, b = float(spec.values[i0]), float(spec.values[i1 - 1])
         units = spec.attrs.get("units", "")
         units = "" if units in ("1", "") else units      # dimensionless (a channel index): no unit
-        label = spec.attrs.get("long_name", spec.name)
+        label = _v.axis_name(spec)
         if label == spec.name == "channel" and i1 - i0 == 1:
             return f"channel {i0}" + (f" (= {f'{a:.5g} {units}'.strip()})" if a != i0 else "")
         if i1 - i0 == 1:

@@ -5,7 +5,8 @@ library's defaults, or e.g. "quick" for fewer epochs) all come from the method r
 (:mod:`xrdwidgets.recon.registry`). The panel only builds a parameter dict, calls :func:`xrdwidgets.recon.iterative.iterate` inside a
 :mod:`xrdwidgets.jobs` job, and shows the job's events: a live loss curve, a live preview of
 the current slice, a progress bar with ETA and the job's log. Events arrive in the job's
-dispatcher thread, which only sets widget traits.
+dispatcher thread, which only sets widget traits. "Estimate time" runs
+:func:`xrdwidgets.recon.estimate.estimate_runtime` (a few timed steps) as a job before Start.
 """
 from __future__ import annotations
 
@@ -22,14 +23,17 @@ from plotly.subplots import make_subplots
 
 from .. import data as _data
 from .. import jobs as _jobs
+from ..progress import Progress
+from ..recon.estimate import estimate_runtime
 from ..recon.iterative import iterate
 from ..recon.registry import DEFAULT_PRESET, ParamSpec, get_method, methods
+from ..views import channel_text as _channel_text
 from . import _views as _fig
 from .state import AppState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReconPanel", "METHOD_PARAMS", "Param", "START_PRESET"]
+__all__ = ["ReconPanel", "METHOD_PARAMS", "Param", "START_PRESET", "loss_segments", "estimate_job"]
 
 
 #: One method parameter as the panel shows it (the registry's :class:`ParamSpec`).
@@ -41,29 +45,68 @@ METHOD_PARAMS = {name: tuple(p for p in spec.params if not p.advanced and p.name
 #: The preset the panel starts from: "quick" (fewer iterations/epochs, shown as such) where a
 #: method has one, else the library defaults.
 START_PRESET = "quick"
+#: Figure titles before a job has sent anything (they say what to do).
+LOSS_EMPTY = "loss: press Start"
+PREVIEW_EMPTY = "preview: press Start"
+#: Width of the form's fields (labels 150 px): long method names and values are not cut.
+FORM_WIDTH = "415px"
+#: Width (px) of the loss | preview figure (the preview's title names its channels in full).
+FIG_W = 740
+
+
+def loss_segments(history, batch_starts) -> tuple[list, list]:
+    """``(x, y)`` of a loss curve with a ``None`` gap at every channel-batch start.
+
+    ``history``: ``(step, loss)`` pairs (a job's ``history``, steps counted over all batches);
+    ``batch_starts``: the steps at which a batch began. A stack job runs one solve per channel
+    batch, each starting again from a high loss: joined, the batches would read as a saw-tooth.
+    """
+    starts = sorted(int(b) for b in batch_starts)
+    xs, ys, k, prev = [], [], 0, None
+    for it, loss in history:
+        it = int(it)
+        while k < len(starts) and starts[k] <= it:
+            if prev is not None and prev < starts[k]:
+                xs.append(None)
+                ys.append(None)
+            k += 1
+        xs.append(it)
+        ys.append(float(loss))
+        prev = it
+    return xs, ys
 
 
 def _param_widget(p: Param, value):
     """A widget for one parameter, showing ``value`` (an optional number's ``None`` shows as 0)."""
-    style = {"description_width": "110px"}
-    label = p.name + (f" ({p.units})" if p.units else "")
+    style = {"description_width": "150px"}
+    layout = w.Layout(width=FORM_WIDTH)
+    label = p.label + (f" ({p.units})" if p.units else "")
     lo = -1e12 if p.minimum is None else p.minimum
     hi = 1e12 if p.maximum is None else p.maximum
     if p.kind == "int":
         wd = w.BoundedIntText(value=0 if value is None else value, min=int(lo), max=int(hi), description=label,
-                              style=style)
+                              style=style, layout=layout)
     elif p.kind == "float":
         wd = w.BoundedFloatText(value=0.0 if value is None else value, min=lo, max=hi, step=0.01,
-                                description=label, style=style)
+                                description=label, style=style, layout=layout)
     elif p.kind == "bool":
         wd = w.Checkbox(value=value, description=label, indent=False)
     elif p.kind == "choice":
-        wd = w.Dropdown(options=list(p.choices), value=value, description=label, style=style)
+        wd = w.Dropdown(options=list(p.choices), value=value, description=label, style=style, layout=layout)
     else:
-        wd = w.Text(value="" if value is None else str(value), description=label, style=style)
+        wd = w.Text(value="" if value is None else str(value), description=label, style=style, layout=layout)
     wd.tooltip = p.help + ("; 0: automatic" if p.optional and p.kind in ("int", "float") else "")
     wd.add_class(f"xrdw-param-{p.name}")
     return wd
+
+
+def estimate_job(stack, method: str, params: dict):
+    """Generator for a job: :func:`xrdwidgets.recon.estimate.estimate_runtime` of ``method`` on
+    ``stack`` with ``params``; returns the :class:`~xrdwidgets.recon.estimate.RuntimeEstimate`."""
+    yield Progress(iteration=0, total=1, metrics={"step": "timing the first steps"})
+    est = estimate_runtime(method, stack, params)
+    yield Progress(iteration=1, total=1, metrics={"step": "done"})
+    return est
 
 
 def _devices():
@@ -101,23 +144,25 @@ class ReconPanel:
         self.cluster = cluster
         self.job: _jobs.Job | None = None
         self.jobs: list[_jobs.Job] = []
+        self._batch_starts: dict = {}   # job id → steps at which a channel batch began
+        self._job_channels: dict = {}   # job id → (spectral coordinate, first, stop channel)
         self.method = w.Dropdown(options=[(spec.label, name) for name, spec in methods().items()], value="fbp",
-                                 description="method", style={"description_width": "110px"})
+                                 description="method", style={"description_width": "150px"})
         self.preset = w.Dropdown(options=[DEFAULT_PRESET], value=DEFAULT_PRESET, description="preset",
-                                 style={"description_width": "110px"})
+                                 style={"description_width": "150px"})
         self.preset.tooltip = ("starting values: 'default' = the library's defaults; 'quick' = fewer "
                                "iterations/epochs for a quick look")
         self.params_box = w.VBox()
         self.param_widgets: dict = {}
         self.channels = w.IntRangeSlider(description="channels", min=0, max=1, value=(0, 1),
-                                         continuous_update=False, style={"description_width": "110px"},
+                                         continuous_update=False, style={"description_width": "150px"},
                                          layout=w.Layout(width="95%"))
         self.channel_label = w.HTML()
         self.batch = w.BoundedIntText(value=64, min=1, max=100000, description="channel batch",
-                                      style={"description_width": "110px"})
+                                      style={"description_width": "150px"})
         self.batch.tooltip = "channels reconstructed at once (bounds memory; smaller if the GPU runs out)"
         self.device = w.Dropdown(options=_devices(), value=_devices()[-1], description="device",
-                                 style={"description_width": "110px"})
+                                 style={"description_width": "150px"})
         address = getattr(getattr(cluster, "scheduler", None), "address", None) or (
             str(cluster) if cluster is not None else "")
         self.on_cluster = w.Checkbox(value=False, description="run on cluster", indent=False,
@@ -128,6 +173,11 @@ class ReconPanel:
         self.start_button = w.Button(description="Start", button_style="success", icon="play")
         self.cancel_button = w.Button(description="Cancel", button_style="danger", icon="stop",
                                       disabled=True)
+        self.estimate_button = w.Button(description="Estimate time", icon="clock")
+        self.estimate_button.tooltip = ("time a few steps of the first channel batch on the chosen device and "
+                                        "extrapolate to the whole run (runs in the background)")
+        self.estimate_label = w.HTML("")
+        self.estimate_job: _jobs.Job | None = None
         self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="",
                                         layout=w.Layout(width="60%"))
         self.status = w.HTML("<i>no job yet</i>")
@@ -137,13 +187,16 @@ class ReconPanel:
                                  layout=w.Layout(width="98%"))
         # one figure (plotly.js travels once per FigureWidget): loss curve | preview image
         base = make_subplots(rows=1, cols=2, column_widths=[0.58, 0.42], horizontal_spacing=0.08,
-                             subplot_titles=("loss / residual", "preview"))
-        base.add_trace(go.Scatter(x=[], y=[], mode="lines", name="loss"), row=1, col=1)
-        base.add_trace(go.Heatmap(z=[[0.0]], colorscale="Viridis", showscale=False), row=1, col=2)
-        base.update_layout(height=300, width=640, autosize=False, showlegend=False,
+                             subplot_titles=(LOSS_EMPTY, PREVIEW_EMPTY))
+        base.add_trace(go.Scatter(x=[], y=[], mode="lines", name="loss", connectgaps=False), row=1, col=1)
+        base.add_trace(go.Heatmap(z=[[None]], colorscale="Viridis", showscale=False), row=1, col=2)
+        base.update_layout(height=300, width=FIG_W, autosize=False, showlegend=False, plot_bgcolor="white",
                            margin=dict(l=50, r=10, t=30, b=40))
-        base.update_xaxes(title_text="iteration", row=1, col=1)
-        base.update_yaxes(type="log", row=1, col=1)
+        base.update_annotations(font_size=11)
+        base.update_xaxes(title_text="step (all channel batches)", row=1, col=1)
+        base.update_yaxes(type="log", dtick="D2", title_text="loss", row=1, col=1)   # 1-2-5 labels
+        base.update_xaxes(visible=False, row=1, col=1)   # shown with the first loss (no empty axes)
+        base.update_yaxes(visible=False, row=1, col=1)
         base.update_xaxes(visible=False, row=1, col=2)
         base.update_yaxes(visible=False, autorange="reversed", scaleanchor="x2", row=1, col=2)
         self.fig = _fig.FigureWidget(base)
@@ -153,20 +206,26 @@ class ReconPanel:
         self.channels.observe(self._on_channels, "value")
         self.start_button.on_click(lambda _: self.start())
         self.cancel_button.on_click(lambda _: self.cancel())
+        self.estimate_button.on_click(lambda _: self.estimate())
         state.observe(self._on_stack, "stack")
         self._on_method()
         self._on_stack()
         controls = w.VBox([self.method, self.preset, self.params_box, self.channels, self.channel_label,
                            self.batch, self.device, w.HBox([self.on_cluster, self.cluster_info]),
                            w.HBox([self.start_button, self.cancel_button]),
+                           w.HBox([self.estimate_button, self.estimate_label]),
                            self.progress, self.status, self.error, self.job_list],
                           layout=w.Layout(width="430px"))
-        self.widget = w.VBox([w.HBox([controls, _fig.fixed_box(self.fig, 640, 300)]),
+        self.widget = w.VBox([w.HBox([controls, _fig.fixed_box(self.fig, FIG_W, 300)]),
                               w.HTML("<b>log</b>"), self.log])
+        for wd in (self.method, self.preset, self.batch, self.device):
+            wd.layout.width = FORM_WIDTH
+        self.batch.add_class("xrdw-batch")
         for wd, cls in ((self.widget, "xrdw-recon-panel"), (self.method, "xrdw-method"),
                         (self.preset, "xrdw-preset"),
                         (self.channels, "xrdw-channels"), (self.channel_label, "xrdw-channel-label"),
                         (self.start_button, "xrdw-start"), (self.cancel_button, "xrdw-cancel"),
+                        (self.estimate_button, "xrdw-estimate"), (self.estimate_label, "xrdw-estimate-label"),
                         (self.status, "xrdw-recon-status"), (self.error, "xrdw-error")):
             wd.add_class(cls)  # stable hooks for browser tests and custom CSS
 
@@ -218,9 +277,7 @@ class ReconPanel:
         lo, hi = self.channels.value
         c = stack[spec]
         if hi > lo:
-            u = c.attrs.get("units", "")
-            self.channel_label.value = (f"<small>{hi - lo} channels, {spec} {float(c[lo]):.4g}–"
-                                        f"{float(c[hi - 1]):.4g} {u}</small>")
+            self.channel_label.value = f"<small>{hi - lo} channels: {_channel_text(c, lo, hi)}</small>"
 
     def parameters(self) -> dict:
         """The keyword arguments the current form gives to the method."""
@@ -273,13 +330,64 @@ class ReconPanel:
                         workdir=workdir, params={"method": method, "channels": [lo, hi], **params})
         self.job = job
         self.jobs.append(job)
+        self._batch_starts[job.id] = set()
+        self._job_channels[job.id] = (stack[spec], lo, hi)
         with _fig.updating(self.fig):
             self.loss_trace.x = []
             self.loss_trace.y = []
+            self.fig.layout.annotations[0].text = f"loss: {name}"
         self.progress.value = 0.0
         self.cancel_button.disabled = False
         self._refresh_list()
         job.subscribe(self._on_event)
+        return job
+
+    def _preview_title(self, job, metrics) -> str:
+        """Which channels the preview shows (the sum over the running batch's channels)."""
+        coord, lo, hi = self._job_channels.get(job.id, (None, 0, 0))
+        if coord is None:
+            return "preview"
+        s, e = metrics.get("channel_start"), metrics.get("channel_stop")
+        a, b = (lo + int(s), lo + int(e)) if s is not None and e is not None else (lo, hi)
+        try:
+            return _channel_text(coord, a, min(b, hi))
+        except ValueError:  # pragma: no cover - metrics of a foreign solver
+            return "preview"
+
+    def estimate(self) -> _jobs.Job | None:
+        """Estimate the run time of the current choice in a background job (a probe of a few
+        steps, :func:`~xrdwidgets.recon.estimate.estimate_runtime`); the answer goes to
+        ``estimate_label`` ("about 18 min")."""
+        stack = self.state.stack
+        self.error.value = ""
+        lo, hi = self.channels.value
+        if stack is None or hi <= lo:
+            self.estimate_label.value = "<i>load data and choose channels first</i>"
+            return None
+        spec = _data.spectral_dim(stack)
+        sub = stack.isel({spec: slice(lo, hi)})
+        method, params = self.method.value, self.parameters()
+        self.estimate_button.disabled = True
+        self.estimate_label.value = "<i>timing a few steps…</i>"
+        job = _jobs.run(functools.partial(estimate_job, sub, method, params), name=f"estimate {method}",
+                        queue=False)
+        self.estimate_job = job
+
+        def done(ev):
+            if not ev.state.finished:
+                return
+            self.estimate_button.disabled = False
+            if ev.state is _jobs.State.DONE:
+                est = ev.job.result
+                self.estimate_label.value = (
+                    f"<span title='{html.escape(str(est), quote=True)}'><b>{est.text()}</b> "
+                    f"<small>({est.steps} steps, {est.batches} batch{'es' if est.batches != 1 else ''})"
+                    "</small></span>")
+            else:
+                self.estimate_label.value = ""
+                self.error.value = f"<span style='color:#b00'>estimate: {html.escape(ev.job.message)}</span>"
+
+        job.subscribe(done)
         return job
 
     def cancel(self):
@@ -297,18 +405,24 @@ class ReconPanel:
         if p is not None:
             if p.total:
                 self.progress.value = min(1.0, p.iteration / p.total)
+            m = p.metrics or {}
+            starts = self._batch_starts.setdefault(job.id, set())
+            if "inner_iteration" in m and m.get("n_batches", 1) > 1:
+                starts.add(int(p.iteration) - int(m["inner_iteration"]) + 1)
             hist = job.history
             if hist:
-                its, losses = zip(*hist[-2000:])
+                xs, ys = loss_segments(hist[-2000:], starts)
                 with _fig.updating(self.fig):
-                    self.loss_trace.x = list(range(1, len(its) + 1))
-                    self.loss_trace.y = [float(v) for v in losses]
+                    self.loss_trace.x = xs
+                    self.loss_trace.y = ys
+                    self.fig.layout.xaxis.visible = self.fig.layout.yaxis.visible = True
             if p.preview is not None:
                 from ..views import decimate
 
                 img = decimate(np.asarray(p.preview, np.float32), 256)
                 with _fig.updating(self.fig):
                     self.preview_trace.z = img
+                    self.fig.layout.annotations[1].text = self._preview_title(job, m)
         if p is not None and p.metrics.get("dashboard"):
             self.cluster_info.value = _cluster_html(p.metrics.get("worker", "").rsplit(":", 1)[0] or "cluster",
                                                     p.metrics["dashboard"], p.metrics.get("batches_done"),
