@@ -272,9 +272,10 @@ def test_recon_panel_runs_on_the_cluster_it_was_given(client, tmp_path):
     assert _max_rel(job.result, ref) < 1e-5
     assert xd.store_status(Path(job.workdir) / "volume.zarr")["complete"]
     deadline = time.monotonic() + 10
-    while "batches" not in panel.cluster_info.value and time.monotonic() < deadline:
+    while "3/3 batches" not in panel.cluster_info.value and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "3/3 batches" in panel.cluster_info.value
+    assert client.scheduler.address in panel.cluster_info.value
 
 
 def test_integration_of_raw_frames_runs_as_chunk_tasks_and_resumes(client, tmp_path):

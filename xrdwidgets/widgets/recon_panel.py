@@ -167,6 +167,7 @@ class ReconPanel:
             str(cluster) if cluster is not None else "")
         self.on_cluster = w.Checkbox(value=False, description="run on cluster", indent=False,
                                      layout=w.Layout(display="" if cluster is not None else "none"))
+        self._cluster_address = address
         self.on_cluster.tooltip = f"run the channel batches as tasks on the dask cluster at {address}"
         self.cluster_info = w.HTML(_cluster_html(address, _cluster_dashboard(cluster)) if cluster is not None
                                    else "", layout=w.Layout(display="" if cluster is not None else "none"))
@@ -424,8 +425,8 @@ class ReconPanel:
                     self.preview_trace.z = img
                     self.fig.layout.annotations[1].text = self._preview_title(job, m)
         if p is not None and p.metrics.get("dashboard"):
-            self.cluster_info.value = _cluster_html(p.metrics.get("worker", "").rsplit(":", 1)[0] or "cluster",
-                                                    p.metrics["dashboard"], p.metrics.get("batches_done"),
+            self.cluster_info.value = _cluster_html(self._cluster_address, p.metrics["dashboard"],
+                                                    p.metrics.get("batches_done"),
                                                     p.metrics.get("n_batches"))
         eta = job.eta()
         it = "" if p is None else f" {p.iteration}/{p.total or '?'}"
