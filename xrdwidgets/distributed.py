@@ -583,7 +583,8 @@ def iterate_distributed(stack, method: str = "fbp", /, *, client, store, overwri
     Progress
         ``iteration`` counted over all batches (a finished batch counts whole), ``total``,
         ``loss`` and ``preview`` of the batch that reported; ``metrics``: ``batch`` (its key),
-        ``batches_done``, ``n_batches``, ``worker``, ``inner_iteration``, ``distributed`` (True),
+        ``batches_done``, ``n_batches``, ``worker``, ``inner_iteration`` (on events from inside a
+        batch), ``distributed`` (True),
         ``dashboard`` (the dask dashboard's URL, or "").
 
     Returns
@@ -661,8 +662,10 @@ def _drive(client, plan, method, params, store, run, done, source, gpu, retries,
             step = sum((total_of.get(k) or 0) if k in finished else (v or 0) for k, v in step_of.items())
             total = inner_total * n_batches if inner_total else None
             metrics = {"batch": msg.get("key"), "batches_done": len(finished), "n_batches": n_batches,
-                       "worker": msg.get("worker", ""), "inner_iteration": msg.get("iteration"),
+                       "worker": msg.get("worker", ""),
                        "distributed": True, "dashboard": dashboard, **(msg.get("metrics") or {})}
+            if msg.get("iteration") is not None:
+                metrics["inner_iteration"] = msg["iteration"]
             return Progress(iteration=min(step, total) if total else step, total=total, loss=msg.get("loss"),
                             metrics=metrics, preview=preview)
 

@@ -408,7 +408,7 @@ class ReconPanel:
                 self.progress.value = min(1.0, p.iteration / p.total)
             m = p.metrics or {}
             starts = self._batch_starts.setdefault(job.id, set())
-            if "inner_iteration" in m and m.get("n_batches", 1) > 1:
+            if m.get("inner_iteration") is not None and m.get("n_batches", 1) > 1 and not m.get("distributed"):
                 starts.add(int(p.iteration) - int(m["inner_iteration"]) + 1)
             hist = job.history
             if hist:
