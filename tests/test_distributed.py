@@ -47,8 +47,9 @@ STACK = make_stack()
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=":0", silence_logs=40)
+    with xd.keep_environment():  # dask would leave OMP_NUM_THREADS=1 in this process's environment
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=":0", silence_logs=40)
     cl = distributed.Client(cluster)
     yield cl
     cl.close()
@@ -324,13 +325,27 @@ def test_gpu_workers_get_one_device_each_and_the_batches_ask_for_it(tmp_path):
         env = gclient.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
         assert sorted(env.values()) == ["0", "1"]
         assert xd._gpu_workers(gclient) == 2
+        asked = []
+        submit = gclient.submit
+
+        def recording_submit(*args, **kwargs):
+            asked.append(kwargs.get("resources"))
+            return submit(*args, **kwargs)
+
+        gclient.submit = recording_submit
         ref = reconstruct(STACK, "fbp", batch=4)
         vol = xd.reconstruct_distributed(STACK, "fbp", client=gclient, store=tmp_path / "g.zarr", batch=4)
         assert _max_rel(vol, ref) < 1e-6
-        tasks = gclient.run_on_scheduler(
-            lambda dask_scheduler: [ts.resource_restrictions for ts in dask_scheduler.tasks.values()
-                                    if str(ts.key).startswith("xrdwidgets-fbp")])
-        assert tasks and all(r == {"GPU": 1} for r in tasks)
+        assert asked == [{"GPU": 1}] * 3
+
+
+def test_a_local_cluster_leaves_the_callers_environment_alone():
+    before = dict(os.environ)
+    with xd.local_cluster(1, threads_per_worker=1, gpus=0, silence_logs=40) as cluster:
+        assert dict(os.environ) == before
+        with distributed.Client(cluster, set_as_default=False) as c:
+            assert c.run(lambda: os.environ.get("OMP_NUM_THREADS"))   # the workers have their settings
+    assert dict(os.environ) == before
 
 
 def test_worker_device_choice():

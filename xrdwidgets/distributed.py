@@ -53,6 +53,7 @@ used.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -77,7 +78,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["iterate_distributed", "reconstruct_distributed", "iterate_on_cluster",
            "iterate_integration_distributed", "integrate_chunks", "local_cluster", "connect", "slurm_cluster",
-           "dashboard_link", "store_status", "run_batch", "BatchTask", "RUN_GROUP"]
+           "dashboard_link", "store_status", "keep_environment", "run_batch", "BatchTask", "RUN_GROUP"]
 
 #: The store's bookkeeping group and the attribute holding the run record.
 RUN_GROUP = "xrdwidgets_run"
@@ -172,14 +173,29 @@ def local_cluster(n_workers: int | None = None, *, threads_per_worker: int | Non
     if threads_per_worker is None:
         threads_per_worker = max(1, (os.cpu_count() or 1) // n_workers)
     kwargs.setdefault("dashboard_address", ":0")
-    if not gpus:
-        return LocalCluster(n_workers=n_workers, threads_per_worker=int(threads_per_worker), processes=True,
-                            **kwargs)
-    workers = {f"gpu-{i}": {"cls": Nanny, "options": {
-        "nthreads": int(threads_per_worker), "resources": {"GPU": 1},
-        "env": {"CUDA_VISIBLE_DEVICES": str(i % gpus)}}} for i in range(n_workers)}
-    scheduler = {"cls": Scheduler, "options": {"dashboard_address": kwargs.pop("dashboard_address")}}
-    return SpecCluster(workers=workers, scheduler=scheduler, **kwargs)
+    with keep_environment():
+        if not gpus:
+            return LocalCluster(n_workers=n_workers, threads_per_worker=int(threads_per_worker), processes=True,
+                                **kwargs)
+        workers = {f"gpu-{i}": {"cls": Nanny, "options": {
+            "nthreads": int(threads_per_worker), "resources": {"GPU": 1},
+            "env": {"CUDA_VISIBLE_DEVICES": str(i % gpus)}}} for i in range(n_workers)}
+        scheduler = {"cls": Scheduler, "options": {"dashboard_address": kwargs.pop("dashboard_address")}}
+        return SpecCluster(workers=workers, scheduler=scheduler, **kwargs)
+
+
+@contextlib.contextmanager
+def keep_environment():
+    """Restore ``os.environ`` after the block: dask's nannies write their workers' settings
+    (``OMP_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_``) into the *caller's* environment, which
+    would otherwise slow down or change every process it starts later."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        os.environ.update(saved)
 
 
 def connect(scheduler: str | None = None, local: int | None = None, **kwargs):
