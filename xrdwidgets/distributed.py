@@ -60,6 +60,7 @@ import logging
 import math
 import os
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -437,6 +438,36 @@ def _worker_device(gpu: bool, worker):
     return torch.device(f"cuda:{index}")
 
 
+_MALLOC_TUNED = False
+
+
+def _tune_worker_malloc() -> None:
+    """Undo the cost of dask's ``MALLOC_TRIM_THRESHOLD_`` on this worker process (once).
+
+    dask's nannies start workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (to give memory back to the
+    system). Setting it also switches off glibc's dynamic mmap threshold, so every array above
+    128 KiB (most torch tensors of a batch) comes from a fresh ``mmap`` and its page faults:
+    measured +15 % on SIRT batches against the same code outside dask. Raising the mmap threshold
+    to 32 MiB and the trim threshold to 64 MiB (``mallopt``) gives the single-process speed back;
+    a worker keeps at most that much freed memory. Nothing is done elsewhere (no glibc, or the
+    variable not set).
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return
+    _MALLOC_TUNED = True
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(-3, 32 * 2**20) and libc.mallopt(-1, 64 * 2**20)   # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+        log.debug("worker malloc thresholds raised (mallopt returned %s)", ok)
+    except (OSError, AttributeError):
+        log.debug("mallopt not available; worker malloc left as it is")
+
+
 def _stack_on_worker(stack):
     if isinstance(stack, (str, Path)):
         key = str(stack)
@@ -522,8 +553,10 @@ def run_batch(task: BatchTask, stack) -> dict:
     if sub["done"][task.index]:
         return {"key": task.key, "computed": False, "seconds": 0.0, "worker": getattr(worker, "address", "")}
     t0 = time.perf_counter()
-    if worker is not None and not task.gpu:
-        torch.set_num_threads(1)  # a CPU worker runs one batch per thread
+    if worker is not None:
+        _tune_worker_malloc()
+        if not task.gpu:
+            torch.set_num_threads(1)  # a CPU worker runs one batch per thread
     device = _worker_device(task.gpu, worker)
     plan, solve = _plan_on_worker(task, stack, device)
     gen = _drv.solve_batch(plan, solve, task.batch)
@@ -787,6 +820,7 @@ def integrate_chunks(spec: dict, chunks: list) -> dict:
         from distributed import get_worker
 
         worker = get_worker()
+        _tune_worker_malloc()
         torch.set_num_threads(1)  # one chunk per worker thread
     except (ImportError, ValueError):
         worker = None
