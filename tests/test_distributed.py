@@ -47,13 +47,13 @@ STACK = make_stack()
 
 @pytest.fixture(scope="module")
 def client():
-    with xd.keep_environment():  # dask would leave OMP_NUM_THREADS=1 in this process's environment
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=":0", silence_logs=40)
+    before = dict(os.environ)
+    cluster = xd.local_cluster(2, threads_per_worker=1, gpus=0, silence_logs=40)
     cl = distributed.Client(cluster)
     yield cl
     cl.close()
     cluster.close()
+    assert dict(os.environ) == before   # also after the worker restarts of these tests
 
 
 def _max_rel(a, b):
@@ -344,7 +344,10 @@ def test_a_local_cluster_leaves_the_callers_environment_alone():
     with xd.local_cluster(1, threads_per_worker=1, gpus=0, silence_logs=40) as cluster:
         assert dict(os.environ) == before
         with distributed.Client(cluster, set_as_default=False) as c:
-            assert c.run(lambda: os.environ.get("OMP_NUM_THREADS"))   # the workers have their settings
+            c.restart()   # a nanny starting a worker again does not write into this process either
+            assert dict(os.environ) == before
+            env = c.run(lambda: (os.environ.get("OMP_NUM_THREADS"), os.environ.get("MALLOC_TRIM_THRESHOLD_")))
+            assert list(env.values()) == [("1", None)]   # the workers have their own settings
     assert dict(os.environ) == before
 
 

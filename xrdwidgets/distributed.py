@@ -173,16 +173,28 @@ def local_cluster(n_workers: int | None = None, *, threads_per_worker: int | Non
         raise ValueError(f"local_cluster: n_workers must be at least 1, found {n_workers}")
     if threads_per_worker is None:
         threads_per_worker = max(1, (os.cpu_count() or 1) // n_workers)
+    import dask
+
     kwargs.setdefault("dashboard_address", ":0")
-    with keep_environment():
+    env = {**WORKER_ENV, **dict(kwargs.pop("env", None) or {})}
+    # dask's nannies would write their "pre-spawn" settings (OMP_NUM_THREADS=1,
+    # MALLOC_TRIM_THRESHOLD_=65536) into *this* process's environment at every worker (re)start;
+    # here the workers get the thread limits as their own environment instead, and no malloc
+    # setting (see _tune_worker_malloc)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": {}}), keep_environment():
         if not gpus:
             return LocalCluster(n_workers=n_workers, threads_per_worker=int(threads_per_worker), processes=True,
-                                **kwargs)
+                                env=env, **kwargs)
         workers = {f"gpu-{i}": {"cls": Nanny, "options": {
             "nthreads": int(threads_per_worker), "resources": {"GPU": 1},
-            "env": {"CUDA_VISIBLE_DEVICES": str(i % gpus)}}} for i in range(n_workers)}
+            "env": {**env, "CUDA_VISIBLE_DEVICES": str(i % gpus)}}} for i in range(n_workers)}
         scheduler = {"cls": Scheduler, "options": {"dashboard_address": kwargs.pop("dashboard_address")}}
         return SpecCluster(workers=workers, scheduler=scheduler, **kwargs)
+
+
+#: Environment of :func:`local_cluster`'s workers: one thread per BLAS/OpenMP pool (each worker
+#: thread runs one batch with one torch thread).
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 @contextlib.contextmanager

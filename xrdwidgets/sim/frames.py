@@ -313,7 +313,7 @@ def simulate_raw_scan(folder, *, name: str = "scan", n_translations: int = 8, n_
                       oversample: int = 2, polarization_factor: float | None = None,
                       instrumental_fwhm_deg: float = 0.08, frames_per_file: int = 20,
                       compression: str = "bitshuffle-lz4", motors: bool = True, phase_maps: dict | None = None,
-                      air_margin: int = 0, seed: int = 0) -> RawScan:
+                      air_margin: int = 0, angle_range_deg=(0.0, 180.0), seed: int = 0) -> RawScan:
     """Simulate a raw pencil-beam XRD-CT scan and write it like an Eiger.
 
     Parameters
@@ -362,6 +362,9 @@ def simulate_raw_scan(folder, *, name: str = "scan", n_translations: int = 8, n_
     air_margin : int
         Translations of air on each side: the sample image has ``n_translations - 2 ×
         air_margin`` pixels (of one translation step) across.
+    angle_range_deg : (float, float)
+        Rotation range, stop excluded: ``(0, 180)`` (default) or ``(0, 360)`` (a full turn: with
+        a thick sample every point is seen from both sides, the classical parallax baseline).
     seed : int
 
     Returns
@@ -401,9 +404,12 @@ def simulate_raw_scan(folder, *, name: str = "scan", n_translations: int = 8, n_
     maps = demo_phase_maps(n_px) if phase_maps is None else dict(phase_maps)
     truth_vol = chemical_phantom(maps, tth, energy_keV=energy_keV, geometry=geom,
                                  instrumental_fwhm_deg=instrumental_fwhm_deg)
-    scan = acquire(truth_vol, n_angles=n_angles, n_translations=n, dose=None, keep_truth=False)
+    angle_range = tuple(float(v) for v in angle_range_deg)
+    scan = acquire(truth_vol, n_angles=n_angles, n_translations=n, dose=None, keep_truth=False,
+                   angle_range_deg=angle_range)
     sino = np.asarray(scan["sinogram"].values, float)                   # (t, a, tth)
-    plan = ScanPlan.regular(n, n_angles, translation_step_mm=step_mm, order=order, n_subsets=n_subsets)
+    plan = ScanPlan.regular(n, n_angles, translation_step_mm=step_mm, order=order, n_subsets=n_subsets,
+                            angle_range_deg=angle_range)
     cells = plan.frame_cells()
     n_frames = cells.shape[0]
     mask = gap_mask((ny, nx)) if gaps else np.zeros((ny, nx), bool)
@@ -458,7 +464,7 @@ def simulate_raw_scan(folder, *, name: str = "scan", n_translations: int = 8, n_
     truth["translation"].attrs["units"] = "mm"
     truth["angle"].attrs["units"] = "deg"
     truth["tth"].attrs["units"] = "deg"
-    truth.attrs.update(geom.replace(angle_range_deg=(0.0, 180.0)).to_attrs())
+    truth.attrs.update(geom.replace(angle_range_deg=angle_range).to_attrs())
     truth.attrs.update({"scale": scale, "thick": int(thick), "order": order})
     log.info("simulated %d frames %s into %s", n_frames, (ny, nx), master)
     return RawScan(master=master, poni=poni, mask=mask_path, data_files=data_files, truth=truth,
