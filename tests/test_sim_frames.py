@@ -128,3 +128,18 @@ def test_thick_sample_parallax_from_first_principles(tmp_path):
     assert expect < -0.15
     assert abs((c_thick0 - c_thin0) - expect) < 0.02, (c_thick0 - c_thin0, expect)
     assert abs(c_thick90 - c_thin90) < 0.01
+
+
+def test_a_full_turn_scan_and_its_integration(tmp_path):
+    """angle_range_deg=(0, 360): motors, truth and the integrated stack all cover the full turn."""
+    from xrdwidgets.integrate import integrate
+
+    scan = simulate_raw_scan(tmp_path / "full", n_translations=4, n_angles=6, shape=(32, 32), dose=None,
+                             n_spot_frames=0, gaps=False, angle_range_deg=(0.0, 360.0), order="raster")
+    np.testing.assert_allclose(scan.truth["angle"].values, np.arange(6) * 60.0)
+    with h5py.File(scan.master) as f:
+        rot = np.asarray(f["entry/sample/rotation"])
+    assert rot.max() == pytest.approx(300.0)
+    st = integrate(scan.master, scan.poni, bins=50, checksums=False)
+    np.testing.assert_allclose(st["angle"].values, np.arange(6) * 60.0)
+    assert tuple(scan.truth.attrs["geometry_angle_range_deg"]) == (0.0, 360.0)
