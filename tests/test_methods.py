@@ -122,6 +122,7 @@ def test_cli_methods_lists_every_method(capsys):
     for name in methods():
         assert name in out
     assert "--lam-rel" in out and "(default: 0.06)" in out
+    assert "TV weight (relative)" in out          # the parameters' human labels, as in the panel
 
 
 def test_cli_method_help_lists_its_parameters_with_defaults_and_units(capsys):

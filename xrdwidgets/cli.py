@@ -123,7 +123,7 @@ def cmd_methods(args) -> int:
         print(f"{spec.name:<14} {spec.label}: {spec.help}")
         if args.long:
             for p in spec.params:
-                print(f"    {p.cli_flag:<20} {_default_text(p)}  {p.help}")
+                print(f"    {p.cli_flag:<20} {p.label} {_default_text(p)}: {p.help}")
             for name in spec.presets:
                 print(f"    preset {name!r}: {spec.presets[name]}")
     print("\nxrdwidgets reconstruct FILE --method NAME --help lists a method's parameters")
