@@ -64,7 +64,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -572,7 +572,7 @@ def run_batch(task: BatchTask, stack) -> dict:
     device = _worker_device(task.gpu, worker)
     plan, solve = _plan_on_worker(task, stack, device)
     gen = _drv.solve_batch(plan, solve, task.batch)
-    last = -math.inf
+    last, ev = -math.inf, None
     while True:
         try:
             ev = next(gen)
@@ -583,6 +583,9 @@ def run_batch(task: BatchTask, stack) -> dict:
         if now - last >= task.progress_every_s:
             _publish(worker, task, ev, final=False)
             last = now
+    if ev is not None:  # the batch's last event, with its image (summed over channels) as the preview
+        summed = arr.sum(axis=tuple(range(arr.ndim - 3)) + (-1,)) if arr.ndim >= 3 else arr
+        _publish(worker, task, replace(ev, preview=summed), final=True)
     _write_batch(store, sub, task, arr, plan)
     seconds = time.perf_counter() - t0
     sub["sha256"][task.index] = np.frombuffer(_sha256(arr), np.uint8)   # data, checksum, then the flag
@@ -701,6 +704,7 @@ def _drive(client, plan, method, params, store, run, done, source, gpu, retries,
     futures = []
     computed = 0
     step_of = {batch_key(b): None for b in batches}   # inner iteration reached per batch
+    batch_of = {batch_key(b): tuple(b) for b in batches}
     total_of: dict = {}
     finished = set(done)
     if todo:
@@ -725,6 +729,8 @@ def _drive(client, plan, method, params, store, run, done, source, gpu, retries,
             metrics = {"batch": msg.get("key"), "batches_done": len(finished), "n_batches": n_batches,
                        "worker": msg.get("worker", ""),
                        "distributed": True, "dashboard": dashboard, **(msg.get("metrics") or {})}
+            if msg.get("key") in batch_of:  # the channels of the batch that reported
+                metrics["channel_start"], metrics["channel_stop"] = batch_of[msg["key"]][1:]
             if msg.get("iteration") is not None:
                 metrics["inner_iteration"] = msg["iteration"]
             return Progress(iteration=min(step, total) if total else step, total=total, loss=msg.get("loss"),

@@ -212,7 +212,7 @@ class ReconPanel:
         self._on_method()
         self._on_stack()
         controls = w.VBox([self.method, self.preset, self.params_box, self.channels, self.channel_label,
-                           self.batch, self.device, w.HBox([self.on_cluster, self.cluster_info]),
+                           self.batch, self.device, self.on_cluster, self.cluster_info,
                            w.HBox([self.start_button, self.cancel_button]),
                            w.HBox([self.estimate_button, self.estimate_label]),
                            self.progress, self.status, self.error, self.job_list],
@@ -414,6 +414,9 @@ class ReconPanel:
             if hist:
                 xs, ys = loss_segments(hist[-2000:], starts)
                 with _fig.updating(self.fig):
+                    # a cluster run's losses are samples of batches running side by side: points,
+                    # not a line joining different batches
+                    self.loss_trace.mode = "markers" if m.get("distributed") else "lines"
                     self.loss_trace.x = xs
                     self.loss_trace.y = ys
                     self.fig.layout.xaxis.visible = self.fig.layout.yaxis.visible = True
