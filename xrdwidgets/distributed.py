@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import math
 import os
@@ -275,15 +274,17 @@ def dashboard_link(client) -> str:
         return ""
 
 
-def _gpu_workers(client) -> int:
-    info = client.scheduler_info(n_workers=-1) if _accepts_n_workers(client) else client.scheduler_info()
-    return sum(1 for w in info.get("workers", {}).values() if (w.get("resources") or {}).get("GPU", 0) >= 1)
-
-
-def _accepts_n_workers(client) -> bool:
+def _workers(client) -> list[dict]:
+    """The scheduler's record of every worker (all of them: newer dask lists only a few by default)."""
     import inspect
 
-    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+    every = "n_workers" in inspect.signature(client.scheduler_info).parameters
+    info = client.scheduler_info(n_workers=-1) if every else client.scheduler_info()
+    return list(info.get("workers", {}).values())
+
+
+def _gpu_workers(client) -> int:
+    return sum(1 for w in _workers(client) if (w.get("resources") or {}).get("GPU", 0) >= 1)
 
 
 # ---------------------------------------------------------------------------- the store
@@ -359,7 +360,7 @@ def _create_store(store: Path, plan, run: dict, chunk: int, lead_chunk: bool) ->
     sub.create_array("done", shape=(nb,), chunks=(1,), dtype="uint8", fill_value=0)
     sub.create_array("sha256", shape=(nb, 32), chunks=(1, 32), dtype="uint8", fill_value=0)
     sub.create_array("seconds", shape=(nb,), chunks=(1,), dtype="float64", fill_value=np.nan)
-    sub.attrs[RUN_ATTR] = json.loads(json.dumps(run, default=str))  # last: the store is a run from here on
+    sub.attrs[RUN_ATTR] = _drv._jsonable(run)  # last: the store is a run from here on
 
 
 def _lead_index(plan, li: int) -> tuple:
@@ -416,7 +417,7 @@ def _open_run(store: Path, plan, batches: list, method: str, overwrite: bool) ->
             log.info("%s: overwrite: removing the store of a former run", store)
             remove_path(store)
         else:
-            _drv.check_fingerprint(f"distributed run in {store}", old.get("fingerprint"), _jsonable(fingerprint))
+            _drv.check_fingerprint(f"distributed run in {store}", old.get("fingerprint"), _drv._jsonable(fingerprint))
             if [list(b) for b in old["batches"]] != run["batches"]:
                 raise ValueError(f"{store}: holds a run of other channel batches ({len(old['batches'])} "
                                  f"batches; now {len(batches)}): resume with the batch parameters it was "
@@ -425,10 +426,6 @@ def _open_run(store: Path, plan, batches: list, method: str, overwrite: bool) ->
     chunk = plan.n_channels if run["parts"] else _batch_chunk(batches, plan.n_channels)
     _create_store(store, plan, run, chunk, lead_chunk=not plan.whole_lead)
     return run, set()
-
-
-def _jsonable(obj):
-    return json.loads(json.dumps(obj, default=str))
 
 
 # ---------------------------------------------------------------------------- the worker side
@@ -787,11 +784,10 @@ def _assemble(store: Path, plan, run: dict, computed: int, skipped: int):
     arr = grp["volume"]
     out = np.zeros(arr.shape, np.float32)
     if run["parts"]:
-        chunks = {}
+        batch_plan, chunks = _drv.BatchPlan(plan, n_lead), {}
         for b in run["batches"]:
-            part = _read_batch(store, plan, tuple(b), True)
-            chunks.update(_drv.BatchPlan(plan, n_lead).chunks(b[0], b[1], b[2], part))
-        _drv.BatchPlan(plan, n_lead).restore(out.reshape(-1, n, n, C), chunks, f"distributed run in {store}", n)
+            chunks.update(batch_plan.chunks(b[0], b[1], b[2], _read_batch(store, plan, tuple(b), True)))
+        batch_plan.restore(out.reshape(-1, n, n, C), chunks, f"distributed run in {store}", n)
         arr[...] = out
     else:
         out[...] = arr[...]
@@ -928,8 +924,7 @@ def _drive_integration(client, run, raw, poni, kwargs, overwrite, checksums, tas
         if run.done:
             log.info("%s: resuming, %d of %d chunks already done", run.out, len(run.done), run.n_chunks)
         if pending:
-            info = client.scheduler_info(n_workers=-1) if _accepts_n_workers(client) else client.scheduler_info()
-            threads = sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values()) or 1
+            threads = sum(int(w.get("nthreads", 1)) for w in _workers(client)) or 1
             per = int(task_chunks) if task_chunks else max(1, math.ceil(len(pending) / (4 * threads)))
             run_id = uuid.uuid4().hex[:12]
             spec = {"run_id": run_id, "raw": raw, "poni": poni,
