@@ -84,7 +84,7 @@ def sd2iu_epoch(n, n_angles, device, epochs, **kw):
 def parallaxnet_epoch(n, channels, device, epochs):
     """Median seconds per ParallaxNet epoch on one ``(n, n, channels)`` batch."""
     from xrdwidgets.ops.parallax import ParallaxProjector
-    from xrdwidgets.recon.base import run_to_end
+    from xrdwidgets.base.progress import run_to_end
     from xrdwidgets.recon.parallaxnet import iterate_parallaxnet_array
 
     th = np.linspace(0.0, 180.0, n, endpoint=False)
@@ -105,7 +105,7 @@ def parallaxnet_epoch(n, channels, device, epochs):
 
 def n2i_steps(n, channels, device, steps):
     """Noise2Inverse training steps per second (one channel group, one epoch of ``steps``)."""
-    from xrdwidgets.recon.base import run_to_end
+    from xrdwidgets.base.progress import run_to_end
     from xrdwidgets.recon.noise2inverse import iterate_noise2inverse
     from xrdwidgets.sim.scan import acquire_analytic
     from xrdwidgets.sim.shapes import Circle, Phantom

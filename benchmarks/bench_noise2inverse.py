@@ -48,7 +48,7 @@ from skimage.metrics import structural_similarity
 
 import xrdwidgets as xw
 from xrdwidgets.figures import phase_channels
-from xrdwidgets.recon.base import run_to_end
+from xrdwidgets.base.progress import run_to_end
 from xrdwidgets.recon.fbp import fbp
 from xrdwidgets.recon.noise2inverse import iterate_noise2inverse
 from xrdwidgets.recon.tv import tv

@@ -52,7 +52,7 @@ from bench_quality import N, skimage_radon_projector
 
 from xrdwidgets import jobs
 from xrdwidgets.ops import ParallelProjector
-from xrdwidgets.recon.base import run_to_end
+from xrdwidgets.base.progress import run_to_end
 from xrdwidgets.recon.cgls import cgls_array
 from xrdwidgets.recon.fbp import fbp_array
 from xrdwidgets.recon.sd2i import iterate_sd2i_array

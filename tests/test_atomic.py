@@ -1,7 +1,7 @@
 """The one atomic-write helper: all or nothing, no temporary file left, no clobbering."""
 import pytest
 
-from xrdwidgets.atomic import atomic_path, atomic_write_text
+from xrdwidgets.base.atomic import atomic_path, atomic_write_text
 
 
 def test_a_failed_write_leaves_the_former_file_and_no_temporary(tmp_path):

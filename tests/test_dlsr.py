@@ -14,7 +14,7 @@ from test_peakfitcnn import BOUNDS, MODEL, peak_phantom
 from xrdwidgets.analysis.dlsr import dlsr, iterate_dlsr
 from xrdwidgets.analysis.peaks import PeakModel
 from xrdwidgets.ops.projector import circle_mask
-from xrdwidgets.recon.base import run_to_end
+from xrdwidgets.base.progress import run_to_end
 from xrdwidgets.sim.scan import acquire
 
 N = 24

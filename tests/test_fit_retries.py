@@ -7,7 +7,7 @@ import xarray as xr
 
 from xrdwidgets.analysis.fitting import iterate_fit
 from xrdwidgets.analysis.peaks import PeakModel
-from xrdwidgets.recon.base import run_to_end
+from xrdwidgets.base.progress import run_to_end
 
 
 def _volume(seed=0, n=16):

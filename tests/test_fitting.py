@@ -15,7 +15,7 @@ from xrdwidgets.analysis import fitting
 from xrdwidgets.analysis.fitting import fit_patterns, fit_volume, fit_volume_scipy, iterate_fit
 from xrdwidgets.analysis.peaks import PeakModel, background_abscissa
 from xrdwidgets.data import DataError
-from xrdwidgets.recon.base import Progress
+from xrdwidgets.base.progress import Progress
 from xrdwidgets.sim.patterns import pseudo_voigt as sim_pv
 
 TTH = np.linspace(5.0, 6.0, 81)

@@ -7,7 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from xrdwidgets import checks, cli, data, io, jobs
+from xrdwidgets import cli, data, io, jobs
+from xrdwidgets.base import checks
 from xrdwidgets.data import DataError, DataWarning
 from xrdwidgets.recon import iterate
 from xrdwidgets.sim.demo import demo

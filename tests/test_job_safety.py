@@ -17,7 +17,7 @@ import pytest
 
 from xrdwidgets import jobs
 from xrdwidgets.recon import iterate, run_to_end
-from xrdwidgets.recon.base import Progress
+from xrdwidgets.base.progress import Progress
 from xrdwidgets.sim.demo import demo
 
 from waiting import cancel_after  # noqa: E402
@@ -79,7 +79,7 @@ def test_a_job_object_that_never_runs_does_not_hold_the_folder_forever(tmp_path)
 _HOLDER = textwrap.dedent("""
     import sys, time
     from xrdwidgets import jobs
-    from xrdwidgets.recon.base import Progress
+    from xrdwidgets.base.progress import Progress
 
     def forever(checkpoint=None):
         i = 0 if checkpoint is None else checkpoint["i"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from xrdwidgets import jobs
-from xrdwidgets.recon.base import Progress
+from xrdwidgets.base.progress import Progress
 
 
 def slow(n=50, dt=0.01, fail_at=None, exc=None, checkpoint_every=None):
@@ -141,7 +141,7 @@ def test_eta_and_repr():
 
 def test_throttled_events_still_carry_the_latest_preview():
     # previews every 40 iterations, events much faster than the 4 Hz a subscriber gets
-    from xrdwidgets.recon.base import Progress
+    from xrdwidgets.base.progress import Progress
 
     def algo():
         for i in range(1, 401):

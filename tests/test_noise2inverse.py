@@ -10,7 +10,7 @@ import xarray as xr
 
 from xrdwidgets import metrics
 from xrdwidgets.jobs import merge_checkpoint
-from xrdwidgets.recon.base import run_to_end
+from xrdwidgets.base.progress import run_to_end
 from xrdwidgets.recon.fbp import fbp
 from xrdwidgets.recon.noise2inverse import (
     CHECKPOINT_KIND,

@@ -14,7 +14,7 @@ from xrdwidgets.analysis.peakfitcnn import (
     PeakFitCNN, ParamSpace, downsample, iterate_peakfitcnn, peakfitcnn, resolve_bounds,
 )
 from xrdwidgets.analysis.peaks import PeakModel
-from xrdwidgets.recon.base import run_to_end
+from xrdwidgets.base.progress import run_to_end
 from xrdwidgets.sim.peak_phantom import peak_phantom
 
 MODEL = PeakModel(1, "pseudo_voigt", "linear")

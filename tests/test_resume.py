@@ -15,7 +15,7 @@ import torch
 
 from xrdwidgets import io, jobs
 from xrdwidgets.recon import iterate, run_to_end
-from xrdwidgets.recon.base import Progress
+from xrdwidgets.base.progress import Progress
 from xrdwidgets.sim.demo import demo
 
 from waiting import cancel_after as _cancel_after  # noqa: E402

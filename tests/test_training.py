@@ -9,7 +9,7 @@ from skimage.metrics import structural_similarity
 
 from xrdwidgets import jobs
 from xrdwidgets.recon import losses
-from xrdwidgets.recon.base import run_to_end
+from xrdwidgets.base.progress import run_to_end
 from xrdwidgets.recon.nets import build_generator
 from xrdwidgets.recon.training import (
     CHECKPOINT_FORMAT,

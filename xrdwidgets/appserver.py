@@ -64,6 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import safety
+from .base.errors import BusyError
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class PortInUseError(OSError):
+class PortInUseError(BusyError):
     """The port asked for is already taken on 127.0.0.1."""
 
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .checks import check_writable
+from .base.checks import check_writable
 
 log = logging.getLogger("xrdwidgets.cli")
 
@@ -54,7 +54,7 @@ def _progress(total, desc, quiet):
 
 
 def _run_with_bar(gen, desc, quiet):
-    from .progress import run_to_end
+    from .base.progress import run_to_end
 
     bar = None
 

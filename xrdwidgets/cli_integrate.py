@@ -105,7 +105,7 @@ def cmd_integrate(args) -> int:
 def _run_with_bar(gen, args):
     from tqdm.auto import tqdm
 
-    from .recon.base import run_to_end
+    from .base.progress import run_to_end
 
     bar = None
 

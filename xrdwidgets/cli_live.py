@@ -49,7 +49,7 @@ def cmd_live(args) -> int:
     from .integrate import IntegrationOptions, ScanPlan
     from .live import LiveSession, iterate_live
     from .live.sources import open_live
-    from .recon.base import run_to_end
+    from .base.progress import run_to_end
 
     outs = [Path(p) for p in (args.out, args.volume) if p]
     for p in outs:

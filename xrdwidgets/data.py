@@ -43,6 +43,7 @@ import xarray as xr
 from . import conversions as conv
 from ._version import __version__
 from .geometry import ScanGeometry
+from .base.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,6 @@ class DataWarning(UserWarning):
     """Data that are valid but probably not what was meant (e.g. all values equal)."""
 
 
-class DataError(ValueError):
-    """Raised when data do not fit the data model; the message names what and where."""
 
 
 # ---------------------------------------------------------------------------- helpers

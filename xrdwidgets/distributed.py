@@ -7,7 +7,7 @@ Every registered reconstruction method runs through the one stack runner
 (:mod:`xrdwidgets.recon.driver`), whose *batch plan* (channel batches, or overlapping batches for
 ParallaxNet) is the unit of distribution here: each batch is one dask task that runs the method's
 own batch solver (:func:`~xrdwidgets.recon.driver.solve_batch`) on a worker and writes its image
-straight into a zarr store. The same generator of :class:`~xrdwidgets.progress.Progress` events
+straight into a zarr store. The same generator of :class:`~xrdwidgets.base.progress.Progress` events
 comes back, so a progress bar, a :class:`~xrdwidgets.jobs.Job` and the Reconstruct panel show a
 cluster run as they show a local one::
 
@@ -69,8 +69,8 @@ from pathlib import Path
 import numpy as np
 
 from . import data as _data
-from .atomic import remove_path
-from .progress import Progress, run_to_end
+from .base.atomic import remove_path
+from .base.progress import Progress, run_to_end
 from .recon import driver as _drv
 from .recon.registry import get_method
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from .base.atomic import atomic_path
 
 __all__ = ["phase_channels", "demo_summary_png", "image_figure_png", "patterns_figure_png"]
 

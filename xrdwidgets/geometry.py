@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .conversions import HC_KEV_ANGSTROM
-from .validators import check_float
+from .base.validators import check_float
 
 __all__ = ["ScanGeometry", "ATTR_PREFIX", "ATTR_KEYS"]
 

@@ -1,6 +1,6 @@
 """Background execution of algorithm generators: jobs, a queue, progress streams, persistence.
 
-An *algorithm* here is any generator that yields :class:`~xrdwidgets.progress.Progress` events
+An *algorithm* here is any generator that yields :class:`~xrdwidgets.base.progress.Progress` events
 and returns its result (see ``../shared/DESIGN.md``). A :class:`Job` runs one in a background
 thread::
 
@@ -90,10 +90,11 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path, atomic_torch_save, atomic_write_text
-from .checks import check_writable
+from .base.atomic import atomic_path, atomic_torch_save, atomic_write_text
+from .base.checks import check_writable
 from .workdir_lock import LOCK_FILE, WorkdirBusyError, process_alive, this_process
 from .workdir_lock import acquire as _acquire_lock
+from .base.errors import StateError
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +130,11 @@ _NDARRAY = "__xrdwidgets_ndarray__"
 _CHUNK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(StateError):
     """A checkpoint that cannot be read (damaged, missing parts, unsafe content)."""
 
 
-class _OtherComputation(ValueError):
+class _OtherComputation(StateError):
     """A finished work folder whose result belongs to other data or parameters."""
 
 

@@ -36,6 +36,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from .base.errors import InputError, UnsafeError
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,11 @@ _NPY_MAGIC = b"\x93NUMPY"
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-class UnsafePathError(PermissionError):
+class UnsafePathError(UnsafeError):
     """A path that resolves outside the data folder (``..``, symlinks, absolute paths)."""
 
 
-class UploadError(ValueError):
+class UploadError(InputError):
     """An uploaded file that is refused: too large, wrong extension, or not the claimed format."""
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import xarray as xr
 
 from . import data as _data
-from .atomic import atomic_path
+from .base.atomic import atomic_path
 from .data import DataError
 
 log = logging.getLogger(__name__)

@@ -22,6 +22,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from .base.errors import BusyError
 
 try:
     import fcntl
@@ -36,7 +37,7 @@ __all__ = ["LOCK_FILE", "WorkdirBusyError", "WorkdirLock", "acquire", "process_a
 LOCK_FILE = "job.lock"
 
 
-class WorkdirBusyError(OSError):
+class WorkdirBusyError(BusyError):
     """The work folder is in use by another job (the message names it)."""
 
 

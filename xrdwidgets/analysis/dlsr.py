@@ -58,7 +58,7 @@ from torch import nn
 
 from .. import data as _data
 from ..recon import driver as _drv
-from ..progress import run_to_end
+from ..base.progress import run_to_end
 from ..recon.fbp import fbp_array
 from .peakfitcnn import (
     NORMS, ParamSpace, _CNNGenerator, _hash, build_cnn, check_common, check_resume, downsample,

@@ -1,7 +1,7 @@
 """Batch peak fitting: every pixel of a volume fitted at once with a vectorised, bounded LM solver.
 
-``iterate_fit(volume, model, ...)`` is a generator (see :mod:`xrdwidgets.progress`): it yields
-:class:`~xrdwidgets.progress.Progress` as pixels finish and returns an :class:`xarray.Dataset`
+``iterate_fit(volume, model, ...)`` is a generator (see :mod:`xrdwidgets.base.progress`): it yields
+:class:`~xrdwidgets.base.progress.Progress` as pixels finish and returns an :class:`xarray.Dataset`
 of parameter maps; :func:`fit_volume` runs it to the end. :func:`fit_volume_scipy` fits the same
 model with the same bounds and initial guesses pixel by pixel with
 :func:`scipy.optimize.least_squares` (the reference for tests and benchmarks), and
@@ -66,7 +66,7 @@ import xarray as xr
 
 from .. import data as _data
 from ..data import DataError
-from ..progress import Progress, run_to_end
+from ..base.progress import Progress, run_to_end
 from .peaks import GAUSS_HEIGHT, LORENTZ_HEIGHT, PeakModel, background_abscissa
 
 log = logging.getLogger(__name__)
@@ -1066,7 +1066,7 @@ def _add_peak_found(ds: xr.Dataset, model: PeakModel, significance: float) -> No
 def fit_volume(volume, model: PeakModel | None = None, callback=None, **kwargs) -> xr.Dataset:
     """Run :func:`iterate_fit` to the end and return its Dataset of maps.
 
-    ``callback(progress)`` is called on every :class:`~xrdwidgets.progress.Progress` event.
+    ``callback(progress)`` is called on every :class:`~xrdwidgets.base.progress.Progress` event.
     Keyword arguments are those of :func:`iterate_fit`.
     """
     return run_to_end(iterate_fit(volume, model, **kwargs), callback)

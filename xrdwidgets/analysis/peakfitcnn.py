@@ -51,7 +51,7 @@ from torch import nn
 from .. import data as _data
 from ..ops.projector import default_device
 from ..recon import driver as _drv
-from ..progress import run_to_end
+from ..base.progress import run_to_end
 from .peaks import PeakModel
 
 log = logging.getLogger(__name__)

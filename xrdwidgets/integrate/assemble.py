@@ -1,7 +1,7 @@
 """Frames → sinogram stack: integrate a whole scan, out of core and resumable.
 
 :func:`iterate_integration` is an algorithm generator (like every reconstruction): it yields
-:class:`~xrdwidgets.recon.base.Progress` events (one per chunk of frames, with ``frames``,
+:class:`~xrdwidgets.base.progress.Progress` events (one per chunk of frames, with ``frames``,
 ``frames_per_s`` and ``eta_s`` in ``metrics``) and returns the sinogram stack
 ``(translation, angle, tth | q)``. :func:`integrate` runs it to the end. The same generator runs
 in a notebook, under ``xrdwidgets integrate`` (progress bar) and as a background job
@@ -38,7 +38,7 @@ import xarray as xr
 
 from .. import data as _data
 from ..data import DataError
-from ..recon.base import Progress, run_to_end
+from ..base.progress import Progress, run_to_end
 from .calibration import file_sha256, load_image, load_poni, scan_geometry
 from .engines import UNITS, IntegrationOptions, Integrator
 from .plan import ScanPlan, ScanPlanError, plan_from_motors

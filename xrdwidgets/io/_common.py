@@ -17,9 +17,10 @@ import xarray as xr
 
 from .. import data as _data
 from .._version import __version__
-from ..atomic import atomic_path, remove_path
-from ..checks import check_writable
+from ..base.atomic import atomic_path, remove_path
+from ..base.checks import check_writable
 from ..data import SPECTRAL_DIMS, DataError
+from ..base.errors import FileFormatError
 
 #: One logger for the whole package (named ``xrdwidgets.io``, as before the split).
 log = logging.getLogger(__package__)
@@ -55,7 +56,7 @@ _STATS_BLOCK_BYTES = 64 * 2**20
 _NPY_MAGIC = b"\x93NUMPY"
 
 
-class XRDFileError(OSError, ValueError):
+class XRDFileError(FileFormatError):
     """A file cannot be read as XRD-CT data; the message names the file, what and where.
 
     Both an ``OSError`` (it is about a file) and a ``ValueError`` (its contents are wrong), so
@@ -114,7 +115,7 @@ _remove = remove_path
 @contextlib.contextmanager
 def _atomic_path(path: Path, overwrite: bool, *, store: bool = False):
     """Yield a temporary path beside ``path``; on success move it into place atomically
-    (:func:`xrdwidgets.atomic.atomic_path`). A file is not clobbered unless ``overwrite``; a
+    (:func:`xrdwidgets.base.atomic.atomic_path`). A file is not clobbered unless ``overwrite``; a
     folder target (zarr, ``store=True``) is replaced only while it is still a zarr store
     (:func:`_check_target`, checked again just before the move)."""
     _check_target(path, overwrite, store=store)

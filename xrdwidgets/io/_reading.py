@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..checks import check_fits_in_memory, fits_in_memory
+from ..base.checks import check_fits_in_memory, fits_in_memory
 from ._common import (
     _FORMAT_KEY, _NPY_MAGIC, FORMAT_NAME, XRDFileError, _is_zarr, _require_exists, _value_stats,
     log,

@@ -8,8 +8,8 @@ from .. import data as _data
 from ..data import SPECTRAL_DIMS, DataError
 from ..geometry import ScanGeometry
 from ._common import XRDFileError, _as_path, _require_exists
-from ..checks import DataTooLargeError
-from ..checks import check_fits_in_memory as _check_fits
+from ..base.checks import DataTooLargeError
+from ..base.checks import check_fits_in_memory as _check_fits
 from ._reading import _describe_bytes, _nonfinite_note, _note
 
 

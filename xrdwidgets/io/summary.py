@@ -14,8 +14,8 @@ import numpy as np
 import xarray as xr
 
 from .. import data as _data
-from ..checks import available_memory, fits_in_memory
-from ..checks import format_bytes as _fmt_size
+from ..base.checks import available_memory, fits_in_memory
+from ..base.checks import format_bytes as _fmt_size
 from ..data import DataError
 from ._common import (
     _NPY_MAGIC, _VERSION_KEY, FORMAT_NAME, XRDFileError, _as_path, _decode_provenance, _is_dask,

@@ -29,7 +29,7 @@ from ..integrate import combined_mask, poni_text, stack_from_patterns
 from ..integrate.calibration import load_poni
 from ..integrate.engines import UNITS, IntegrationOptions, Integrator
 from ..integrate.plan import ScanPlan, ScanPlanError
-from ..recon.base import Progress, run_to_end
+from ..base.progress import Progress, run_to_end
 from .progressive import ProgressiveFBP, WarmSIRT
 from .sources import LiveSource, open_live
 

@@ -114,7 +114,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..validators import check_float
+from ..base.validators import check_float
 from .projector import LinearOperator, circle_mask, default_device
 
 log = logging.getLogger(__name__)

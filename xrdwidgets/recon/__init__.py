@@ -5,7 +5,7 @@ parameters (defaults from the signature), presets; :func:`methods` lists them.
 ``reconstruct(stack, method=...)`` runs any of them to the end; ``iterate(stack, method=...)``
 gives the generator (for progress bars, widgets, jobs and dask workers).
 """
-from ..progress import Progress, run_to_end
+from ..base.progress import Progress, run_to_end
 from .cgls import cgls, iterate_cgls
 from .fbp import fbp, fbp_array, iterate_fbp
 from .iterative import METHODS, iterate, reconstruct

@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from ..validators import check_int
+from ..base.validators import check_int
 
 __all__ = ["MERGE_WEIGHTS", "batch_weights", "even_batches", "map_batches", "merge_batches", "plan_batches"]
 

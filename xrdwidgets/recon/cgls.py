@@ -31,7 +31,7 @@ import torch
 
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
-from ..progress import Progress, run_to_end
+from ..base.progress import Progress, run_to_end
 from .registry import common_params, param, register
 
 log = logging.getLogger(__name__)

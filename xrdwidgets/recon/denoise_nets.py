@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..validators import check_int
+from ..base.validators import check_int
 
 __all__ = ["DENOISERS", "MSDNet", "UNet", "build_denoiser", "msd_parameter_count", "unet_parameter_count",
            "parameter_count"]

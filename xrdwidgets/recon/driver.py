@@ -74,10 +74,10 @@ import torch
 import xarray as xr
 
 from .. import data as _data
-from ..checks import check_stack_memory
+from ..base.checks import check_fits_in_memory
 from ..ops.projector import ParallelProjector
-from ..progress import Progress
-from ..validators import check_float, check_int  # noqa: F401  (re-exported)
+from ..base.progress import Progress
+from ..base.validators import check_float, check_int  # noqa: F401  (re-exported)
 from .batching import MERGE_WEIGHTS, even_batches, merge_batches, plan_batches
 
 log = logging.getLogger(__name__)
@@ -317,6 +317,37 @@ class StackPlan:
     label: str = "stack reconstruction"
     kind: str = STACK_CHECKPOINT_KIND
     version: int = _STACK_CHECKPOINT_VERSION
+
+
+def check_stack_memory(stack, n: int, batch: int, *, caller: str) -> None:
+    """Before a stack reconstruction: does its volume (float32) plus one channel batch of
+    sinograms fit in memory? A :class:`DataTooLargeError` naming the sizes otherwise.
+
+    Parameters
+    ----------
+    stack : xarray.DataArray
+        Validated sinogram stack ``(time, z, translation, angle, spectral)`` (lazy or not).
+    n : int
+        Image size (the volume is ``lead × n × n × channels``).
+    batch : int
+        Channels per batch.
+    caller : str
+        Named in the message.
+    """
+    sizes = dict(stack.sizes)
+    lead = 1
+    for d in _data.EXTRA_DIMS:
+        lead *= sizes.get(d, 1)
+    spec = _data.spectral_dim(stack)
+    C = sizes[spec]
+    volume = 4 * lead * n * n * C
+    one_batch = 4 * sizes[_data.TRANSLATION] * sizes[_data.ANGLE] * min(batch, C)
+    check_fits_in_memory(
+        volume + one_batch,
+        what=f"{caller}: the volume ({lead} × {n} × {n} × {C} float32) with one batch of {min(batch, C)} "
+             "sinograms",
+        lazy_hint=f"reconstruct fewer channels per run (stack.isel({spec}=slice(...))) or a smaller image "
+                  "(n=), and write each part to a zarr store (xrdwidgets.io.save_zarr)")
 
 
 def prepare_stack(stack, *, caller: str, producer: str, parameters: dict, batch: int = 64,

@@ -4,7 +4,7 @@
 the actual stack and device, times its first few steps (iterations, epochs, or FBP batches) of the
 first channel batch, stops it, and extrapolates to the whole batch plan. The number of steps and
 of batches is not computed here: it is what the running method reports in its first
-:class:`~xrdwidgets.progress.Progress` event (``total`` counts the steps of every batch,
+:class:`~xrdwidgets.base.progress.Progress` event (``total`` counts the steps of every batch,
 ``metrics["n_batches"]`` the batches), so the estimate follows the method's own plan (overlapping
 batches of ParallaxNet included).
 
@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from ..progress import Progress
+from ..base.progress import Progress
 from .iterative import iterate
 from .registry import get_method
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import logging
 
-from ..progress import run_to_end
+from ..base.progress import run_to_end
 from .registry import get_method, methods
 from .cgls import cgls, cgls_array, iterate_cgls, iterate_cgls_array
 from .fbp import fbp, fbp_array, iterate_fbp
@@ -46,7 +46,7 @@ METHODS = {name: spec.iterate for name, spec in methods().items()}
 
 
 def iterate(stack, method: str | None = None, /, *, client=None, store=None, **kwargs):
-    """The :class:`~xrdwidgets.progress.Progress` generator of ``method`` on ``stack``.
+    """The :class:`~xrdwidgets.base.progress.Progress` generator of ``method`` on ``stack``.
 
     Parameters
     ----------
@@ -114,7 +114,7 @@ def reconstruct(stack, method: str | None = None, /, *, callback=None, **kwargs)
     method : str
         A registered method (see :func:`iterate`).
     callback : callable, optional
-        Called with every :class:`~xrdwidgets.progress.Progress` event.
+        Called with every :class:`~xrdwidgets.base.progress.Progress` event.
     **kwargs
         The method's keywords, and ``client=``/``store=`` for a run on a dask cluster (see
         :func:`iterate`).

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from ..ops.projector import circle_mask, default_device
-from ..validators import check_int
+from ..base.validators import check_int
 
 log = logging.getLogger(__name__)
 

@@ -99,7 +99,7 @@ import torch.nn.functional as F
 from .. import data as _data
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
-from ..progress import run_to_end
+from ..base.progress import run_to_end
 from .registry import common_params, param, register
 from .batching import even_batches
 from .denoise_nets import DENOISERS, build_denoiser

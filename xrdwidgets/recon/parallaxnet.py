@@ -77,7 +77,7 @@ from .. import data as _data
 from ..ops.parallax import FORMULAS, ParallaxProjector
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
-from ..progress import run_to_end
+from ..base.progress import run_to_end
 from .registry import common_params, param, register, training_params
 from .batching import MERGE_WEIGHTS
 from .losses import LAMBDA_PARALLAXNET, mse_ssim

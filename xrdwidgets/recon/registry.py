@@ -6,7 +6,7 @@ line (``xrdwidgets reconstruct --method M``, ``xrdwidgets methods``), the Recons
 registration.
 
 A spec names the method's stack-level generator (``iterate_<method>(stack, **kw)``, yielding
-:class:`~xrdwidgets.progress.Progress` and returning the volume) and the parameters a user sets,
+:class:`~xrdwidgets.base.progress.Progress` and returning the volume) and the parameters a user sets,
 each with a type, a range, a help line and units. The *defaults are read from the generator's
 signature*, so the registry, the CLI, the panel and the library cannot disagree. Where a user
 interface wants another starting point (fewer epochs for a quick look, a paper's settings) the

@@ -67,7 +67,7 @@ import torch
 
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
-from ..progress import run_to_end
+from ..base.progress import run_to_end
 from .registry import common_params, param, register, training_params
 from .losses import LOSSES, get_loss
 from .nets import ARCHITECTURES, build_generator

@@ -4,7 +4,7 @@ A generator network (:mod:`~xrdwidgets.recon.nets`) has no data input: ``model()
 output (an image batch ``(y, x, C)`` or a volume). A method plugs in with a *closure*
 ``loss_fn(output) -> scalar tensor`` that applies its forward operator (the projector for SD2I,
 the parallax operator for ParallaxNet) and compares with the measured data. :func:`train` runs
-the optimisation as a generator of :class:`~xrdwidgets.progress.Progress` events::
+the optimisation as a generator of :class:`~xrdwidgets.base.progress.Progress` events::
 
     gen = train(model, lambda out: mae_ssim(op(out), target), max_epochs=6000, seed=0)
     result = run_to_end(gen)          # TrainResult: output, model, losses, stop reason
@@ -54,9 +54,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..atomic import atomic_torch_save
+from ..base.atomic import atomic_torch_save
 from . import driver as _drv
-from ..progress import Progress
+from ..base.progress import Progress
 
 log = logging.getLogger(__name__)
 

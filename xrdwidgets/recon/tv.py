@@ -46,7 +46,7 @@ import torch
 
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
-from ..progress import Progress, run_to_end
+from ..base.progress import Progress, run_to_end
 from .registry import common_params, param, register
 from .fbp import fbp_array
 

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..conversions import HC_KEV_ANGSTROM, wavelength_from_energy
-from ..validators import check_float
+from ..base.validators import check_float
 from .structures import Phase, get_phase
 
 log = logging.getLogger(__name__)

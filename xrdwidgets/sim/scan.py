@@ -56,7 +56,7 @@ from scipy import ndimage
 from .. import data as _data
 from ..data import DataError
 from ..geometry import ScanGeometry
-from ..validators import check_float, check_int
+from ..base.validators import check_float, check_int
 
 log = logging.getLogger(__name__)
 

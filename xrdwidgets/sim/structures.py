@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 import numpy as np
+from ..base.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ class Phase:
         return f0, g
 
 
-class UnknownPhaseError(KeyError, ValueError):
+class UnknownPhaseError(InputError, KeyError):
     """A phase name that is not in the table (a ``KeyError`` and a ``ValueError``)."""
 
     def __str__(self):

@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 from .. import corrections as _corr
 from .. import data as _data
 from .. import jobs as _jobs
-from ..progress import Progress
+from ..base.progress import Progress
 from . import _views as _fig
 from .state import AppState
 

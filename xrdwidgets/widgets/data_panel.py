@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import data as _data
 from .. import io, jobs, safety
-from ..progress import Progress
+from ..base.progress import Progress
 from . import _views as _fig
 from .state import AppState
 from .upload import SizeLimitedUpload

@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .. import jobs, safety
-from ..recon.base import Progress
+from ..base.progress import Progress
 from . import _views as _fig
 from .state import AppState
 

@@ -23,7 +23,7 @@ from plotly.subplots import make_subplots
 
 from .. import data as _data
 from .. import jobs as _jobs
-from ..progress import Progress
+from ..base.progress import Progress
 from ..recon.estimate import estimate_runtime
 from ..recon.iterative import iterate
 from ..recon.registry import DEFAULT_PRESET, ParamSpec, get_method, methods

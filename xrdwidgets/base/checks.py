@@ -11,9 +11,7 @@ oversized dataset is reported at once (naming the target), not after an hour of 
 ``fits_in_memory(nbytes)`` / ``check_fits_in_memory(nbytes, what=...)``
     A :class:`DataTooLargeError` stating the size, the available memory and the lazy path
     (zarr/dask) when ``nbytes`` exceeds :data:`MEMORY_FRACTION` of the available memory.
-``check_stack_memory(stack, n, batch, caller=...)``
-    The same for a stack reconstruction: its volume plus one channel batch (called by
-    :func:`xrdwidgets.recon.driver.prepare_stack` before the projector is built).
+(:func:`xrdwidgets.recon.driver.check_stack_memory` applies it to a stack reconstruction.)
 """
 from __future__ import annotations
 
@@ -21,18 +19,17 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from .errors import DataTooLargeError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MEMORY_FRACTION", "DataTooLargeError", "available_memory", "check_fits_in_memory",
-           "check_stack_memory", "check_writable", "fits_in_memory", "format_bytes"]
+           "check_writable", "fits_in_memory", "format_bytes"]
 
 #: Largest share of the available memory one array may take when loaded whole.
 MEMORY_FRACTION = 0.8
 
 
-class DataTooLargeError(MemoryError, ValueError):
-    """Data too large to load into memory (also a ``ValueError``: the request cannot be met)."""
 
 
 def format_bytes(n: float) -> str:
@@ -123,36 +120,3 @@ def check_fits_in_memory(nbytes: int, *, what: str, lazy_hint: str = "") -> None
                          "xarray/dask chunks), or select a part before loading")
     raise DataTooLargeError(
         f"{what} needs {format_bytes(nbytes)} in memory, but only {format_bytes(avail)} is available; {hint}")
-
-
-def check_stack_memory(stack, n: int, batch: int, *, caller: str) -> None:
-    """Before a stack reconstruction: does its volume (float32) plus one channel batch of
-    sinograms fit in memory? A :class:`DataTooLargeError` naming the sizes otherwise.
-
-    Parameters
-    ----------
-    stack : xarray.DataArray
-        Validated sinogram stack ``(time, z, translation, angle, spectral)`` (lazy or not).
-    n : int
-        Image size (the volume is ``lead × n × n × channels``).
-    batch : int
-        Channels per batch.
-    caller : str
-        Named in the message.
-    """
-    from . import data as _data
-
-    sizes = dict(stack.sizes)
-    lead = 1
-    for d in _data.EXTRA_DIMS:
-        lead *= sizes.get(d, 1)
-    spec = _data.spectral_dim(stack)
-    C = sizes[spec]
-    volume = 4 * lead * n * n * C
-    one_batch = 4 * sizes[_data.TRANSLATION] * sizes[_data.ANGLE] * min(batch, C)
-    check_fits_in_memory(
-        volume + one_batch,
-        what=f"{caller}: the volume ({lead} × {n} × {n} × {C} float32) with one batch of {min(batch, C)} "
-             "sinograms",
-        lazy_hint=f"reconstruct fewer channels per run (stack.isel({spec}=slice(...))) or a smaller image "
-                  "(n=), and write each part to a zarr store (xrdwidgets.io.save_zarr)")

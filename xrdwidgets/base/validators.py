@@ -1,4 +1,4 @@
-"""The one set of argument validators: an int or a float within bounds, else a clear ValueError.
+"""The one set of argument validators: an int or a float within bounds, else a clear InputError (a ValueError).
 
 Every public function checks its numeric arguments with these, so a bad value fails at the call
 that passed it, with a message naming the function, the argument, what is expected and what was
@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import numbers
 
+from .errors import InputError
+
 __all__ = ["check_int", "check_float"]
 
 
@@ -17,7 +19,7 @@ def _where(caller: str, name: str) -> str:
 
 
 def check_int(caller: str, name: str, value, minimum: int | None = 1, *, maximum: int | None = None) -> int:
-    """``value`` as an int within ``[minimum, maximum]``; a ValueError naming ``caller``/``name`` otherwise.
+    """``value`` as an int within ``[minimum, maximum]``; an InputError (a ValueError) naming ``caller``/``name`` otherwise.
 
     Integral floats (``3.0``) are accepted; bools, strings and fractions are not. ``caller`` ""
     leaves the function name out of the message.
@@ -28,21 +30,21 @@ def check_int(caller: str, name: str, value, minimum: int | None = 1, *, maximum
     if isinstance(value, bool) or type(value).__name__ == "bool_" or not isinstance(value, numbers.Integral):
         if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
                 and float(value).is_integer()):
-            raise ValueError(f"{_where(caller, name)} must be an integer{bound}, found {value!r}")
+            raise InputError(f"{_where(caller, name)} must be an integer{bound}, found {value!r}")
     v = int(value)
     if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
-        raise ValueError(f"{_where(caller, name)} must be an integer{bound}, found {v}")
+        raise InputError(f"{_where(caller, name)} must be an integer{bound}, found {v}")
     return v
 
 
 def check_float(caller: str, name: str, value, *, minimum: float | None = None, strict: bool = False,
                 maximum: float | None = None, allow_inf: bool = False) -> float:
     """``value`` as a float within the bounds (``> minimum`` when ``strict``, ``< maximum``),
-    finite unless ``allow_inf``; else a ValueError naming ``caller``/``name`` (``""``: no caller)."""
+    finite unless ``allow_inf``; else an InputError (a ValueError) naming ``caller``/``name`` (``""``: no caller)."""
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{_where(caller, name)} must be a finite number, found {value!r}") from None
+        raise InputError(f"{_where(caller, name)} must be a finite number, found {value!r}") from None
     bound = ""
     if minimum is not None:
         bound = f" {'>' if strict else '>='} {minimum}"
@@ -53,5 +55,5 @@ def check_float(caller: str, name: str, value, *, minimum: float | None = None, 
     bad |= maximum is not None and v >= maximum
     if bad:
         what = "a number" + (" (or inf)" if allow_inf else "") if allow_inf else "a finite number"
-        raise ValueError(f"{_where(caller, name)} must be {what}{bound}, found {value!r}")
+        raise InputError(f"{_where(caller, name)} must be {what}{bound}, found {value!r}")
     return v
