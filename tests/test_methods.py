@@ -56,7 +56,7 @@ def test_registry_library_cli_and_panel_agree():
             assert p.default == sig[p.name].default, (name, p.name)
         # CLI: the flags generated for the method parse to the same defaults
         args = cli.build_parser(name).parse_args(["reconstruct", "f.h5", "--method", name])
-        assert cli._method_kwargs(args, spec) == spec.defaults()
+        assert cli.commands._method_kwargs(args, spec) == spec.defaults()
         # panel: the default preset shows the library's values; other presets are named
         panel.method.value = name
         assert set(panel.preset.options) == set(spec.preset_names())

@@ -1,6 +1,6 @@
 """Command-line pieces of raw-frame work: ``xrdwidgets integrate`` and ``xrdwidgets demo --raw``.
 
-Kept apart from :mod:`xrdwidgets.cli`, which only registers them.
+Kept apart from :mod:`xrdwidgets.cli.commands`, which only registers them.
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def _quiet_silx():
 
 
 def cmd_integrate(args) -> int:
-    from .integrate import IntegrationOptions, iterate_integration
+    from ..integrate import IntegrationOptions, iterate_integration
 
     _quiet_silx()
     out = Path(args.out)
@@ -82,7 +82,7 @@ def cmd_integrate(args) -> int:
     with contextlib.ExitStack() as stack:
         client = None
         if args.scheduler is not None or args.local_cluster is not None:
-            from .distributed import connect, dashboard_link
+            from ..distributed import connect, dashboard_link
 
             client, cluster = connect(scheduler=args.scheduler, local=args.local_cluster)
             stack.callback(client.close)
@@ -105,7 +105,7 @@ def cmd_integrate(args) -> int:
 def _run_with_bar(gen, args):
     from tqdm.auto import tqdm
 
-    from .base.progress import run_to_end
+    from ..base.progress import run_to_end
 
     bar = None
 
@@ -126,7 +126,7 @@ def _run_with_bar(gen, args):
 
 def cmd_demo_raw(args) -> int:
     """``xrdwidgets demo --raw``: write a small simulated raw scan (Eiger-like HDF5) + PONI + mask."""
-    from .sim.frames import simulate_raw_scan
+    from ..sim.frames import simulate_raw_scan
 
     _quiet_silx()
     out = Path(args.out) / "raw"

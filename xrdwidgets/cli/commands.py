@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from .base.checks import check_writable
+from ..base.checks import check_writable
 
-log = logging.getLogger("xrdwidgets.cli")
+log = logging.getLogger(__name__)
 
 _EPILOG = """\
 examples:
@@ -54,7 +54,7 @@ def _progress(total, desc, quiet):
 
 
 def _run_with_bar(gen, desc, quiet):
-    from .base.progress import run_to_end
+    from ..base.progress import run_to_end
 
     bar = None
 
@@ -74,13 +74,13 @@ def _run_with_bar(gen, desc, quiet):
 def cmd_demo(args) -> int:
     import xarray as xr
 
-    from . import io
-    from .figures import demo_summary_png
-    from .recon.fbp import iterate_fbp
-    from .sim.demo import demo
+    from .. import io
+    from ..figures import demo_summary_png
+    from ..recon.fbp import iterate_fbp
+    from ..sim.demo import demo
 
     if getattr(args, "raw", False):
-        from .cli_integrate import cmd_demo_raw
+        from .integrate_cmd import cmd_demo_raw
 
         return cmd_demo_raw(args)
     out = Path(args.out)
@@ -110,14 +110,14 @@ def cmd_demo(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from . import io
+    from .. import io
 
     print(io.describe(args.file))
     return 0
 
 
 def cmd_methods(args) -> int:
-    from .recon.registry import methods
+    from ..recon.registry import methods
 
     for spec in methods().values():
         print(f"{spec.name:<14} {spec.label}: {spec.help}")
@@ -152,8 +152,8 @@ def _source(record: dict):
     """The resumable job source of a recorded reconstruction: ``iterate(stack, method, **params)``."""
     import functools
 
-    from . import io
-    from .recon.iterative import iterate
+    from .. import io
+    from ..recon.iterative import iterate
 
     obj = io.load(record["file"])
     if record.get("variable"):
@@ -163,7 +163,7 @@ def _source(record: dict):
 
 def _run_job(record: dict, *, workdir, resume: bool, quiet: bool) -> int:
     """Run a recorded reconstruction (as a :class:`~xrdwidgets.jobs.Job`), write ``record["out"]``."""
-    from . import io, jobs
+    from .. import io, jobs
 
     out = Path(record["out"])
     if not _check_out(out, record.get("overwrite", False)):
@@ -175,7 +175,7 @@ def _run_job(record: dict, *, workdir, resume: bool, quiet: bool) -> int:
     with _cluster_client(record.get("cluster")) as (client, store):
         cluster = {} if client is None else {"client": client, "store": store}
         if client is not None:
-            from .distributed import dashboard_link
+            from ..distributed import dashboard_link
 
             print(f"running on the dask cluster {client.scheduler.address} (dashboard: "
                   f"{dashboard_link(client) or 'none'}); results streamed to {store}", file=sys.stderr)
@@ -208,7 +208,7 @@ def _cluster_client(cluster: dict | None):
     if not cluster:
         yield None, None
         return
-    from .distributed import connect
+    from ..distributed import connect
 
     client, local = connect(scheduler=cluster.get("scheduler"), local=cluster.get("local"))
     try:
@@ -238,7 +238,7 @@ def _cluster_record(args, out: Path) -> dict | None:
 
 
 def cmd_reconstruct(args) -> int:
-    from .recon.registry import get_method
+    from ..recon.registry import get_method
 
     spec = get_method(args.method)
     src = Path(args.file)
@@ -246,7 +246,7 @@ def cmd_reconstruct(args) -> int:
     if not _check_out(out, args.overwrite):
         return 2
     if args.workdir:
-        from .jobs import CHECKPOINT_FILE, CHUNKS_DIR, JOB_FILE, RESULT_FILE
+        from ..jobs import CHECKPOINT_FILE, CHUNKS_DIR, JOB_FILE, RESULT_FILE
 
         wd = Path(args.workdir)
         if any((wd / f).exists() for f in (JOB_FILE, CHECKPOINT_FILE, CHUNKS_DIR, RESULT_FILE)):
@@ -260,7 +260,7 @@ def cmd_reconstruct(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from .jobs import job_info
+    from ..jobs import job_info
 
     wd = Path(args.workdir)
     info = job_info(wd)
@@ -273,7 +273,7 @@ def cmd_resume(args) -> int:
 
 
 def cmd_app(args) -> int:
-    from . import appserver
+    from .. import appserver
 
     if args.notebook:
         target = Path(args.notebook)
@@ -333,7 +333,7 @@ def _add_reconstruct(sub, method):
     r.add_argument("file", help="input file with a sinogram stack (own HDF5, nDTomo or SD2I file, zarr)")
     names = ["fbp", "sirt", "cgls", "tv", "sd2i", "parallaxnet", "noise2inverse"]
     if method is not None:
-        from .recon.registry import methods
+        from ..recon.registry import methods
 
         names = list(methods())
     r.add_argument("-m", "--method", default="fbp", choices=names, help="reconstruction method (default fbp)")
@@ -355,7 +355,7 @@ def _add_reconstruct(sub, method):
                    help="zarr store of the batches (default: DIR/volume.zarr with --workdir, else OUT.zarr)")
     r.set_defaults(func=cmd_reconstruct)
     if method is not None:
-        from .recon.registry import get_method
+        from ..recon.registry import get_method
 
         _add_method_flags(r, get_method(method))
 
@@ -376,7 +376,7 @@ def _requested_method(argv) -> str | None:
 
 def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; ``method`` adds that method's parameter flags to ``reconstruct``."""
-    from ._version import __version__
+    from .._version import __version__
 
     p = argparse.ArgumentParser(
         prog="xrdwidgets",
@@ -427,11 +427,11 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     m.add_argument("-l", "--long", action="store_true", help="also list each method's parameters")
     m.set_defaults(func=cmd_methods)
 
-    from .cli_integrate import add_integrate_parser
+    from .integrate_cmd import add_integrate_parser
 
     add_integrate_parser(sub)
 
-    from .cli_live import add_live_parser
+    from .live_cmd import add_live_parser
 
     add_live_parser(sub)
 
@@ -471,7 +471,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     method = _requested_method(argv)
     if method is not None:
-        from .recon.registry import methods
+        from ..recon.registry import methods
 
         if method not in methods():
             method = None  # argparse's `choices` reports it
@@ -491,5 +491,4 @@ def main(argv=None) -> int:
         return 1
 
 
-if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

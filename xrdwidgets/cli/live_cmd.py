@@ -1,6 +1,6 @@
 """``xrdwidgets live``: follow an acquisition in progress, integrate and reconstruct as frames arrive.
 
-Kept apart from :mod:`xrdwidgets.cli`, which only registers it.
+Kept apart from :mod:`xrdwidgets.cli.commands`, which only registers it.
 """
 from __future__ import annotations
 
@@ -45,11 +45,11 @@ def add_live_parser(sub):
 def cmd_live(args) -> int:
     from tqdm.auto import tqdm
 
-    from . import io
-    from .integrate import IntegrationOptions, ScanPlan
-    from .live import LiveSession, iterate_live
-    from .live.sources import open_live
-    from .base.progress import run_to_end
+    from .. import io
+    from ..integrate import IntegrationOptions, ScanPlan
+    from ..live import LiveSession, iterate_live
+    from ..live.sources import open_live
+    from ..base.progress import run_to_end
 
     outs = [Path(p) for p in (args.out, args.volume) if p]
     for p in outs:

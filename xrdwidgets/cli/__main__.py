@@ -1,0 +1,6 @@
+"""``python -m xrdwidgets.cli``: the same as the ``xrdwidgets`` command."""
+import sys
+
+from .commands import main
+
+sys.exit(main())
