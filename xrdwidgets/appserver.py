@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import safety
-from .base.errors import BusyError
+from .base.errors import BusyError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ def launch(target=None, *, port: int | None = None, data_dir=None, open_file=Non
     open_rel = None
     if open_file is not None:
         if data_dir is None:
-            raise ValueError(f"open_file={open_file!r} needs a data folder (--data-dir)")
+            raise InputError(f"open_file={open_file!r} needs a data folder (--data-dir)")
         root = safety.data_root(data_dir)
         open_rel = safety.confine(open_file, root, must_exist=True).relative_to(root).as_posix()
     cmd = voila_command(target, port=port, **kwargs)

@@ -17,6 +17,7 @@ quantity    unit    meaning
 from __future__ import annotations
 
 import numpy as np
+from .base.errors import InputError
 
 #: h·c in keV·Å (CODATA 2018: 12.398419843320026 keV·Å).
 HC_KEV_ANGSTROM = 12.398419843320026
@@ -41,7 +42,7 @@ __all__ = [
 def _positive(name, value):
     arr = np.asarray(value, dtype=float)
     if np.any(~np.isfinite(arr)) or np.any(arr <= 0):
-        raise ValueError(f"{name} must be finite and > 0; found {value!r}")
+        raise InputError(f"{name} must be finite and > 0; found {value!r}")
     return arr
 
 
@@ -70,7 +71,7 @@ def q_to_tth(q, wavelength_A):
     lam = _positive("wavelength_A", wavelength_A)
     s = np.asarray(q, float) * lam / (4.0 * np.pi)
     if np.any(np.abs(s) > 1):
-        raise ValueError(
+        raise InputError(
             f"q = {np.max(np.abs(q)):.4g} 1/Å is beyond the limit 4π/λ = {4 * np.pi / lam:.4g} 1/Å "
             f"for wavelength {float(lam):.4g} Å"
         )
@@ -90,7 +91,7 @@ def d_to_tth(d_A, wavelength_A):
     lam = _positive("wavelength_A", wavelength_A)
     s = lam / (2.0 * _positive("d_A", d_A))
     if np.any(s > 1):
-        raise ValueError(
+        raise InputError(
             f"d = {np.min(d_A):.4g} Å is below the limit λ/2 = {float(lam) / 2:.4g} Å for wavelength "
             f"{float(lam):.4g} Å"
         )

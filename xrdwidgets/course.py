@@ -34,6 +34,7 @@ import numpy as np
 
 from .metrics import psnr
 from .ops.filters import FILTERS
+from .base.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +160,9 @@ def _positive(name, value) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a positive number, found {value!r}") from None
+        raise InputError(f"{name}: expected a positive number, found {value!r}") from None
     if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"{name}: expected a positive number, found {value!r}")
+        raise InputError(f"{name}: expected a positive number, found {value!r}")
     return v
 
 
@@ -185,7 +186,7 @@ def check_filter_choice(name: str) -> CheckResult:
         ``name`` is not a known filter.
     """
     if name not in FILTERS:
-        raise ValueError(f"check_filter_choice: name must be one of {FILTERS}, found {name!r}")
+        raise InputError(f"check_filter_choice: name must be one of {FILTERS}, found {name!r}")
     sino, angles, truth = filter_exercise_data()
     value = reconstruction_psnr(sino, angles, truth, filter=name)
     ok = value >= TARGET_PSNR_DB
@@ -223,7 +224,7 @@ def centre_exercise_scan(n_channels: int = 8):
     sino, angles, _ = _exercise_sinogram(2000.0, centre_offset=_CENTRE_OFFSET, seed=NOISE_SEED + 1)
     n_channels = int(n_channels)
     if n_channels < 1:
-        raise ValueError(f"centre_exercise_scan: n_channels must be ≥ 1, found {n_channels}")
+        raise InputError(f"centre_exercise_scan: n_channels must be ≥ 1, found {n_channels}")
     tth = np.linspace(5.0, 6.0, n_channels)
     values = sino[:, :, None] * np.ones(n_channels)
     return sinogram_stack(values, angle=angles, spectral=tth, geometry=ScanGeometry(),
@@ -247,9 +248,9 @@ def check_centre(offset_steps: float) -> CheckResult:
     try:
         value = float(offset_steps)
     except (TypeError, ValueError):
-        raise ValueError(f"check_centre: offset_steps must be a number of steps, found {offset_steps!r}") from None
+        raise InputError(f"check_centre: offset_steps must be a number of steps, found {offset_steps!r}") from None
     if not np.isfinite(value):
-        raise ValueError(f"check_centre: offset_steps must be finite, found {offset_steps!r}")
+        raise InputError(f"check_centre: offset_steps must be finite, found {offset_steps!r}")
     err = value - _CENTRE_OFFSET
     ok = abs(err) <= CENTRE_TOLERANCE
     if ok:
@@ -332,7 +333,7 @@ def check_interlaced_sequence(sequence, n_angles: int = 12, n_subsets: int = 3) 
     try:
         got = np.asarray(list(sequence), dtype=np.int64).ravel()
     except (TypeError, ValueError):
-        raise ValueError(f"check_interlaced_sequence: sequence must be integers, found {sequence!r}") from None
+        raise InputError(f"check_interlaced_sequence: sequence must be integers, found {sequence!r}") from None
     if got.size != want.size:
         return CheckResult("interlaced order", False, f"{n_angles} angles are measured, your sequence has "
                            f"{got.size} entries.", {"first_wrong": None})

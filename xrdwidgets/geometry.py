@@ -23,6 +23,7 @@ import numpy as np
 
 from .conversions import HC_KEV_ANGSTROM
 from .base.validators import check_float
+from .base.errors import InputError
 
 __all__ = ["ScanGeometry", "ATTR_PREFIX", "ATTR_KEYS"]
 
@@ -87,15 +88,15 @@ class ScanGeometry:
         try:
             off = float(self.centre_offset)
         except (TypeError, ValueError):
-            raise ValueError(
+            raise InputError(
                 f"ScanGeometry.centre_offset: expected a number, found {self.centre_offset!r}"
             ) from None
         if not math.isfinite(off):
-            raise ValueError(f"ScanGeometry.centre_offset: expected a finite number, found {off!r}")
+            raise InputError(f"ScanGeometry.centre_offset: expected a finite number, found {off!r}")
         object.__setattr__(self, "centre_offset", off)
         rng = tuple(float(v) for v in np.ravel(self.angle_range_deg))
         if len(rng) != 2 or not all(math.isfinite(v) for v in rng) or rng[1] <= rng[0]:
-            raise ValueError(
+            raise InputError(
                 "ScanGeometry.angle_range_deg: expected (start, stop) in degrees with stop > start, "
                 f"found {self.angle_range_deg!r}"
             )
@@ -106,7 +107,7 @@ class ScanGeometry:
     def create(cls, *, wavelength_A=None, energy_keV=None, **kwargs) -> "ScanGeometry":
         """Build a geometry giving either ``energy_keV`` or ``wavelength_A`` (Å)."""
         if wavelength_A is not None and energy_keV is not None:
-            raise ValueError("ScanGeometry.create: give energy_keV or wavelength_A, not both")
+            raise InputError("ScanGeometry.create: give energy_keV or wavelength_A, not both")
         if wavelength_A is not None:
             energy_keV = HC_KEV_ANGSTROM / _check_positive("wavelength_A", wavelength_A, allow_none=False)
         return cls(energy_keV=energy_keV, **kwargs)
@@ -135,7 +136,7 @@ class ScanGeometry:
         """``n`` evenly spaced angles over ``angle_range_deg`` (stop excluded), degrees."""
         n = int(n)
         if n < 1:
-            raise ValueError(f"angles: expected n >= 1, found {n}")
+            raise InputError(f"angles: expected n >= 1, found {n}")
         return np.linspace(*self.angle_range_deg, n, endpoint=False)
 
     def translations(self, n: int) -> np.ndarray:
@@ -145,7 +146,7 @@ class ScanGeometry:
         """
         n = int(n)
         if n < 1:
-            raise ValueError(f"translations: expected n >= 1, found {n}")
+            raise InputError(f"translations: expected n >= 1, found {n}")
         step = self.translation_step_mm or 1.0
         return (np.arange(n) - (n - 1) / 2.0) * step
 

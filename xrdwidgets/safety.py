@@ -36,7 +36,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from .base.errors import InputError, UnsafeError
+from .base.errors import InputError, InputTypeError, UnsafeError
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,9 @@ def max_upload_mb(value=None) -> float:
     try:
         mb = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"upload limit: expected a number of MB, found {value!r}") from None
+        raise InputError(f"upload limit: expected a number of MB, found {value!r}") from None
     if not mb > 0 or mb != mb or mb == float("inf"):
-        raise ValueError(f"upload limit: expected a positive number of MB, found {value!r}")
+        raise InputError(f"upload limit: expected a positive number of MB, found {value!r}")
     return mb
 
 
@@ -153,16 +153,16 @@ def confine(path, root, *, must_exist: bool = False) -> Path:
     if root is None:
         raise UnsafePathError("no data folder is configured (start the app with --data-dir DIR)")
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"expected a path (str or os.PathLike), found {type(path).__name__}")
+        raise InputTypeError(f"expected a path (str or os.PathLike), found {type(path).__name__}")
     text = os.fspath(path)
     if not isinstance(text, str):
-        raise TypeError("bytes paths are not accepted; give a str")
+        raise InputTypeError("bytes paths are not accepted; give a str")
     if not text.strip():
-        raise ValueError("empty path; choose a file inside the data folder")
+        raise InputError("empty path; choose a file inside the data folder")
     if "\x00" in text:
-        raise ValueError("path contains a NUL byte")
+        raise InputError("path contains a NUL byte")
     if text.startswith("~"):
-        raise ValueError(f"{text!r}: '~' (home folder) is not allowed; give a path relative to the "
+        raise InputError(f"{text!r}: '~' (home folder) is not allowed; give a path relative to the "
                          "data folder")
     root_r = Path(os.fspath(root)).resolve()
     if not root_r.is_dir():

@@ -43,6 +43,7 @@ from .calibration import file_sha256, load_image, load_poni, scan_geometry
 from .engines import UNITS, IntegrationOptions, Integrator
 from .plan import ScanPlan, ScanPlanError, plan_from_motors
 from .readers import FrameSource, open_frames
+from ..base.errors import InputTypeError
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,7 @@ def prepare_integration(raw, poni, *, out=None, plan: ScanPlan | None = None, n_
     if options is None:
         options = IntegrationOptions(**option_kwargs)
     elif option_kwargs:
-        raise TypeError(f"give options= or option keywords, not both ({sorted(option_kwargs)})")
+        raise InputTypeError(f"give options= or option keywords, not both ({sorted(option_kwargs)})")
     source = raw if isinstance(raw, FrameSource) else open_frames(raw, dataset=dataset)
     try:
         out = None if out is None else Path(out)

@@ -31,6 +31,7 @@ import torch
 
 from ..ops.filters import fbp_filter, filter_sinogram
 from ..ops.projector import ParallelProjector
+from ..base.errors import InputError
 
 __all__ = ["ProgressiveFBP", "WarmSIRT", "coverage"]
 
@@ -122,7 +123,7 @@ class ProgressiveFBP:
         col = torch.as_tensor(np.asarray(columns, np.float32), device=self.device)
         expect = (self.n_translations, idx.size, self.n_channels)
         if tuple(col.shape) != expect:
-            raise ValueError(f"ProgressiveFBP.add: columns of shape {expect} expected, found {tuple(col.shape)}")
+            raise InputError(f"ProgressiveFBP.add: columns of shape {expect} expected, found {tuple(col.shape)}")
         op = ParallelProjector(self.n, self.angles_deg[idx], n_translations=self.n_translations,
                                centre_offset=self.centre_offset, mask=self.circle, device=self.device)
         self._sum += op.T(filter_sinogram(col, self.filter))

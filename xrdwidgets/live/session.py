@@ -32,6 +32,7 @@ from ..integrate.plan import ScanPlan, ScanPlanError
 from ..base.progress import Progress, run_to_end
 from .progressive import ProgressiveFBP, WarmSIRT
 from .sources import LiveSource, open_live
+from ..base.errors import InputError, InputTypeError
 
 log = logging.getLogger(__name__)
 
@@ -177,11 +178,11 @@ class LiveSession:
                  windows=None, sirt_iterations: int = 0, filter: str = "ramp", circle: bool = True,
                  centre_offset: float = 0.0, device="cpu", keep_frame: bool = True, **option_kwargs):
         if not isinstance(plan, ScanPlan):
-            raise TypeError(f"LiveSession: plan must be a ScanPlan, found {type(plan).__name__}")
+            raise InputTypeError(f"LiveSession: plan must be a ScanPlan, found {type(plan).__name__}")
         if options is None:
             options = IntegrationOptions(**option_kwargs)
         elif option_kwargs:
-            raise TypeError(f"give options= or option keywords, not both ({sorted(option_kwargs)})")
+            raise InputTypeError(f"give options= or option keywords, not both ({sorted(option_kwargs)})")
         self.source: LiveSource = open_live(source)
         self.poni, self.options, self.plan = poni, options, plan
         self._mask, self._dark, self._flat, self._use_file_mask = mask, dark, flat, use_file_mask
@@ -220,7 +221,7 @@ class LiveSession:
         src = self.source
         if src.kind == "frames":
             if self.poni is None:
-                raise ValueError(f"{src.name}: raw frames need a PONI file (poni=)")
+                raise InputError(f"{src.name}: raw frames need a PONI file (poni=)")
             self.ai = load_poni(self.poni, shape=src.item_shape)
             full_mask, self._mask_info = combined_mask(self._mask, src.item_shape,
                                                        src.pixel_mask if self._use_file_mask else None)
@@ -334,7 +335,7 @@ class LiveSession:
         same files with the same plan and settings.
         """
         if self.patterns is None:
-            raise ValueError(f"{self.source.name}: no frame received yet")
+            raise InputError(f"{self.source.name}: no frame received yet")
         if self.integ is not None:
             return stack_from_patterns(self.patterns, self.plan, self.integ, self.ai, poni=self.poni,
                                        poni_text=poni_text(self.poni, self.ai), mask_info=self._mask_info,

@@ -12,6 +12,7 @@ import os
 import ipywidgets as w
 
 from .state import AppState
+from ..base.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class App:
     def panel(self, name: str):
         """The panel of tab ``name`` (built now if it was not yet)."""
         if name not in TABS:
-            raise ValueError(f"App.panel: tab must be one of {TABS}, found {name!r}")
+            raise InputError(f"App.panel: tab must be one of {TABS}, found {name!r}")
         return self._build(name)
 
     def select(self, name: str):

@@ -21,6 +21,7 @@ import logging
 
 import anywidget
 import traitlets
+from ..base.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class SizeLimitedUpload(anywidget.AnyWidget):
 
     def __init__(self, max_bytes: int, **kwargs):
         if isinstance(max_bytes, bool) or int(max_bytes) <= 0:
-            raise ValueError(f"SizeLimitedUpload: max_bytes must be a positive number of bytes, "
+            raise InputError(f"SizeLimitedUpload: max_bytes must be a positive number of bytes, "
                              f"found {max_bytes!r}")
         super().__init__(max_bytes=int(max_bytes), **kwargs)
         self.on_msg(self._on_page_message)
