@@ -66,6 +66,10 @@ def main(argv=None) -> int:
     ap.add_argument("--pretrain", type=int, default=50)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--settings", choices=("bench", "defaults", "paper"), nargs="+", default=["bench"],
+                    help="ParallaxNet runs: 'bench' (--epochs/--pretrain/--lr), 'defaults' (the library's: "
+                         "2000 epochs, no pre-training, lr 5e-4) and/or 'paper' (5000 epochs after 1000 of "
+                         "FBP pre-training, lr 5e-4); batches of 250 overlapping by 40 in both")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -113,10 +117,17 @@ def main(argv=None) -> int:
     runs["FBP 0–180°"] = (fbp(s180).values, time.perf_counter() - t0)
     t0 = time.perf_counter()
     runs["FBP 0–360°"] = (fbp(s360).values, time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    vol = parallaxnet(s180, epochs=a.epochs, pretrain=a.pretrain, lr=a.lr, batch=a.bins, overlap=0, seed=0,
-                      preview_every=0)
-    runs[f"ParallaxNet ({a.epochs} ep.)"] = (vol.values, time.perf_counter() - t0)
+    for which in a.settings:
+        if which == "bench":
+            name, kw = f"ParallaxNet ({a.epochs} ep.)", dict(epochs=a.epochs, pretrain=a.pretrain, lr=a.lr,
+                                                               batch=a.bins, overlap=0)
+        elif which == "defaults":
+            name, kw = "ParallaxNet defaults", {}
+        else:
+            name, kw = "ParallaxNet paper", dict(epochs=5000, pretrain=1000, batch=250, overlap=40)
+        t0 = time.perf_counter()
+        vol = parallaxnet(s180, seed=0, preview_every=0, **kw)
+        runs[name] = (vol.values, time.perf_counter() - t0)
     t0 = time.perf_counter()
     runs["FBP thin (floor)"] = (fbp(sthin).values, time.perf_counter() - t0)
 
