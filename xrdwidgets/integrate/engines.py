@@ -26,10 +26,8 @@ Engines for ``"mean"`` (``engine=``)
         to pyFAI's result to float32 rounding. ``"torch"`` runs on ``device`` (CPU or CUDA).
     ``"auto"``
         ``"torch"`` on CUDA (``device="cuda"``, or no device given and a GPU present), else
-        ``"scipy"``. Measured in ``benchmarks/bench_integrate.py`` on this project's 2-core CPU
-        (2000 frames of 1000 × 1000 px, bitshuffle-LZ4): scipy 259 frames/s, torch 230 frames/s,
-        reading alone 280 frames/s — torch's two threads compete with the reader thread there.
-        The scipy product is ``F Cᵀ`` (frames as rows, ``Cᵀ`` CSR), which reads the frames in
+        ``"scipy"`` (on a CPU, torch's threads compete with the frame reader; the rates are in
+        the README, measured by ``benchmarks/bench_integrate.py``). The scipy product is ``F Cᵀ`` (frames as rows, ``Cᵀ`` CSR), which reads the frames in
         place: no transposed copy.
 """
 from __future__ import annotations
