@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "PROFILES", "BACKGROUNDS", "gaussian", "lorentzian", "pseudo_voigt", "background",
-    "background_abscissa", "PeakModel",
+    "background_abscissa", "PeakModel", "param_long_name",
 ]
 
 _LN2 = math.log(2.0)
@@ -140,6 +140,36 @@ def background(x, coeffs):
 
 
 # ----------------------------------------------------------------------------- model
+#: Words for the parameter kinds (the part of a parameter name before ``_<index>``).
+_PARAM_WORDS = {"area": "integrated intensity", "position": "peak position", "fwhm": "FWHM",
+                "eta": "Lorentzian fraction η", "bg": "background coefficient"}
+
+
+def param_long_name(name: str, spectral_dim: str | None = None) -> str:
+    """Words for a peak-model parameter: ``"area_0"`` → ``"integrated intensity of peak 0"``.
+
+    Parameters
+    ----------
+    name : str
+        A name of :attr:`PeakModel.param_names` (``area_<i>``, ``position_<i>``, ``fwhm_<i>``,
+        ``eta_<i>``, ``bg_<k>``); any other name is returned as it is.
+    spectral_dim : str, optional
+        Name of the spectral axis, added to position and FWHM (``"peak position (tth) of peak 0"``).
+
+    Returns
+    -------
+    str
+        The ``long_name`` of the parameter's map (``"background coefficient t^1"`` for ``bg_1``).
+    """
+    base, _, idx = name.rpartition("_")
+    if base not in _PARAM_WORDS:
+        return name
+    words = _PARAM_WORDS[base]
+    if spectral_dim and base in ("position", "fwhm"):
+        words = f"{words} ({spectral_dim})"
+    return f"{words} " + (f"t^{idx}" if base == "bg" else f"of peak {idx}")
+
+
 @dataclass(frozen=True)
 class PeakModel:
     """A sum of ``n_peaks`` peaks of one profile plus a polynomial background.

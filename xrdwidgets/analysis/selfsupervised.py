@@ -17,7 +17,7 @@ import xarray as xr
 from .. import data as _data
 from ..base.errors import InputTypeError, StateError
 from .fitting import fit_channels
-from .peaks import PeakModel
+from .peaks import PeakModel, param_long_name
 
 __all__ = ["ParamSpace", "select_channels", "maps_dataset", "content_hash", "check_resume", "check_common"]
 
@@ -100,13 +100,10 @@ def maps_dataset(params: np.ndarray, model: PeakModel, y, x, *, spectral: np.nda
     ``upper_bounds`` (as the fitting module's) and provenance.
     """
     units = model.param_units(spectral_units, data_units)
-    long = {"area": "integrated intensity", "position": f"peak position ({spectral_dim})",
-            "fwhm": f"FWHM ({spectral_dim})", "eta": "Lorentzian fraction η", "bg": "background coefficient"}
     coords = {"y": y, "x": x}
     ds = xr.Dataset(coords=coords)
     for i, name in enumerate(model.param_names):
-        base, k = name.rsplit("_", 1)
-        la = f"{long[base]} {'t^' + k if base == 'bg' else 'of peak ' + k}"
+        la = param_long_name(name, spectral_dim)
         ds[name] = xr.DataArray(np.asarray(params[..., i], np.float64), dims=("y", "x"),
                                 attrs={"units": units[name], "long_name": la})
     if residual is not None:

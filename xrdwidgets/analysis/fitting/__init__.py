@@ -60,16 +60,20 @@ Modules
 :mod:`~xrdwidgets.analysis.fitting.bounds` (fit range, bounds),
 :mod:`~xrdwidgets.analysis.fitting.solver` (the batched LM solver, :func:`fit_patterns`),
 :mod:`~xrdwidgets.analysis.fitting.prepare` (volume → pixels → maps),
-:mod:`~xrdwidgets.analysis.fitting.volume` (:func:`iterate_fit`, :func:`fit_volume`),
-:mod:`~xrdwidgets.analysis.fitting.reference` (:func:`fit_volume_scipy`).
+:mod:`~xrdwidgets.analysis.fitting.volume` (:func:`iterate_fit`, :func:`fit_volume`,
+:func:`fit_arguments`),
+:mod:`~xrdwidgets.analysis.fitting.reference` (:func:`fit_volume_scipy`),
+:mod:`~xrdwidgets.analysis.fitting.maps` (reading a result: maps, one pixel's fit).
 """
 from __future__ import annotations
 
 from .bounds import finite_bounds, fit_channels, resolve_bounds
 from .jacobian import model_jacobian
+from .maps import fit_map, map_names, pixel_fit
 from .reference import fit_volume_scipy
 from .solver import fit_patterns
-from .volume import fit_volume, iterate_fit, retry_from_neighbours
+from .volume import fit_arguments, fit_volume, iterate_fit, retry_from_neighbours
 
 __all__ = ["iterate_fit", "fit_volume", "fit_volume_scipy", "fit_patterns", "model_jacobian",
-           "resolve_bounds", "finite_bounds", "fit_channels", "retry_from_neighbours"]
+           "resolve_bounds", "finite_bounds", "fit_channels", "retry_from_neighbours", "fit_arguments",
+           "map_names", "fit_map", "pixel_fit"]

@@ -15,7 +15,7 @@ import xarray as xr
 
 from ... import data as _data
 from ...base.errors import DataError
-from ..peaks import PeakModel
+from ..peaks import PeakModel, param_long_name
 from .bounds import clip_to_bounds, fit_channels, resolve_bounds
 from .jacobian import array_module
 
@@ -178,12 +178,9 @@ def result_dataset(prep: PreparedVolume, params, stderr, rwp, chi2, converged, n
 
     data_units = str(prep.da.attrs.get("units", ""))
     punits = model.param_units(prep.units, data_units)
-    long = {"area": "integrated intensity", "position": f"peak position ({prep.spec})",
-            "fwhm": f"FWHM ({prep.spec})", "eta": "Lorentzian fraction η", "bg": "background coefficient"}
     ds = xr.Dataset(coords=coords)
     for j, name in enumerate(model.param_names):
-        base, idx = name.rsplit("_", 1)
-        la = f"{long[base]} {'t^' + idx if base == 'bg' else 'of peak ' + idx}"
+        la = param_long_name(name, prep.spec)
         ds[name] = xr.DataArray(full(params[:, j], np.nan, float), dims=prep.map_dims,
                                 attrs={"units": punits[name], "long_name": la})
         ds[f"{name}_stderr"] = xr.DataArray(full(stderr[:, j], np.nan, float), dims=prep.map_dims,

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import xarray as xr
 
-from ...base.errors import DataError
+from ...base.errors import DataError, InputError
 from ...base.progress import Progress, run_to_end
 from ..peaks import PeakModel
 from .bounds import clip_to_bounds
@@ -24,7 +24,7 @@ from .solver import check_jacobian, check_max_iter, fit_device, fit_dtype, itera
 
 log = logging.getLogger(__name__)
 
-__all__ = ["iterate_fit", "fit_volume", "retry_from_neighbours", "add_peak_found"]
+__all__ = ["iterate_fit", "fit_volume", "fit_arguments", "retry_from_neighbours", "add_peak_found"]
 
 
 def iterate_fit(volume, model: PeakModel | None = None, *, tth_range=None, bounds=None, positions=None,
@@ -287,3 +287,37 @@ def fit_volume(volume, model: PeakModel | None = None, callback=None, **kwargs) 
     Keyword arguments are those of :func:`iterate_fit`.
     """
     return run_to_end(iterate_fit(volume, model, **kwargs), callback)
+
+
+def fit_arguments(*, n_peaks: int = 1, profile: str = "pseudo_voigt", background: str = "linear",
+                  fit_range=None, positions=None, fwhm_max: float = 0.0, max_iter: int = 100) -> dict:
+    """Arguments of :func:`iterate_fit` from the plain choices of a form.
+
+    Parameters
+    ----------
+    n_peaks, profile, background :
+        The :class:`~xrdwidgets.analysis.peaks.PeakModel`.
+    fit_range : (float, float), optional
+        ``tth_range``: the fitted part of the spectral axis (its units).
+    positions : sequence of float, optional
+        Starting positions (spectral units), one per peak; empty or None: the data maxima.
+    fwhm_max : float
+        Upper bound of every FWHM (spectral units); 0: the model's default bounds.
+    max_iter : int
+
+    Returns
+    -------
+    dict
+        ``model``, ``tth_range``, ``positions``, ``bounds``, ``max_iter``: ``model`` is the first
+        argument of :func:`iterate_fit`, the rest its keyword arguments.
+    """
+    model = PeakModel(n_peaks=int(n_peaks), profile=profile, background=background)
+    positions = list(positions or [])
+    if positions and len(positions) != model.n_peaks:
+        raise InputError(f"give {model.n_peaks} peak position(s) for {model.n_peaks} peak(s), "
+                         f"found {len(positions)}")
+    bounds = None
+    if fwhm_max > 0:
+        bounds = {f"fwhm_{i}": (0.0, float(fwhm_max)) for i in range(model.n_peaks)}
+    return {"model": model, "tth_range": None if fit_range is None else tuple(float(v) for v in fit_range),
+            "positions": positions or None, "bounds": bounds, "max_iter": int(max_iter)}
