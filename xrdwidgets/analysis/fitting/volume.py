@@ -126,42 +126,11 @@ def iterate_fit(volume, model: PeakModel | None = None, *, tth_range=None, bound
 
     gen = iterate_lm(model, xt, load, n_fit, prep.lo, prep.hi, batch=batch, max_iter=max_iter, ftol=ftol,
                      xtol=xtol, gtol=gtol, jacobian=jacobian)
-    last_done = 0
     with torch.no_grad():
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as stop:
-                res = stop.value
-                break
-            if ev["done"] == last_done:
-                continue
-            last_done = ev["done"]
-            # preview: finished pixels, then the current estimates of the working set
-            for rows, p_done in ev["finished"]:
-                prev_map[prep.pixels[rows]] = p_done[:, jprev]
-            if ev["active"]:
-                prev_map[prep.pixels[ev["idx"].cpu().numpy()]] = ev["params"][:, jprev].cpu().numpy()
-                first = int(prep.pixels[int(ev["idx"][0])])
-            else:
-                first = int(prep.pixels[-1])
-            plane = first // (ny * nx)
-            yield Progress(
-                iteration=ev["done"], total=n_fit, loss=ev["loss"],
-                metrics={"sweep": ev["sweep"], "pixels_done": ev["done"], "pixels_total": n_fit,
-                         "active": ev["active"], "elapsed_s": time.perf_counter() - t0},
-                preview=prev_map.reshape(-1, ny, nx)[plane].copy(),
-            )
-    n_retried = 0
-    for _ in range(int(retries)):
-        if res["converged"].all():
-            break
-        kept = retry_from_neighbours(res, prep.pixels, prep.map_shape, lambda y_rows, p0: iterate_lm(
-            model, xt, _subset_loader(prep, y_rows, p0, dt, dev), len(y_rows), prep.lo, prep.hi, batch=batch,
-            max_iter=max_iter, ftol=ftol, xtol=xtol, gtol=gtol, jacobian=jacobian))
-        n_retried += kept
-        if not kept:
-            break
+        res = yield from _sweep_events(gen, prep, jprev, prev_map, t0)
+    n_retried = _retry_rounds(res, prep, retries, lambda y_rows, p0: iterate_lm(
+        model, xt, _subset_loader(prep, y_rows, p0, dt, dev), len(y_rows), prep.lo, prep.hi, batch=batch,
+        max_iter=max_iter, ftol=ftol, xtol=xtol, gtol=gtol, jacobian=jacobian))
     if n_retried:   # the preview of the final maps (retried pixels changed)
         prev_map[prep.pixels] = res["params"][:, jprev]
         plane = int(prep.pixels[-1]) // (ny * nx)
@@ -188,6 +157,53 @@ def iterate_fit(volume, model: PeakModel | None = None, *, tth_range=None, bound
                      "batch_pixels": batch, "elapsed_s": elapsed, "n_retried": int(n_retried)})
     add_peak_found(ds, model, significance)
     return ds
+
+
+def _sweep_events(gen, prep: PreparedVolume, jprev: int, prev_map, t0: float):
+    """Progress after each solver sweep in which pixels finished; returns the solver's result.
+
+    ``prev_map`` (flat over the map) is filled with parameter ``jprev`` of the finished pixels and
+    the current estimates of the working set; the preview is its ``(y, x)`` plane being fitted.
+    """
+    n_fit = prep.y.shape[0]
+    ny, nx = prep.map_shape[-2:]
+    last_done = 0
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if ev["done"] == last_done:
+            continue
+        last_done = ev["done"]
+        # preview: finished pixels, then the current estimates of the working set
+        for rows, p_done in ev["finished"]:
+            prev_map[prep.pixels[rows]] = p_done[:, jprev]
+        if ev["active"]:
+            prev_map[prep.pixels[ev["idx"].cpu().numpy()]] = ev["params"][:, jprev].cpu().numpy()
+            first = int(prep.pixels[int(ev["idx"][0])])
+        else:
+            first = int(prep.pixels[-1])
+        plane = first // (ny * nx)
+        yield Progress(
+            iteration=ev["done"], total=n_fit, loss=ev["loss"],
+            metrics={"sweep": ev["sweep"], "pixels_done": ev["done"], "pixels_total": n_fit,
+                     "active": ev["active"], "elapsed_s": time.perf_counter() - t0},
+            preview=prev_map.reshape(-1, ny, nx)[plane].copy(),
+        )
+
+
+def _retry_rounds(res: dict, prep: PreparedVolume, retries: int, refit) -> int:
+    """Up to ``retries`` rounds of :func:`retry_from_neighbours`; pixels whose retry was kept."""
+    n_retried = 0
+    for _ in range(int(retries)):
+        if res["converged"].all():
+            break
+        kept = retry_from_neighbours(res, prep.pixels, prep.map_shape, refit)
+        n_retried += kept
+        if not kept:
+            break
+    return n_retried
 
 
 def _subset_loader(prep, rows, p0, dt, dev):
