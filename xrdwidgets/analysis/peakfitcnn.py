@@ -6,7 +6,7 @@ from those maps match the data (the *self-supervised* loss: no labelled training
 network shares information between neighbouring pixels, which steadies the fit of noisy
 patterns (Vamvakeros et al., nDTomo's ``PeakFitCNN``).
 
-Architecture (:class:`PeakFitCNN`)
+Architecture (:class:`~xrdwidgets.analysis.cnn.PeakFitCNN`)
     input: the selected channels of the volume, normalised to a maximum of 1 and averaged down
     ``downsample`` (4) times in ``y`` and ``x`` → three blocks of (3×3 convolution with
     ``filters`` (32) filters, normalisation, ReLU), the third after a bilinear up-sampling back
@@ -52,16 +52,14 @@ from ..base.errors import DataError, InputError, InputTypeError
 from ..base.progress import run_to_end
 from ..ops.projector import default_device
 from ..recon import driver as _drv
-from .cnn import NORMS, CNNGenerator, PeakFitCNN, build_cnn, downsample
+from .cnn import NORMS, CNNGenerator, build_cnn, downsample
 from .fitting import finite_bounds
 from .peaks import PeakModel
 from .selfsupervised import ParamSpace, check_common, check_resume, content_hash, maps_dataset, select_channels
 
 log = logging.getLogger(__name__)
 
-__all__ = ["iterate_peakfitcnn", "peakfitcnn",
-           # the network and the helpers it is built from (homes: cnn, selfsupervised)
-           "PeakFitCNN", "ParamSpace", "select_channels", "maps_dataset", "downsample", "NORMS"]
+__all__ = ["iterate_peakfitcnn", "peakfitcnn"]
 
 #: Key of this module's information in a training checkpoint.
 _CKPT_KEY = "peakfitcnn"
