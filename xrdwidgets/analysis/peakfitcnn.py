@@ -97,8 +97,9 @@ def iterate_peakfitcnn(volume, model: PeakModel, *, tth_range=None, bounds=None,
     tth_range : (float, float), optional
         Channels of the spectral axis (any of tth/q/d/energy, in its units) to fit; default all.
     bounds : dict or (lower, upper), optional
-        Parameter bounds (:func:`~xrdwidgets.analysis.fitting.finite_bounds`); the sigmoid output is mapped into them. Narrow,
-        physically sensible bounds (positions and FWHM above all) speed up and steady the fit.
+        Parameter bounds (:func:`~xrdwidgets.analysis.fitting.finite_bounds`); the sigmoid output is
+        mapped into them. Narrow, physically sensible bounds (positions and FWHM above all) speed up
+        and steady the fit.
     epochs : int
         Optimisation steps (one random batch of patches each).
     patch : int

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import html
-import logging
 
 import ipywidgets as w
 import numpy as np
@@ -31,13 +30,12 @@ from .. import views as _v
 from ..analysis.peaks import param_long_name as _param_words   # the live preview's title
 from ..analysis.roi import BACKGROUNDS as _BACKGROUNDS
 from ..analysis.roi_peaks import strongest_window
+from ..base.errors import InputError
 from . import _views as _fig
-from ._analysis_figures import error_html as _error, heat_update as _heat_update
-from ._analysis_figures import label_image_axes as _label_image_axes, need as _need
-from ._analysis_figures import peakfit_figure, roi_image_figure, roi_pattern_figure
+from ._analysis_figures import (error_html as _error, heat_update as _heat_update, need as _need,
+                                label_image_axes as _label_image_axes, peakfit_figure, roi_image_figure,
+                                roi_pattern_figure)
 from .state import AppState
-
-log = logging.getLogger(__name__)
 
 __all__ = ["RoiImagePanel", "RoiPatternPanel", "PeakFitPanel", "parse_positions", "fit_summary", "map_label"]
 
@@ -71,9 +69,9 @@ def parse_positions(text: str) -> list[float]:
         try:
             v = float(part)
         except ValueError:
-            raise ValueError(f"peak positions must be numbers separated by commas, found {part!r}") from None
+            raise InputError(f"peak positions must be numbers separated by commas, found {part!r}") from None
         if not np.isfinite(v):
-            raise ValueError(f"peak positions must be finite, found {part!r}")
+            raise InputError(f"peak positions must be finite, found {part!r}")
         out.append(v)
     return out
 
@@ -93,7 +91,7 @@ class RoiImagePanel:
         self.message = w.HTML()
         self.fig = roi_image_figure()
         for wd in (self.window, self.background, self.edge_channels):
-            wd.observe(self._on_change, "value")
+            wd.observe(lambda _: self.update(), "value")
         state.observe(self._on_results, ["results", "current"])
         self.downloads = _fig.DownloadBar({"map PNG": lambda: self.download_bytes("png"),
                                            "map HDF5": lambda: self.download_bytes("h5")})
@@ -108,8 +106,7 @@ class RoiImagePanel:
         if vol is None:
             self.message.value = "<i>no reconstruction yet: run one in the Reconstruct tab</i>"
             return
-        spec = vol.dims[-1]
-        n = vol.sizes[spec]
+        n = vol.sizes[vol.dims[-1]]
         roi = self.state.roi or {}
         # start on the strongest peak of the mean pattern, ± 4 % of the axis
         lo, hi = roi["channels"] if "channels" in roi else strongest_window(vol)
@@ -117,9 +114,6 @@ class RoiImagePanel:
         with self.window.hold_trait_notifications():
             self.window.max = n
             self.window.value = (lo, hi)
-        self.update()
-
-    def _on_change(self, *_):
         self.update()
 
     def update(self):

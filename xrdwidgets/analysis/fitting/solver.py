@@ -174,7 +174,10 @@ def _accept(pb: _Problem, st: dict, n_fresh: int):
 
 
 def _solve_damped(pb: _Problem, jtj, g, lam, ff):
-    """LM step ``(n, P)`` of the free parameters ``ff``: (JᵀJ + λ·diag(JᵀJ)) δ = −Jᵀr (Marquardt scaling)."""
+    """LM step ``(n, P)`` of the free parameters ``ff``: (JᵀJ + λ·diag(JᵀJ)) δ = −Jᵀr (Marquardt's scaling).
+
+    Returns the step and the diagonal of JᵀJ ``(n, P)``.
+    """
     import torch
 
     d = torch.diagonal(jtj, dim1=-2, dim2=-1)
