@@ -11,7 +11,7 @@ import torch
 import xarray as xr
 
 from xrdwidgets import data
-from xrdwidgets.analysis import fitting
+from xrdwidgets.analysis.fitting import jacobian as fitting
 from xrdwidgets.analysis.fitting import fit_patterns, fit_volume, fit_volume_scipy, iterate_fit
 from xrdwidgets.analysis.peaks import PeakModel, background_abscissa
 from xrdwidgets.data import DataError
@@ -140,7 +140,7 @@ def test_analytic_jacobian_matches_autograd():
                                0.2 * np.ones(model.n_background)])
         p = torch.as_tensor(base * np.random.default_rng(0).uniform(0.8, 1.2, (5, model.n_params)))
         f, jac = fitting.model_jacobian(model, x, p)
-        f2, jac2 = fitting._autograd_jacobian(model, x, p)
+        f2, jac2 = fitting.autograd_jacobian(model, x, p)
         torch.testing.assert_close(f, f2)
         torch.testing.assert_close(jac, jac2)
         fn, jn = fitting.model_jacobian(model, x.numpy(), p.numpy())  # numpy path too
@@ -160,7 +160,7 @@ def test_fused_normal_equations(model, weighted):
     sw = torch.as_tensor(rng.uniform(0.5, 1.5, (7, 50))) if weighted else None
     t = background_abscissa(x)
     powers = torch.stack([t ** k for k in range(model.n_background)]) if model.n_background else None
-    cost, jtj, g = fitting._normal_equations(model, x, powers, p.clone(), y, sw)
+    cost, jtj, g = fitting.normal_equations(model, x, powers, p.clone(), y, sw)
     f, jac = fitting.model_jacobian(model, x, p)
     r = f - y
     if weighted:

@@ -10,9 +10,10 @@ import torch
 import xarray as xr
 
 from xrdwidgets import data as _data
-from xrdwidgets.analysis.peakfitcnn import (
-    PeakFitCNN, ParamSpace, downsample, iterate_peakfitcnn, peakfitcnn, resolve_bounds,
-)
+from xrdwidgets.analysis.cnn import PeakFitCNN, downsample
+from xrdwidgets.analysis.fitting import finite_bounds as resolve_bounds  # the bounds PeakFitCNN uses
+from xrdwidgets.analysis.peakfitcnn import iterate_peakfitcnn, peakfitcnn
+from xrdwidgets.analysis.selfsupervised import ParamSpace
 from xrdwidgets.analysis.peaks import PeakModel
 from xrdwidgets.base.progress import run_to_end
 from xrdwidgets.sim.peak_phantom import peak_phantom

@@ -4,12 +4,14 @@ Submodules are imported on first use, so that ``import xrdwidgets.analysis`` sta
 torch, no scikit-learn until needed); their public names are available here too:
 
 - :mod:`~xrdwidgets.analysis.peaks` — profiles, backgrounds, :class:`PeakModel`
-- :mod:`~xrdwidgets.analysis.roi` — ROI images (with background), masks, ROI patterns, peak suggestions
+- :mod:`~xrdwidgets.analysis.roi` — ROI images (with background), masks, ROI patterns, peak suggestions;
+  :mod:`~xrdwidgets.analysis.roi_peaks` chains them (window → mask → mean pattern → peaks)
 - :mod:`~xrdwidgets.analysis.fitting` — per-pixel peak fitting of whole volumes (batched torch LM) and a
-  scipy reference
+  scipy reference (a package: solver, volume driver, bounds, reference, result maps)
 - :mod:`~xrdwidgets.analysis.unmixing` — PCA, NMF, k-means (scikit-learn, extra ``analysis``)
 - :mod:`~xrdwidgets.analysis.peakfitcnn`, :mod:`~xrdwidgets.analysis.dlsr` — self-supervised fitting
-  of volumes and of sinograms (import the submodules)
+  of volumes and of sinograms (import the submodules); their network is in
+  :mod:`~xrdwidgets.analysis.cnn`, their shared parts in :mod:`~xrdwidgets.analysis.selfsupervised`
 """
 from __future__ import annotations
 

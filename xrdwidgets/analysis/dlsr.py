@@ -17,7 +17,7 @@ Parametrisations
     and parameter). ``"cnn"``: ``u`` is the output of a :class:`~xrdwidgets.analysis.peakfitcnn.
     PeakFitCNN` fed with the FBP of the selected channels (DLSR + PeakFitCNN); its weights are
     first pre-trained (MSE) to the initial maps. Either way ``lower + (upper − lower)·u`` gives the
-    parameters within the bounds (:func:`~xrdwidgets.analysis.peakfitcnn.resolve_bounds`).
+    parameters within the bounds (:func:`~xrdwidgets.analysis.fitting.finite_bounds`).
 
 Initial maps (``init``)
     ``"fbp_fit"``: FBP of the selected channels, then a pixel-wise fit
@@ -58,13 +58,13 @@ from torch import nn
 
 from .. import data as _data
 from ..recon import driver as _drv
+from ..base.errors import DataError, InputError, InputTypeError, StateError
 from ..base.progress import run_to_end
 from ..recon.fbp import fbp_array
-from .peakfitcnn import (
-    NORMS, ParamSpace, _CNNGenerator, _hash, build_cnn, check_common, check_resume, downsample,
-    maps_dataset, resolve_bounds, select_channels,
-)
+from .cnn import NORMS, CNNGenerator, build_cnn, downsample
+from .fitting import finite_bounds
 from .peaks import PeakModel
+from .selfsupervised import ParamSpace, check_common, check_resume, content_hash, maps_dataset, select_channels
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +90,17 @@ class _MapGenerator(nn.Module):
 
 def _init_maps_from(ds, model: PeakModel, n: int, caller: str) -> np.ndarray:
     if not isinstance(ds, xr.Dataset):
-        raise ValueError(f"{caller}: init must be one of {INITS} or an xarray Dataset of maps "
+        raise InputTypeError(f"{caller}: init must be one of {INITS} or an xarray Dataset of maps "
                          f"(e.g. a peakfitcnn result), found {type(ds).__name__}")
     missing = [p for p in model.param_names if p not in ds.data_vars]
     if missing:
-        raise ValueError(f"{caller}: init Dataset lacks the maps {missing} (the model's parameters are "
+        raise DataError(f"{caller}: init Dataset lacks the maps {missing} (the model's parameters are "
                          f"{model.param_names})")
     out = []
     for p in model.param_names:
         v = ds[p]
         if set(v.dims) != {"y", "x"} or v.sizes["y"] != n or v.sizes["x"] != n:
-            raise ValueError(f"{caller}: init map {p!r} must have dims (y, x) of size {n} × {n}, found "
+            raise DataError(f"{caller}: init map {p!r} must have dims (y, x) of size {n} × {n}, found "
                              f"{dict(v.sizes)}")
         out.append(np.asarray(v.transpose("y", "x").values, np.float64))
     return np.stack(out, -1)
@@ -127,7 +127,7 @@ def iterate_dlsr(stack, model: PeakModel, *, tth_range=None, bounds=None, parame
     tth_range : (float, float), optional
         Channels of the spectral axis to fit (in its units); only these are projected.
     bounds : dict or (lower, upper), optional
-        Parameter bounds (:func:`~xrdwidgets.analysis.peakfitcnn.resolve_bounds`); defaults are
+        Parameter bounds (:func:`~xrdwidgets.analysis.fitting.finite_bounds`); defaults are
         derived from the FBP of the selected channels.
     parametrisation : {"maps", "cnn"}
         Learnable maps, or a PeakFitCNN that produces them (DLSR + PeakFitCNN).
@@ -183,22 +183,22 @@ def iterate_dlsr(stack, model: PeakModel, *, tth_range=None, bounds=None, parame
     """
     caller = "iterate_dlsr"
     if not isinstance(model, PeakModel):
-        raise ValueError(f"{caller}: model must be a PeakModel, found {type(model).__name__}")
+        raise InputTypeError(f"{caller}: model must be a PeakModel, found {type(model).__name__}")
     if parametrisation not in PARAMETRISATIONS:
-        raise ValueError(f"{caller}: parametrisation must be one of {PARAMETRISATIONS}, found {parametrisation!r}")
+        raise InputError(f"{caller}: parametrisation must be one of {PARAMETRISATIONS}, found {parametrisation!r}")
     if isinstance(init, str) and init not in INITS:
-        raise ValueError(f"{caller}: init must be one of {INITS} or an xarray Dataset of maps, found {init!r}")
+        raise InputError(f"{caller}: init must be one of {INITS} or an xarray Dataset of maps, found {init!r}")
     if not isinstance(init, (str, xr.Dataset)):
-        raise ValueError(f"{caller}: init must be one of {INITS} or an xarray Dataset of maps, "
+        raise InputTypeError(f"{caller}: init must be one of {INITS} or an xarray Dataset of maps, "
                          f"found {type(init).__name__}")
     if norm not in NORMS:
-        raise ValueError(f"{caller}: norm must be one of {NORMS}, found {norm!r}")
+        raise InputError(f"{caller}: norm must be one of {NORMS}, found {norm!r}")
     if fit_options is not None and not isinstance(fit_options, dict):
-        raise ValueError(f"{caller}: fit_options must be a dict or None, found {type(fit_options).__name__}")
+        raise InputTypeError(f"{caller}: fit_options must be a dict or None, found {type(fit_options).__name__}")
     da = _data.validate_sinogram_stack(_data.as_dataarray(stack, "sinogram"), name="stack")
     extra = [d for d in da.dims if d in _data.EXTRA_DIMS]
     if extra:
-        raise ValueError(f"{caller}: expected a single sinogram stack (translation, angle, spectral), found "
+        raise DataError(f"{caller}: expected a single sinogram stack (translation, angle, spectral), found "
                          f"extra dims {extra}; select one, e.g. stack.isel({extra[0]}=0)")
     if lr is None:
         lr = 0.02 if parametrisation == "maps" else 2e-3
@@ -225,7 +225,7 @@ def iterate_dlsr(stack, model: PeakModel, *, tth_range=None, bounds=None, parame
             "background": model.background, "tth": [float(xs[0]), float(xs[-1])],
             "parametrisation": parametrisation, "circle": bool(circle), "centre_offset": op.centre_offset,
             "tv": cfg["tv"],
-            "data_hash": _hash(sino, op.angles_deg)}
+            "data_hash": content_hash(sino, op.angles_deg)}
     if parametrisation == "cnn":
         info.update(filters=cfg["filters"], downsample=cfg["factor"], norm=norm)
     check_resume(caller, checkpoint, _CKPT_KEY, info, ignore=("lower", "upper"))
@@ -234,11 +234,11 @@ def iterate_dlsr(stack, model: PeakModel, *, tth_range=None, bounds=None, parame
     op(torch.zeros((op.n, op.n, 1), dtype=torch.float32, device=op.device))
     fbp_np = fbp_array(torch.as_tensor(sino, device=op.device), op.angles_deg, projector=op).double().cpu().numpy()
     support = op.mask if op.mask is not None else np.ones((op.n, op.n), bool)
-    lower, upper = resolve_bounds(model, xs, fbp_np[support], bounds, caller=caller)
+    lower, upper = finite_bounds(model, xs, fbp_np[support], bounds, func=caller)
     if checkpoint is not None:
         made = checkpoint[_CKPT_KEY]
         if made.get("lower") != lower.tolist() or made.get("upper") != upper.tolist():
-            raise ValueError(f"{caller}: the checkpoint was made with other bounds (lower {made.get('lower')}, "
+            raise StateError(f"{caller}: the checkpoint was made with other bounds (lower {made.get('lower')}, "
                              f"upper {made.get('upper')}; now {lower.tolist()}, {upper.tolist()})")
     info.update(lower=lower.tolist(), upper=upper.tolist())
     return _run_dlsr(plan, sino, fbp_np, support, lower, upper, sdim, xs, model, parametrisation, init, init_maps,
@@ -295,7 +295,7 @@ def _run_dlsr(plan, sino_np, fbp_np, support, lower, upper, sdim, xs, model, par
         inp = downsample(torch.as_tensor(fbp_np / fmax, dtype=torch.float32, device=dev), cfg["factor"])
         cnn = build_cnn(int(xs.size), P, filters=cfg["filters"], factor=cfg["factor"], norm=cfg["norm"],
                         seed=cfg["seed"], device=dev)
-        net = _CNNGenerator(cnn, inp, (n, n))
+        net = CNNGenerator(cnn, inp, (n, n))
         n_pre = cfg["pretrain_epochs"]
         target = torch.as_tensor(u0 if u0 is not None else np.full((n, n, P), 0.5), dtype=torch.float32,
                                  device=dev)

@@ -42,11 +42,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..base.errors import InputError
+
 log = logging.getLogger(__name__)
 
 __all__ = [
     "PROFILES", "BACKGROUNDS", "gaussian", "lorentzian", "pseudo_voigt", "background",
-    "background_abscissa", "PeakModel",
+    "background_abscissa", "PeakModel", "param_long_name",
 ]
 
 _LN2 = math.log(2.0)
@@ -138,6 +140,36 @@ def background(x, coeffs):
 
 
 # ----------------------------------------------------------------------------- model
+#: Words for the parameter kinds (the part of a parameter name before ``_<index>``).
+_PARAM_WORDS = {"area": "integrated intensity", "position": "peak position", "fwhm": "FWHM",
+                "eta": "Lorentzian fraction η", "bg": "background coefficient"}
+
+
+def param_long_name(name: str, spectral_dim: str | None = None) -> str:
+    """Words for a peak-model parameter: ``"area_0"`` → ``"integrated intensity of peak 0"``.
+
+    Parameters
+    ----------
+    name : str
+        A name of :attr:`PeakModel.param_names` (``area_<i>``, ``position_<i>``, ``fwhm_<i>``,
+        ``eta_<i>``, ``bg_<k>``); any other name is returned as it is.
+    spectral_dim : str, optional
+        Name of the spectral axis, added to position and FWHM (``"peak position (tth) of peak 0"``).
+
+    Returns
+    -------
+    str
+        The ``long_name`` of the parameter's map (``"background coefficient t^1"`` for ``bg_1``).
+    """
+    base, _, idx = name.rpartition("_")
+    if base not in _PARAM_WORDS:
+        return name
+    words = _PARAM_WORDS[base]
+    if spectral_dim and base in ("position", "fwhm"):
+        words = f"{words} ({spectral_dim})"
+    return f"{words} " + (f"t^{idx}" if base == "bg" else f"of peak {idx}")
+
+
 @dataclass(frozen=True)
 class PeakModel:
     """A sum of ``n_peaks`` peaks of one profile plus a polynomial background.
@@ -162,12 +194,12 @@ class PeakModel:
 
     def __post_init__(self):
         if isinstance(self.n_peaks, bool) or not isinstance(self.n_peaks, (int, np.integer)) or self.n_peaks < 1:
-            raise ValueError(f"PeakModel: n_peaks must be an integer >= 1, found {self.n_peaks!r}")
+            raise InputError(f"PeakModel: n_peaks must be an integer >= 1, found {self.n_peaks!r}")
         object.__setattr__(self, "n_peaks", int(self.n_peaks))
         if self.profile not in PROFILES:
-            raise ValueError(f"PeakModel: profile must be one of {tuple(PROFILES)}, found {self.profile!r}")
+            raise InputError(f"PeakModel: profile must be one of {tuple(PROFILES)}, found {self.profile!r}")
         if self.background not in BACKGROUNDS:
-            raise ValueError(
+            raise InputError(
                 f"PeakModel: background must be one of {tuple(BACKGROUNDS)}, found {self.background!r}"
             )
 
@@ -199,7 +231,7 @@ class PeakModel:
         try:
             return self.param_names.index(name)
         except ValueError:
-            raise ValueError(f"PeakModel: no parameter {name!r}; parameters are {self.param_names}") from None
+            raise InputError(f"PeakModel: no parameter {name!r}; parameters are {self.param_names}") from None
 
     def param_units(self, x_units: str = "", data_units: str = "") -> dict:
         """Unit of each parameter given the units of the abscissa and of the data."""
@@ -222,7 +254,7 @@ class PeakModel:
     # ------------------------------------------------------------------ evaluation
     def _check_params(self, params):
         if params.shape[-1] != self.n_params:
-            raise ValueError(
+            raise InputError(
                 f"{self!r}.evaluate: params must have last axis of length n_params={self.n_params} "
                 f"({self.param_names}), found shape {tuple(params.shape)}"
             )
@@ -283,7 +315,7 @@ class PeakModel:
         if data is not None:
             d = _as_numpy(data)
             if d.shape[-1] != x.size:
-                raise ValueError(
+                raise InputError(
                     f"default_bounds: data must have {x.size} channels on its last axis (like x), "
                     f"found shape {d.shape}"
                 )
@@ -330,14 +362,14 @@ class PeakModel:
             dt = dt.double()
         xt = xt.to(dtype=dt.dtype, device=dt.device)
         if xt.ndim != 1 or dt.shape[-1] != xt.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"initial_guess: x must be 1-D and data (..., n_channels) with n_channels = len(x); "
                 f"found x {tuple(xt.shape)}, data {tuple(dt.shape)}"
             )
         if positions is not None:
             positions = [float(p) for p in np.atleast_1d(np.asarray(positions, dtype=float))]
             if len(positions) != self.n_peaks:
-                raise ValueError(
+                raise InputError(
                     f"initial_guess: positions must give {self.n_peaks} values (n_peaks), found {len(positions)}"
                 )
         with torch.no_grad():
@@ -433,5 +465,5 @@ def _as_numpy(a):
 def _np1d(x, name):
     x = _as_numpy(x)
     if x.ndim != 1 or x.size < 1:
-        raise ValueError(f"{name} must be a non-empty 1-D axis, found shape {x.shape}")
+        raise InputError(f"{name} must be a non-empty 1-D axis, found shape {x.shape}")
     return x

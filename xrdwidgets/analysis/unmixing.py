@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from .. import data as _data
-from ..data import DataError
+from ..base.errors import DataError
 from .fitting import fit_channels
 
 log = logging.getLogger(__name__)

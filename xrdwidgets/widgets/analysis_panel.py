@@ -20,28 +20,28 @@ from __future__ import annotations
 
 import functools
 import html
-import logging
 
 import ipywidgets as w
 import numpy as np
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from .. import data as _data
 from .. import jobs as _jobs
 from .. import views as _v
+from ..analysis.peaks import param_long_name as _param_words   # the live preview's title
+from ..analysis.roi import BACKGROUNDS as _BACKGROUNDS
+from ..analysis.roi_peaks import strongest_window
+from ..base.errors import InputError
 from . import _views as _fig
+from ._analysis_figures import (error_html as _error, heat_update as _heat_update, need as _need,
+                                label_image_axes as _label_image_axes, peakfit_figure, roi_image_figure,
+                                roi_pattern_figure)
 from .state import AppState
-
-log = logging.getLogger(__name__)
 
 __all__ = ["RoiImagePanel", "RoiPatternPanel", "PeakFitPanel", "parse_positions", "fit_summary", "map_label"]
 
 _STYLE = {"description_width": "100px"}
-_BACKGROUNDS = ("none", "edges", "linear")
 #: Width (px) of the peak-fit figure: with its 350-px form it fits a 1280-px window.
 _FIT_W = 790
-_FORM = w.Layout(width="330px")
 
 
 def _current_volume(state: AppState):
@@ -59,49 +59,6 @@ def _current_volume(state: AppState):
     return name, (da.isel(extra) if extra else da)
 
 
-def _error(text: str) -> str:
-    return f"<span class='xrdw-msg xrdw-error' style='color:#b00020'>{html.escape(text)}</span>"
-
-
-def _heat_update(fig, trace_index: int, image, *, title: str | None = None, annotation: int | None = None):
-    """Send a 2-D image to heatmap ``trace_index`` (binary float32 rows) with percentile limits.
-
-    ``image``: a 2-D DataArray (its coordinates become the heatmap's x/y, so hover and click
-    events give coordinate values) or a bare array (x/y are then pixel indices). ``title`` goes
-    to the figure title, or to subplot title number ``annotation`` when given.
-    """
-    img = np.asarray(image, dtype=np.float32)
-    lo, hi = _v.percentile_limits(img, (1.0, 99.0))
-    restyle = {"z": [_fig.z_rows(img)], "zmin": float(lo), "zmax": float(hi)}
-    if hasattr(image, "dims"):
-        restyle["y"] = [np.asarray(image[image.dims[0]].values, dtype=float)]
-        restyle["x"] = [np.asarray(image[image.dims[1]].values, dtype=float)]
-    relayout = None
-    if title:
-        relayout = {"title.text": title} if annotation is None else {f"annotations[{annotation}].text": title}
-    fig.plotly_update(restyle_data=restyle, relayout_data=relayout, trace_indexes=[trace_index])
-    _fig.mirror_state(fig)
-
-
-def _need(obj, what: str):
-    if obj is None:
-        raise _data.DataError(f"nothing to download yet: {what}")
-    return obj
-
-
-def _label_image_axes(fig, image, *, row: int = 1, col: int = 1, colorbar_trace: int | None = 0):
-    """Axis titles (with units) of a heatmap subplot from the image's coordinates, and its colour
-    bar title from the image's ``long_name``/``units``."""
-    if not hasattr(image, "dims"):
-        return
-    rd, cd = image.dims[:2]
-    fig.update_yaxes(title_text=_v.axis_label(image[rd]) if rd in image.coords else rd, row=row, col=col)
-    fig.update_xaxes(title_text=_v.axis_label(image[cd]) if cd in image.coords else cd, row=row, col=col)
-    if colorbar_trace is not None:
-        fig.data[colorbar_trace].colorbar.title = {"text": _v.axis_label(image) or "intensity", "side": "right"}
-    _fig.mirror_state(fig)
-
-
 def parse_positions(text: str) -> list[float]:
     """Peak positions from text such as ``"3.1, 3.6"`` (numbers only; nothing is evaluated)."""
     out = []
@@ -112,9 +69,9 @@ def parse_positions(text: str) -> list[float]:
         try:
             v = float(part)
         except ValueError:
-            raise ValueError(f"peak positions must be numbers separated by commas, found {part!r}") from None
+            raise InputError(f"peak positions must be numbers separated by commas, found {part!r}") from None
         if not np.isfinite(v):
-            raise ValueError(f"peak positions must be finite, found {part!r}")
+            raise InputError(f"peak positions must be finite, found {part!r}")
         out.append(v)
     return out
 
@@ -132,16 +89,9 @@ class RoiImagePanel:
                                           style={**_STYLE, "button_width": "70px"})
         self.edge_channels = w.BoundedIntText(value=2, min=1, max=50, description="edge channels", style=_STYLE)
         self.message = w.HTML()
-        self.fig = _fig.FigureWidget(make_subplots(rows=1, cols=1))
-        self.fig.add_heatmap(z=[[0.0]], colorscale="Viridis", colorbar={"thickness": 12})
-        self.fig.update_layout(width=520, height=460, autosize=False,
-                               margin=dict(l=64, r=10, t=_fig.TOP_MARGIN, b=48),
-                               title={**_fig._TITLE, "text": "no reconstruction yet: run one in the "
-                                      "Reconstruct tab"}, plot_bgcolor="white")
-        self.fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain")
-        self.fig.update_xaxes(constrain="domain")
+        self.fig = roi_image_figure()
         for wd in (self.window, self.background, self.edge_channels):
-            wd.observe(self._on_change, "value")
+            wd.observe(lambda _: self.update(), "value")
         state.observe(self._on_results, ["results", "current"])
         self.downloads = _fig.DownloadBar({"map PNG": lambda: self.download_bytes("png"),
                                            "map HDF5": lambda: self.download_bytes("h5")})
@@ -156,22 +106,14 @@ class RoiImagePanel:
         if vol is None:
             self.message.value = "<i>no reconstruction yet: run one in the Reconstruct tab</i>"
             return
-        spec = vol.dims[-1]
-        n = vol.sizes[spec]
+        n = vol.sizes[vol.dims[-1]]
         roi = self.state.roi or {}
-        if "channels" in roi:
-            lo, hi = roi["channels"]
-        else:  # start on the strongest peak of the mean pattern, ± 4 % of the axis
-            k = int(np.nanargmax(np.asarray(vol.mean(vol.dims[:-1]).values)))
-            half = max(2, n // 25)
-            lo, hi = max(0, k - half), min(n, k + half + 1)
+        # start on the strongest peak of the mean pattern, ± 4 % of the axis
+        lo, hi = roi["channels"] if "channels" in roi else strongest_window(vol)
         lo, hi = int(np.clip(lo, 0, n - 1)), int(np.clip(hi, lo + 1, n))
         with self.window.hold_trait_notifications():
             self.window.max = n
             self.window.value = (lo, hi)
-        self.update()
-
-    def _on_change(self, *_):
         self.update()
 
     def update(self):
@@ -238,17 +180,7 @@ class RoiPatternPanel:
         self.prominence.tooltip = "minimum peak prominence relative to the pattern's robust range"
         self.message = w.HTML()
         self.peak_list = w.HTML()
-        base = make_subplots(rows=1, cols=2, column_widths=[0.42, 0.58], horizontal_spacing=0.08,
-                             subplot_titles=("mask on the ROI image", "mean pattern of the mask"))
-        base.add_trace(go.Heatmap(z=[[0.0]], colorscale="Viridis", showscale=False, hoverinfo="skip"), row=1, col=1)
-        base.add_trace(go.Scatter(x=[], y=[], mode="lines", name="mean pattern"), row=1, col=2)
-        base.add_trace(go.Scatter(x=[], y=[], mode="markers", name="suggested peaks",
-                                  marker={"symbol": "triangle-down", "size": 10, "color": "#d62728"}), row=1, col=2)
-        base.update_layout(width=900, height=420, autosize=False, showlegend=False,
-                           margin=dict(l=50, r=10, t=40, b=40))
-        base.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", row=1, col=1)
-        base.update_xaxes(constrain="domain", row=1, col=1)
-        self.fig = _fig.FigureWidget(base)
+        self.fig = roi_pattern_figure()
         for wd in (self.fraction, self.above, self.prominence):
             wd.observe(self._on_change, "value")
         state.observe(self._on_change, ["roi", "results", "current"])
@@ -268,7 +200,7 @@ class RoiPatternPanel:
 
     def update(self):
         """Mask, mean pattern and peaks from the widgets; peaks published in ``state.roi``."""
-        from ..analysis.roi import roi_image, roi_mask, roi_pattern, suggest_peaks
+        from ..analysis.roi_peaks import masked_pattern_peaks
 
         name, vol = _current_volume(self.state)
         roi = self.state.roi or {}
@@ -278,21 +210,19 @@ class RoiPatternPanel:
         spec = vol.dims[-1]
         lo, hi = roi.get("channels", (0, vol.sizes[spec]))
         try:
-            img = roi_image(vol, lo, hi, by="index", background=roi.get("background", "none"),
-                            edge_channels=roi.get("edge_channels", 1))
-            mask = roi_mask(img, fraction=float(self.fraction.value), above=bool(self.above.value))
-            pattern = roi_pattern(vol, mask)
-            peaks = suggest_peaks(pattern, relative_prominence=float(self.prominence.value), max_peaks=8)
+            found = masked_pattern_peaks(vol, (lo, hi), background=roi.get("background", "none"),
+                                         edge_channels=roi.get("edge_channels", 1), fraction=self.fraction.value,
+                                         above=self.above.value, relative_prominence=self.prominence.value)
         except ValueError as exc:
             self.message.value = _error(str(exc))
             return None
         self.message.value = ""
+        img, pattern, peaks, heights = found["image"], found["pattern"], found["peaks"], found["heights"]
         self.pattern, self.peaks = pattern, peaks
-        m = np.asarray(mask.values, dtype=bool)
+        m = np.asarray(found["mask"].values, dtype=bool)
         shown = np.where(m, np.asarray(img.values, dtype=np.float32), np.nan)
         units = vol[spec].attrs.get("units", "")
         pos = np.asarray(peaks.values, dtype=float)
-        heights = np.interp(pos, vol[spec].values, pattern.values) if pos.size else pos
         with _fig.updating(self.fig):
             self.fig.data[1].x = np.asarray(vol[spec].values, dtype=float)
             self.fig.data[1].y = np.asarray(pattern.values, dtype=float)
@@ -336,19 +266,6 @@ def map_label(result, name: str) -> str:
     for dim, words in _data.LONG_NAMES.items():   # "FWHM (tth)" → "FWHM (2θ)"
         text = text.replace(f"({dim})", f"({words})")
     return text
-
-
-_PARAM_WORDS = {"area": "integrated intensity", "position": "peak position", "fwhm": "FWHM",
-                "eta": "Lorentzian fraction η", "bg": "background coefficient"}
-
-
-def _param_words(name: str) -> str:
-    """``"area_0"`` → ``"integrated intensity of peak 0"`` (a live preview, before the result's
-    ``long_name`` exists)."""
-    base, _, idx = name.rpartition("_")
-    if base not in _PARAM_WORDS:
-        return name
-    return f"{_PARAM_WORDS[base]} " + (f"t^{idx}" if base == "bg" else f"of peak {idx}")
 
 
 def fit_summary(result) -> str:
@@ -403,20 +320,7 @@ class PeakFitPanel:
         # map names are words ("standard error of integrated intensity of peak 0"): a short label, a wide menu
         self.map_param.style.description_width = "36px"
         self.map_param.layout.width = "395px"
-        base = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.16,
-                             subplot_titles=("parameter map: press Fit", "pixel: hover the map after a fit"))
-        base.add_trace(go.Heatmap(z=[[None]], colorscale="Viridis", colorbar={"thickness": 10, "x": 0.40},
-                                  showscale=False,
-                                  hovertemplate="x %{x}, y %{y}: %{z:.4g}<extra></extra>"), row=1, col=1)
-        for nm, colour in (("data", "#1f3b73"), ("fit", "#d62728"), ("residual", "#7f7f7f")):
-            base.add_trace(go.Scatter(x=[], y=[], mode="lines", name=nm, line={"color": colour}), row=1, col=2)
-        base.update_layout(width=_FIT_W, height=430, autosize=False, margin=dict(l=56, r=10, t=40, b=44),
-                           legend={"x": 1, "xanchor": "right", "y": 1}, plot_bgcolor="white")
-        base.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", row=1, col=1)
-        base.update_xaxes(constrain="domain", row=1, col=1)
-        base.update_xaxes(visible=False)   # shown with their data (no empty axes before a fit)
-        base.update_yaxes(visible=False)
-        self.fig = _fig.FigureWidget(base)
+        self.fig = peakfit_figure(_FIT_W)
         self.fig.data[0].on_hover(self._on_map_point)
         self.fig.data[0].on_click(self._on_map_point)
         self.start_button.on_click(lambda _: self.start())
@@ -461,19 +365,12 @@ class PeakFitPanel:
     def options(self) -> dict:
         """The keyword arguments of :func:`~xrdwidgets.analysis.fitting.iterate_fit` given by the form
         (``model`` included); raises ``ValueError`` with a message for the user."""
-        from ..analysis.peaks import PeakModel
+        from ..analysis.fitting import fit_arguments
 
-        model = PeakModel(n_peaks=int(self.n_peaks.value), profile=self.profile.value,
-                          background=self.background.value)
-        positions = parse_positions(self.positions.value)
-        if positions and len(positions) != model.n_peaks:
-            raise ValueError(f"give {model.n_peaks} peak position(s) for {model.n_peaks} peak(s), "
-                             f"found {len(positions)}")
-        bounds = None
-        if self.fwhm_max.value > 0:
-            bounds = {f"fwhm_{i}": (0.0, float(self.fwhm_max.value)) for i in range(model.n_peaks)}
-        return {"model": model, "tth_range": tuple(float(v) for v in self.fit_range.value),
-                "positions": positions or None, "bounds": bounds, "max_iter": int(self.max_iter.value)}
+        return fit_arguments(n_peaks=self.n_peaks.value, profile=self.profile.value,
+                             background=self.background.value, fit_range=self.fit_range.value,
+                             positions=parse_positions(self.positions.value), fwhm_max=self.fwhm_max.value,
+                             max_iter=self.max_iter.value)
 
     # ------------------------------------------------------------------ job
     def start(self) -> _jobs.Job | None:
@@ -545,9 +442,9 @@ class PeakFitPanel:
         res = getattr(self, "_shown_result", None)
         if res is None or not self.map_param.value:
             return
-        da = res[self.map_param.value]
-        if self.blank_no_peak.value and "peak_found" in res and self.map_param.value not in ("rwp", "chi2", "n_iter"):
-            da = da.where(res["peak_found"])
+        from ..analysis.fitting import fit_map
+
+        da = fit_map(res, self.map_param.value, only_peaks=self.blank_no_peak.value)
         units = da.attrs.get("units", "")
         shown = _v.decimate(da.astype(np.float32), 512)
         self.fig.data[0].showscale = True
@@ -583,16 +480,10 @@ class PeakFitPanel:
         vol, model = self._volume, self._model
         if vol is None or model is None:
             return
+        from ..analysis.fitting import pixel_fit
+
         spec = vol.dims[-1]
-        lo, hi = self.fit_range.value
-        sub = vol.isel({vol.dims[0]: r, vol.dims[1]: c}).sel({spec: slice(min(lo, hi), max(lo, hi))})
-        x = np.asarray(sub[spec].values, dtype=float)
-        y = np.asarray(sub.values, dtype=float)
-        fit = np.full_like(y, np.nan)
-        if self.result is not None:
-            params = np.array([float(self.result[n].values[r, c]) for n in model.param_names])
-            if np.all(np.isfinite(params)):
-                fit = np.asarray(model.evaluate(x, params[None, :]))[0]
+        x, y, fit = pixel_fit(vol, self.result, model, r, c, self.fit_range.value)
         with _fig.updating(self.fig):
             self.fig.data[1].x, self.fig.data[1].y = x, y
             self.fig.data[2].x, self.fig.data[2].y = x, fit
