@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import json
 import logging
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from ..base.errors import InputError, InputTypeError
+from ..base.errors import InputError, InputTypeError, StateError
 from .events import Dispatcher, JobEvent, State, describe_error
-from .store import (CHECKPOINT_FILE, RESULT_FILE, OtherComputationError, WorkFolder, fingerprint_problem,
-                    jsonable, read_checkpoint, read_job_file)
+from .store import (CHECKPOINT_FILE, JOB_FILE, RESULT_FILE, OtherComputationError, WorkFolder, read_checkpoint,
+                    read_job_file)
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ class Job:
         self.rate_hz = float(rate_hz)
         self._save_result = save_result
         self.params = dict(params or {})
-        self.fingerprint = None if fingerprint is None else jsonable(fingerprint)
+        self.fingerprint = None if fingerprint is None else _jsonable(fingerprint)
         self.state = State.QUEUED
         self.progress = None
         self.history: list = []          # (iteration, loss) pairs
@@ -343,7 +345,7 @@ def _take_workdir(job: Job, overwrite: bool):
         job._log(f"resume: {exc}; its fingerprint cannot be compared")
         recorded = None
     if recorded is not None:
-        note = fingerprint_problem(wd, recorded, job.fingerprint)
+        note = _fingerprint_problem(wd, recorded, job.fingerprint)
         if note:
             job._log(note)
     if not job.resume:
@@ -435,3 +437,47 @@ def _check_finished_source(job: Job):
             "overwrite=True to recompute it here, or choose another workdir") from exc
     if hasattr(gen, "close"):
         gen.close()
+
+
+def _jsonable(obj):
+    """``obj`` as JSON gives it back (keys sorted, other objects as their ``str``)."""
+    return json.loads(json.dumps(obj, default=str, sort_keys=True))
+
+
+def _fingerprint_differences(old, new, where: str) -> list[str]:
+    """What differs between a recorded fingerprint ``old`` (in ``where``) and ``new``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [f"{k}={old.get(k, '<unset>')!r} in {where}, {new.get(k, '<unset>')!r} now"
+                for k in sorted(set(old) | set(new)) if old.get(k, "<unset>") != new.get(k, "<unset>")]
+    return [] if old == new else [f"{old!r} in {where}, {new!r} now"]
+
+
+def _fingerprint_problem(workdir, recorded: dict, fingerprint) -> str | None:
+    """Compare the fingerprint ``job.json`` of ``workdir`` records (``recorded``) with ``fingerprint``.
+
+    Returns
+    -------
+    str or None
+        A note for the job's log when the file records none (nothing to compare), else ``None``.
+
+    Raises
+    ------
+    StateError
+        The file records a fingerprint and ``fingerprint`` is ``None`` or differs (the message
+        lists what differs).
+    """
+    old = recorded.get("fingerprint")
+    if old is None and fingerprint is None:
+        return None
+    path = Path(workdir) / JOB_FILE
+    if fingerprint is None:
+        raise StateError(f"Job: {path} records a fingerprint ({old!r}); pass the fingerprint= of this "
+                         "computation to resume it")
+    if old is None:
+        return f"resume: {path} records no fingerprint; this job's fingerprint cannot be compared"
+    diffs = _fingerprint_differences(old, fingerprint, str(path))
+    if diffs:
+        raise StateError(f"Job: {workdir} holds another computation ({'; '.join(diffs)}); resume "
+                         "with the same one, pass overwrite=True to recompute here, or choose another "
+                         "workdir")
+    return None

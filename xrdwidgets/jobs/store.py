@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CHECKPOINT_FILE", "RESULT_FILE", "CHUNKS_DIR", "JOB_FILE", "CheckpointError",
            "OtherComputationError", "WorkFolder", "load_checkpoint", "merge_checkpoint", "read_checkpoint",
-           "read_job_file", "job_info", "jsonable", "fingerprint_problem"]
+           "read_job_file", "job_info"]
 
 #: File names inside a job's workdir.
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -364,50 +364,6 @@ def job_info(workdir) -> dict | None:
                            f"ended without finishing it (a crash, a kill or a closed kernel); continue "
                            f"it with xrdwidgets.jobs.resume({str(workdir)!r}, source)"}
     return info
-
-
-def jsonable(obj):
-    """``obj`` as JSON gives it back (keys sorted, other objects as their ``str``)."""
-    return json.loads(json.dumps(obj, default=str, sort_keys=True))
-
-
-def _fingerprint_differences(old, new, where: str) -> list[str]:
-    """What differs between a recorded fingerprint ``old`` (in ``where``) and ``new``."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [f"{k}={old.get(k, '<unset>')!r} in {where}, {new.get(k, '<unset>')!r} now"
-                for k in sorted(set(old) | set(new)) if old.get(k, "<unset>") != new.get(k, "<unset>")]
-    return [] if old == new else [f"{old!r} in {where}, {new!r} now"]
-
-
-def fingerprint_problem(workdir, recorded: dict, fingerprint) -> str | None:
-    """Compare the fingerprint ``job.json`` of ``workdir`` records (``recorded``) with ``fingerprint``.
-
-    Returns
-    -------
-    str or None
-        A note for the job's log when the file records none (nothing to compare), else ``None``.
-
-    Raises
-    ------
-    StateError
-        The file records a fingerprint and ``fingerprint`` is ``None`` or differs (the message
-        lists what differs).
-    """
-    old = recorded.get("fingerprint")
-    if old is None and fingerprint is None:
-        return None
-    path = Path(workdir) / JOB_FILE
-    if fingerprint is None:
-        raise StateError(f"Job: {path} records a fingerprint ({old!r}); pass the fingerprint= of this "
-                         "computation to resume it")
-    if old is None:
-        return f"resume: {path} records no fingerprint; this job's fingerprint cannot be compared"
-    diffs = _fingerprint_differences(old, fingerprint, str(path))
-    if diffs:
-        raise StateError(f"Job: {workdir} holds another computation ({'; '.join(diffs)}); resume "
-                         "with the same one, pass overwrite=True to recompute here, or choose another "
-                         "workdir")
-    return None
 
 
 # ---------------------------------------------------------------------------- the folder
