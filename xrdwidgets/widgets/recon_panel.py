@@ -29,7 +29,7 @@ from ..recon.iterative import iterate
 from ..recon.registry import DEFAULT_PRESET, ParamSpec, get_method, methods
 from ..views import channel_text as _channel_text
 from . import _views as _fig
-from .job_view import JobView
+from .job_view import JobView, error_html
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,8 @@ class ReconPanel:
         self.estimate_button = w.Button(description="Estimate time", icon="clock")
         self.estimate_button.tooltip = ("time a few steps of the first channel batch on the chosen device and "
                                         "extrapolate to the whole run (runs in the background)")
-        self.estimate_label = w.HTML("")
+        self.estimate_view = JobView(status_line=False, errors=False, buttons=[self.estimate_button])
+        self.estimate_label = self.estimate_view.status
         self.estimate_job: _jobs.Job | None = None
         self.progress, self.status, self.error, self.log = (self.view.progress, self.view.status,
                                                             self.view.error, self.view.log)
@@ -362,16 +363,12 @@ class ReconPanel:
         spec = _data.spectral_dim(stack)
         sub = stack.isel({spec: slice(lo, hi)})
         method, params = self.method.value, self.parameters()
-        self.estimate_button.disabled = True
         self.estimate_label.value = "<i>timing a few steps…</i>"
         job = _jobs.run(functools.partial(estimate_job, sub, method, params), name=f"estimate {method}",
                         queue=False)
         self.estimate_job = job
 
         def done(ev):
-            if not ev.state.finished:
-                return
-            self.estimate_button.disabled = False
             if ev.state is _jobs.State.DONE:
                 est = ev.job.result
                 self.estimate_label.value = (
@@ -380,10 +377,9 @@ class ReconPanel:
                     "</small></span>")
             else:
                 self.estimate_label.value = ""
-                self.error.value = f"<span style='color:#b00'>estimate: {html.escape(ev.job.message)}</span>"
+                self.error.value = error_html(f"estimate: {ev.job.message}")
 
-        job.subscribe(done)
-        return job
+        return self.estimate_view.watch(job, on_done=done)
 
     def cancel(self):
         """Cancel the current job (it stops within one iteration)."""
