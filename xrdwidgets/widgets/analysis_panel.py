@@ -35,6 +35,7 @@ from . import _views as _fig
 from ._analysis_figures import (error_html as _error, heat_update as _heat_update, need as _need,
                                 label_image_axes as _label_image_axes, peakfit_figure, roi_image_figure,
                                 roi_pattern_figure)
+from .job_view import JobView
 from .state import AppState
 
 __all__ = ["RoiImagePanel", "RoiPatternPanel", "PeakFitPanel", "parse_positions", "fit_summary", "map_label"]
@@ -306,10 +307,9 @@ class PeakFitPanel:
         self.fwhm_max.tooltip = "upper bound of every FWHM (spectral units); 0: the model's default"
         self.max_iter = w.BoundedIntText(value=100, min=1, max=10000, description="max iterations", style=_STYLE)
         self.start_button = w.Button(description="Fit", button_style="success", icon="play")
-        self.cancel_button = w.Button(description="Cancel", button_style="danger", icon="stop", disabled=True)
-        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, layout=w.Layout(width="60%"))
-        self.status = w.HTML("<i>no fit yet</i>")
-        self.error = w.HTML()
+        self.view = JobView(status="<i>no fit yet</i>", status_line=False, errors=False, buttons=[self.start_button])
+        self.cancel_button, self.progress = self.view.cancel_button, self.view.progress
+        self.status, self.error = self.view.status, self.view.error
         self.map_param = w.Dropdown(options=[], description="map", style=_STYLE)
         self.blank_no_peak = w.Checkbox(value=False, indent=False,
                                         description="blank pixels without a significant peak")
@@ -324,7 +324,6 @@ class PeakFitPanel:
         self.fig.data[0].on_hover(self._on_map_point)
         self.fig.data[0].on_click(self._on_map_point)
         self.start_button.on_click(lambda _: self.start())
-        self.cancel_button.on_click(lambda _: self.cancel())
         self.map_param.observe(self._show_map, "value")
         state.observe(self._on_roi, ["roi", "results", "current"])
         for wd, cls in ((self.start_button, "xrdw-fit-start"), (self.cancel_button, "xrdw-fit-cancel"),
@@ -392,22 +391,15 @@ class PeakFitPanel:
         self._volume, self._model, self.result, self._shown_result = vol, model, None, None
         self.job = _jobs.run(functools.partial(iterate_fit, vol, model, **opts), name=f"fit {name}",
                              queue=self.queue, params={"source": name, **{k: v for k, v in opts.items()}})
-        self.cancel_button.disabled = False
-        self.start_button.disabled = True
-        self.progress.value = 0.0
-        self.job.subscribe(self._on_event)
-        return self.job
+        return self.view.watch(self.job, on_progress=self._on_event, on_done=self._on_done)
 
     def cancel(self):
-        if self.job is not None:
-            self.job.cancel()
+        self.view.cancel()
 
     def _on_event(self, ev: _jobs.JobEvent):
-        """Runs in the job's dispatcher thread: sets traits only."""
+        """Runs in the job's dispatcher thread (after the view's progress bar): sets traits only."""
         p = ev.progress
         if p is not None:
-            if p.total:
-                self.progress.value = min(1.0, p.iteration / p.total)
             if p.preview is not None and np.ndim(p.preview) == 2:
                 ref = self._volume.isel({self._volume.dims[-1]: 0}, drop=True)
                 self.fig.data[0].showscale = True
@@ -420,22 +412,20 @@ class PeakFitPanel:
             total = (p.metrics or {}).get("pixels_total")
             px = f", {done}/{total} pixels" if done is not None and total else ""
             self.status.value = f"<b>{ev.job.name}</b> {ev.state.value}{px}, {ev.job.elapsed:.1f} s"
-        if ev.state.finished:
-            self.cancel_button.disabled = True
-            self.start_button.disabled = False
-            self.status.value = f"<b>{ev.job.name}</b> {ev.state.value}: {html.escape(ev.job.message)}"
-            if ev.state is _jobs.State.DONE:
-                self.progress.value = 1.0
-                res = ev.job.result
-                self.status.value += "<br>" + fit_summary(res)
-                maps = [v for v in res.data_vars if res[v].ndim >= 2 and res[v].dtype != bool]
-                self._shown_result = res
-                self.map_param.options = [(map_label(res, m), m) for m in maps]
-                self.map_param.value = maps[0] if maps else None
-                self._show_map()
-                self.result = res   # last: a reader that sees the result sees its map drawn
-            elif ev.state is _jobs.State.FAILED:
-                self.error.value = _error(ev.job.message)
+
+    def _on_done(self, ev: _jobs.JobEvent):
+        self.status.value = f"<b>{ev.job.name}</b> {ev.state.value}: {html.escape(ev.job.message)}"
+        if ev.state is _jobs.State.DONE:
+            res = ev.job.result
+            self.status.value += "<br>" + fit_summary(res)
+            maps = [v for v in res.data_vars if res[v].ndim >= 2 and res[v].dtype != bool]
+            self._shown_result = res
+            self.map_param.options = [(map_label(res, m), m) for m in maps]
+            self.map_param.value = maps[0] if maps else None
+            self._show_map()
+            self.result = res   # last: a reader that sees the result sees its map drawn
+        elif ev.state is _jobs.State.FAILED:
+            self.error.value = _error(ev.job.message)
 
     # ------------------------------------------------------------------ views
     def _show_map(self, *_):

@@ -19,6 +19,7 @@ from .. import data as _data
 from .. import jobs as _jobs
 from ..base.progress import Progress
 from . import _views as _fig
+from .job_view import JobView, error_html
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,8 @@ class CorrectionsPanel:
         self.run_button = w.Button(description="Run corrections", button_style="primary", icon="wrench")
         self.use_button = w.Button(description="Use corrected", button_style="success", disabled=True)
         self.reset_button = w.Button(description="Reset to raw", disabled=True)
-        self.status = w.HTML()
+        self.view = JobView(status_line=False, errors=False, buttons=[self.run_button])
+        self.status = self.view.status
         self.report_html = w.HTML()
         self.fig = _before_after_figure()
         self.before, self.after = self.fig.data
@@ -180,16 +182,11 @@ class CorrectionsPanel:
         if raw is None:
             return None
         self.status.value = "<i>running…</i>"
-        self.run_button.disabled = True
         opts = self.options()
         self.job = _jobs.run(lambda: correction_job(raw, **opts), name="corrections", queue=self.queue)
-        self.job.subscribe(self._on_event)
-        return self.job
+        return self.view.watch(self.job, on_done=self._on_event)
 
     def _on_event(self, ev):
-        if not ev.state.finished:
-            return
-        self.run_button.disabled = False
         job = ev.job
         if ev.state is _jobs.State.DONE:
             self.result, self.reports = job.result
@@ -201,7 +198,7 @@ class CorrectionsPanel:
             self.status.value = f"done in {job.elapsed:.1f} s"
             self.use_button.disabled = False
         else:
-            self.status.value = f"<span style='color:#b00'>{html.escape(job.message)}</span>"
+            self.status.value = error_html(job.message)
 
     # ------------------------------------------------------------------ centre gallery
     def _build_gallery(self):
@@ -219,8 +216,10 @@ class CorrectionsPanel:
                                                "around the automatic estimate (or the chosen centre)")
         self.gallery_button.add_class("xrdw-gallery-start")
         self.gallery_button.on_click(lambda _: self.make_gallery())
-        self.gallery_status = w.HTML("<small>Make a row of reconstructions at candidate centres of "
-                                     "rotation; click the sharpest to store it in the geometry.</small>")
+        self.gallery_view = JobView(status="<small>Make a row of reconstructions at candidate centres of "
+                                           "rotation; click the sharpest to store it in the geometry.</small>",
+                                    status_line=False, errors=False, buttons=[self.gallery_button])
+        self.gallery_status = self.gallery_view.status
         self.gallery_status.add_class("xrdw-gallery-status")
         self.geometry_html = w.HTML()
         self.geometry_html.add_class("xrdw-geometry")
@@ -262,21 +261,16 @@ class CorrectionsPanel:
             geom = _data.get_geometry(stack)
             around = geom.centre_offset if geom is not None else None
         lo, hi = self.gallery_channels.value
-        self.gallery_button.disabled = True
         self.gallery_status.value = "<i>making the gallery…</i>"
         self.gallery_job = _jobs.run(lambda: gallery_job(stack, around=around, step=step, n=7,
                                                          channels=(lo, hi + 1)),
                                      name="centre gallery", queue=self.queue)
-        self.gallery_job.subscribe(self._on_gallery_event)
-        return self.gallery_job
+        return self.gallery_view.watch(self.gallery_job, on_done=self._on_gallery_event)
 
     def _on_gallery_event(self, ev):
-        if not ev.state.finished:
-            return
-        self.gallery_button.disabled = False
         job = ev.job
         if ev.state is not _jobs.State.DONE:
-            self.gallery_status.value = f"<span style='color:#b00'>{html.escape(job.message)}</span>"
+            self.gallery_status.value = error_html(job.message)
             return
         self.gallery_estimate, self.gallery = job.result
         cells = []

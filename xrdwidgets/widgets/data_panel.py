@@ -25,7 +25,6 @@ import functools
 import itertools
 import logging
 import shutil
-import threading
 import weakref
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from .. import data as _data
 from .. import io, jobs, safety
 from ..base.progress import Progress
 from . import _views as _fig
+from .job_view import JobView
 from .state import AppState
 from .upload import SizeLimitedUpload
 
@@ -268,8 +268,6 @@ class DataPanel:
         self.state = state
         self.max_upload_bytes = int(safety.max_upload_mb(max_upload_mb) * 2**20)
         self.job: jobs.Job | None = None
-        self._idle = threading.Event()
-        self._idle.set()
         self._hide: dict = {}
         self._upload_path: Path | None = None
         self._upload_name = ""
@@ -282,10 +280,10 @@ class DataPanel:
         else:
             self._root_error = ""
 
-        self.status = w.HTML("", layout=w.Layout(min_height="1.6em"))
+        self.view = JobView(status_line=False, errors=False, hide_progress=True, progress_width="12em")
+        self.status, self.progress = self.view.status, self.view.progress
+        self.status.layout.min_height = "1.6em"
         self.status.add_class("xrdw-status")
-        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0,
-                                        layout=w.Layout(width="12em", display="none"))
         self.tabs = w.Tab(children=[self._build_folder(), self._build_upload(), self._build_simulate()],
                           titles=("Folder", "Upload", "Simulate"))
         self.tabs.observe(self._on_tab, "selected_index")
@@ -473,21 +471,17 @@ class DataPanel:
     @property
     def busy(self) -> bool:
         """True while a load or simulation job runs."""
-        return not self._idle.is_set()
+        return self.view.busy
 
     def _start(self, label: str, source, hide: dict | None = None):
         if self.busy:
             self._show("busy: wait for the current load to finish", "error")
             return None
-        self._idle.clear()
         self._hide = {k: v for k, v in (hide or {}).items() if k}
         self._set_buttons(disabled=True)
-        self.progress.value = 0.0
-        self.progress.layout.display = ""
         self._show(f"{label} …")
         self.job = jobs.run(source, name=f"data: {label}")
-        self.job.subscribe(self._on_event)
-        return self.job
+        return self.view.watch(self.job, on_done=self._on_done)
 
     def _set_buttons(self, *, disabled: bool):
         self.simulate_button.disabled = disabled
@@ -495,13 +489,7 @@ class DataPanel:
         self.upload_load_button.disabled = disabled or self._upload_path is None
         self.upload.disabled = disabled
 
-    def _on_event(self, ev):
-        p = ev.progress
-        if p is not None and getattr(p, "total", None):
-            self.progress.value = min(1.0, p.iteration / p.total)
-        if not ev.state.finished:
-            return
-        self.progress.layout.display = "none"
+    def _on_done(self, ev):
         job = ev.job
         if ev.state == jobs.State.DONE:
             self._show(str(job.result or job.message), "ok")
@@ -512,11 +500,10 @@ class DataPanel:
         else:
             self._show(job.message, "info")
         self._set_buttons(disabled=False)
-        self._idle.set()
 
     def wait(self, timeout: float | None = 60.0) -> bool:
         """Block until the current job has finished and the panel shows its outcome (tests)."""
-        return self._idle.wait(timeout)
+        return self.view.wait(timeout)
 
     def _publish(self, stack, truth, name: str, stored: dict | None = None) -> str:
         self.state.set_data(stack, truth=truth, name=name)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import threading
 from pathlib import Path
 
 import ipywidgets as w
@@ -26,6 +25,7 @@ from plotly.subplots import make_subplots
 from .. import jobs, safety
 from ..base.progress import Progress
 from . import _views as _fig
+from .job_view import JobView
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,6 @@ class IntegratePanel:
         self.workdir = Path(workdir) if workdir is not None else None
         self.job: jobs.Job | None = None
         self.on_done: list = []
-        self._idle = threading.Event()
-        self._idle.set()
         try:
             self.root = safety.data_root(data_dir)
         except OSError as exc:
@@ -137,9 +135,11 @@ class IntegratePanel:
         self.run_button.add_class("xrdw-integrate")
         self.raw.add_class("xrdw-raw")
         self.poni.add_class("xrdw-poni")
-        self.status = w.HTML("", layout=w.Layout(min_height="1.6em"))
+        self.view = JobView(status_line=False, errors=False, hide_progress=True, progress_width="12em",
+                            buttons=[self.preview_button, self.run_button])
+        self.status, self.progress = self.view.status, self.view.progress
+        self.status.layout.min_height = "1.6em"
         self.status.add_class("xrdw-status")
-        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, layout=w.Layout(width="12em", display="none"))
         self.method.observe(lambda ch: setattr(self.trim, "disabled", ch["new"] != "trimmed"), "value")
         self.preview_button.on_click(lambda _: self.preview())
         self.run_button.on_click(lambda _: self.start())
@@ -210,31 +210,26 @@ class IntegratePanel:
     # ------------------------------------------------------------------ jobs
     @property
     def busy(self) -> bool:
-        return not self._idle.is_set()
+        return self.view.busy
 
     def _start(self, label, source, on_result):
         if self.busy:
             self._show("busy: wait for the current job to finish", "error")
             return None
-        self._idle.clear()
-        self.preview_button.disabled = self.run_button.disabled = True
-        self.progress.value = 0.0
-        self.progress.layout.display = ""
         self._show(f"{label} …")
         self.job = jobs.run(source, name=f"integrate: {label}")
-        self.job.subscribe(functools.partial(self._on_event, on_result=on_result))
-        return self.job
+        return self.view.watch(self.job, on_progress=self._on_event,
+                               on_done=functools.partial(self._on_done, on_result=on_result))
 
-    def _on_event(self, ev, *, on_result):
+    def _on_event(self, ev):
         p = ev.progress
         if p is not None and getattr(p, "total", None):
-            self.progress.value = min(1.0, p.iteration / p.total)
             fps = (p.metrics or {}).get("frames_per_s")
             if fps and not ev.state.finished:
                 self._show(f"integrating: {p.metrics['frames']}/{p.metrics['n_frames']} frames, "
                            f"{fps:.0f} frames/s")
-        if not ev.state.finished:
-            return
+
+    def _on_done(self, ev, *, on_result):
         job = ev.job
         try:
             if ev.state == jobs.State.DONE:
@@ -248,10 +243,6 @@ class IntegratePanel:
         except Exception as exc:  # noqa: BLE001  (a display error must not leave the panel busy)
             log.exception("integrate panel: showing the result failed")
             self._show(self._user_text(exc), "error")
-        finally:
-            self.progress.layout.display = "none"
-            self.preview_button.disabled = self.run_button.disabled = False
-            self._idle.set()
 
     def preview(self):
         """Start a job that reads frame :attr:`frame` and shows it with its pattern."""

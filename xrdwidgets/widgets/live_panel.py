@@ -28,6 +28,7 @@ from plotly.subplots import make_subplots
 from .. import jobs, safety
 from . import _views as _fig
 from .integrate_panel import PONI_SUFFIXES, _listing
+from .job_view import JobView
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,8 @@ class LivePanel:
                                                layout=w.Layout(width="14em"))
         self.start_button = w.Button(description="Start", icon="play", button_style="primary")
         self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
+        # the job's lifecycle (Start back at its end); progress and status come from the session
+        self.view = JobView(status_line=False, errors=False, buttons=[self.start_button])
         self.explore_button = w.Button(description="Explore now", icon="search", disabled=True)
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         for wd, cls in ((self.source, "xrdw-live-source"), (self.poni, "xrdw-live-poni"),
@@ -246,12 +249,10 @@ class LivePanel:
         self._name = Path(self.source.value).name
         gen = functools.partial(iterate_live, None, plan=plan, session=self.session,
                                 period_s=float(self.period.value), stop=self._stop, idle_timeout_s=IDLE_TIMEOUT_S)
-        self.start_button.disabled = True
         self.stop_button.disabled = False
         self._show(f"waiting for frames in {self.source.value} …")
         self.job = jobs.run(gen, name=f"live: {self._name}", rate_hz=5.0)
-        self.job.subscribe(self._on_event)
-        return self.job
+        return self.view.watch(self.job, on_progress=self._on_event, on_done=self._on_done)
 
     def stop(self):
         """Stop following (the frames received so far stay explorable)."""
@@ -280,10 +281,18 @@ class LivePanel:
 
     def _on_event(self, ev):
         """Job thread: only sets traits."""
+        if ev.state.finished:
+            return   # drawn by _on_done
         try:
-            self._render(force=ev.state.finished)
-            if not ev.state.finished:
-                return
+            self._render()
+        except Exception as exc:  # noqa: BLE001  (a display error must not leave the panel stuck)
+            log.exception("live panel: showing an update failed")
+            self._show(self._user_text(exc), "error")
+
+    def _on_done(self, ev):
+        """Job thread, once at the end: the last images and the outcome."""
+        try:
+            self._render(force=True)
             if ev.state == jobs.State.DONE and self.session.complete:
                 stack = ev.job.result
                 stack.attrs["live_name"] = self._name
@@ -300,9 +309,7 @@ class LivePanel:
             log.exception("live panel: showing an update failed")
             self._show(self._user_text(exc), "error")
         finally:
-            if ev.state.finished:
-                self.start_button.disabled = False
-                self.stop_button.disabled = True
+            self.stop_button.disabled = True
 
     def _render(self, force: bool = False):
         sess = self.session

@@ -29,6 +29,7 @@ from ..recon.iterative import iterate
 from ..recon.registry import DEFAULT_PRESET, ParamSpec, get_method, methods
 from ..views import channel_text as _channel_text
 from . import _views as _fig
+from .job_view import JobView, error_html
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -172,18 +173,16 @@ class ReconPanel:
         self.cluster_info = w.HTML(_cluster_html(address, _cluster_dashboard(cluster)) if cluster is not None
                                    else "", layout=w.Layout(display="" if cluster is not None else "none"))
         self.start_button = w.Button(description="Start", button_style="success", icon="play")
-        self.cancel_button = w.Button(description="Cancel", button_style="danger", icon="stop",
-                                      disabled=True)
+        self.view = JobView(status="<i>no job yet</i>", log_lines=50)
+        self.cancel_button = self.view.cancel_button
         self.estimate_button = w.Button(description="Estimate time", icon="clock")
         self.estimate_button.tooltip = ("time a few steps of the first channel batch on the chosen device and "
                                         "extrapolate to the whole run (runs in the background)")
-        self.estimate_label = w.HTML("")
+        self.estimate_view = JobView(status_line=False, errors=False, buttons=[self.estimate_button])
+        self.estimate_label = self.estimate_view.status
         self.estimate_job: _jobs.Job | None = None
-        self.progress = w.FloatProgress(value=0.0, min=0.0, max=1.0, description="",
-                                        layout=w.Layout(width="60%"))
-        self.status = w.HTML("<i>no job yet</i>")
-        self.error = w.HTML()
-        self.log = w.Textarea(value="", disabled=True, layout=w.Layout(width="98%", height="90px"))
+        self.progress, self.status, self.error, self.log = (self.view.progress, self.view.status,
+                                                            self.view.error, self.view.log)
         self.job_list = w.Select(options=[], rows=4, description="jobs",
                                  layout=w.Layout(width="98%"))
         # one figure (plotly.js travels once per FigureWidget): loss curve | preview image
@@ -206,7 +205,6 @@ class ReconPanel:
         self.preset.observe(self._on_preset, "value")
         self.channels.observe(self._on_channels, "value")
         self.start_button.on_click(lambda _: self.start())
-        self.cancel_button.on_click(lambda _: self.cancel())
         self.estimate_button.on_click(lambda _: self.estimate())
         state.observe(self._on_stack, "stack")
         self._on_method()
@@ -337,11 +335,8 @@ class ReconPanel:
             self.loss_trace.x = []
             self.loss_trace.y = []
             self.fig.layout.annotations[0].text = f"loss: {name}"
-        self.progress.value = 0.0
-        self.cancel_button.disabled = False
         self._refresh_list()
-        job.subscribe(self._on_event)
-        return job
+        return self.view.watch(job, on_progress=self._on_event, on_done=self._on_done)
 
     def _preview_title(self, job, metrics) -> str:
         """Which channels the preview shows (the sum over the running batch's channels)."""
@@ -368,16 +363,12 @@ class ReconPanel:
         spec = _data.spectral_dim(stack)
         sub = stack.isel({spec: slice(lo, hi)})
         method, params = self.method.value, self.parameters()
-        self.estimate_button.disabled = True
         self.estimate_label.value = "<i>timing a few steps…</i>"
         job = _jobs.run(functools.partial(estimate_job, sub, method, params), name=f"estimate {method}",
                         queue=False)
         self.estimate_job = job
 
         def done(ev):
-            if not ev.state.finished:
-                return
-            self.estimate_button.disabled = False
             if ev.state is _jobs.State.DONE:
                 est = ev.job.result
                 self.estimate_label.value = (
@@ -386,26 +377,23 @@ class ReconPanel:
                     "</small></span>")
             else:
                 self.estimate_label.value = ""
-                self.error.value = f"<span style='color:#b00'>estimate: {html.escape(ev.job.message)}</span>"
+                self.error.value = error_html(f"estimate: {ev.job.message}")
 
-        job.subscribe(done)
-        return job
+        return self.estimate_view.watch(job, on_done=done)
 
     def cancel(self):
         """Cancel the current job (it stops within one iteration)."""
-        if self.job is not None:
-            self.job.cancel()
+        self.view.cancel()
 
     def _refresh_list(self):
         self.job_list.options = [f"{j.name}: {j.state.value}" + (f" — {j.message}" if j.message else "")
                                  for j in self.jobs]
 
     def _on_event(self, ev: _jobs.JobEvent):
-        """Runs in the job's dispatcher thread: sets traits only."""
+        """Runs in the job's dispatcher thread (after the view's progress, status and log): the
+        loss curve, the preview, the cluster line, the job list. Sets traits only."""
         job, p = ev.job, ev.progress
         if p is not None:
-            if p.total:
-                self.progress.value = min(1.0, p.iteration / p.total)
             m = p.metrics or {}
             starts = self._batch_starts.setdefault(job.id, set())
             if m.get("inner_iteration") is not None and m.get("n_batches", 1) > 1 and not m.get("distributed"):
@@ -431,20 +419,11 @@ class ReconPanel:
             self.cluster_info.value = _cluster_html(self._cluster_address, p.metrics["dashboard"],
                                                     p.metrics.get("batches_done"),
                                                     p.metrics.get("n_batches"))
-        eta = job.eta()
-        it = "" if p is None else f" {p.iteration}/{p.total or '?'}"
-        loss = "" if p is None or p.loss is None else f", loss {p.loss:.4g}"
-        self.status.value = (f"<b>{job.name}</b> {ev.state.value}{it}{loss}, {job.elapsed:.1f} s"
-                             + ("" if eta is None or ev.state.finished else f", ETA {eta:.0f} s"))
-        self.log.value = "\n".join(job.log_lines[-50:])
-        if ev.state.finished:
-            self.cancel_button.disabled = True
-            if ev.state is _jobs.State.DONE:
-                self.progress.value = 1.0
-                self.state.add_result(job.name, job.result)
-            elif ev.state is _jobs.State.FAILED:
-                self.error.value = f"<span style='color:#b00'>{job.message}</span>"
         self._refresh_list()
+
+    def _on_done(self, ev: _jobs.JobEvent):
+        if ev.state is _jobs.State.DONE:
+            self.state.add_result(ev.job.name, ev.job.result)
 
 
 def _cluster_dashboard(cluster) -> str:

@@ -22,7 +22,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from .base.errors import BusyError
+from ..base.errors import BusyError
 
 try:
     import fcntl
