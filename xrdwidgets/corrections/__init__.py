@@ -49,14 +49,14 @@ Modules
 """
 from __future__ import annotations
 
-from ._common import applied_corrections, summary_sinogram
 from .air import AIR_MODES, STATISTICS, detect_edges, remove_air
 from .centre import (APPLY_MODES, CENTRE_METHODS, CENTRE_METRICS, centre_candidates, centre_gallery,
                      correct_centre, find_centre, iterate_centre_gallery)
 from .decay import DECAY_REFERENCES, normalise_decay
 from .jitter import centre_of_mass, correct_jitter, fit_sinusoid
 from .pipeline import correct, iterate_correct
-from .report import AirResult, CentreResult, DecayResult, JitterResult
+from .report import (AirResult, CentreResult, DecayResult, JitterResult, applied_corrections,
+                     summary_sinogram)
 from .shift import INTERPOLATIONS, shift_projections
 
 __all__ = [

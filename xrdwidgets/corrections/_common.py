@@ -1,8 +1,5 @@
 """What every correction shares: the stack in (validated), the stack out (provenance and the list
-of corrections applied), the summary sinogram and small helpers.
-
-Used by the modules of :mod:`xrdwidgets.corrections`; :func:`applied_corrections` and
-:func:`summary_sinogram` are re-exported there.
+of corrections applied) and small helpers. Used by the modules of :mod:`xrdwidgets.corrections`.
 """
 from __future__ import annotations
 
@@ -11,10 +8,10 @@ import xarray as xr
 
 from .. import data as _data
 from ..base.errors import DataError, InputError
+from .report import applied_corrections
 
 __all__ = ["PRODUCER", "as_stack", "float_values", "channel_sum", "angles_of", "with_correction",
-           "applied_corrections", "check_choice", "angle_coord", "angle_range", "robust_std",
-           "summary_sinogram"]
+           "check_choice", "angle_coord", "angle_range", "robust_std"]
 
 #: Producer prefix of the provenance attrs (``xrdwidgets.corrections.<step>``).
 PRODUCER = "xrdwidgets.corrections"
@@ -101,24 +98,9 @@ def with_correction(da: xr.DataArray, values, step: str, params: dict, *, geomet
     return out
 
 
-def applied_corrections(da: xr.DataArray) -> list:
-    """Corrections already applied to a stack.
-
-    Parameters
-    ----------
-    da : xarray.DataArray
-        A sinogram stack (any dims).
-
-    Returns
-    -------
-    list of str
-        The steps recorded in ``attrs["corrections"]`` (e.g. ``["decay", "air"]``), in order.
-    """
-    return [s.strip() for s in str(da.attrs.get("corrections", "")).split(",") if s.strip()]
-
-
 def check_choice(name, value, options):
-    """``value`` when it is one of ``options``, else :class:`~xrdwidgets.base.errors.InputError` naming ``name``."""
+    """``value`` when it is one of ``options``; else an
+    :class:`~xrdwidgets.base.errors.InputError` naming ``name``."""
     if value not in options:
         raise InputError(f"{name}: expected one of {options}, found {value!r}")
     return value
@@ -143,27 +125,3 @@ def robust_std(x) -> float:
     """Standard deviation from the median absolute deviation (1.4826 · MAD) of ``x``."""
     x = np.asarray(x, float)
     return float(1.4826 * np.median(np.abs(x - np.median(x))))
-
-
-
-def summary_sinogram(stack, max_size: int = 256) -> xr.DataArray:
-    """The channel-summed sinogram of a stack, block-averaged for display.
-
-    Parameters
-    ----------
-    stack : xarray.DataArray
-        Sinogram stack with dims ``translation``, ``angle`` and a spectral dim.
-    max_size : int
-        Images larger than this per axis are block-averaged (:func:`xrdwidgets.views.decimate`).
-
-    Returns
-    -------
-    xarray.DataArray
-        ``(angle, translation)`` float32, the sum over the spectral channels in the stack's
-        units, with the (decimated) angle (deg) and translation coordinates.
-    """
-    from ..views import decimate
-
-    spec = _data.spectral_dim(stack)
-    img = stack.sum(spec).transpose("angle", "translation").astype(np.float32)
-    return decimate(img, max_size)

@@ -10,9 +10,9 @@ import xarray as xr
 
 from .. import data as _data
 from ..base.errors import DataError
-from ._common import (angle_coord, applied_corrections, as_stack, channel_sum, check_choice, float_values,
-                      robust_std, with_correction)
-from .report import AirResult
+from ._common import (angle_coord, as_stack, channel_sum, check_choice, float_values, robust_std,
+                      with_correction)
+from .report import AirResult, applied_corrections
 
 log = logging.getLogger(__name__)
 

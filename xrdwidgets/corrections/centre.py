@@ -17,7 +17,8 @@ from .. import data as _data
 from ..base.errors import DataError, InputError, InputTypeError
 from ..base.progress import Progress
 from ..geometry import ScanGeometry
-from ._common import angle_range, angles_of, as_stack, channel_sum, check_choice, float_values, with_correction
+from ._common import (angle_range, angles_of, as_stack, channel_sum, check_choice, float_values,
+                      with_correction)
 from .jitter import centre_of_mass, fit_sinusoid
 from .report import CentreResult
 from .shift import INTERPOLATIONS, fourier_shift_axis0, shift_projections

@@ -1,7 +1,9 @@
 """The reports of the corrections: what each one found, as a small frozen dataclass.
 
 Every correction returns ``(corrected, report)``; ``report.summary()`` is a one-line text and
-``report.name`` the step (``"air"``, ``"decay"``, ``"jitter"``, ``"centre"``).
+``report.name`` the step (``"air"``, ``"decay"``, ``"jitter"``, ``"centre"``). What a stack says
+was done to it: :func:`applied_corrections`; the image to compare before and after:
+:func:`summary_sinogram`.
 """
 from __future__ import annotations
 
@@ -11,7 +13,10 @@ from typing import ClassVar
 import numpy as np
 import xarray as xr
 
-__all__ = ["AirResult", "DecayResult", "JitterResult", "CentreResult"]
+from .. import data as _data
+
+__all__ = ["AirResult", "DecayResult", "JitterResult", "CentreResult", "applied_corrections",
+           "summary_sinogram"]
 
 
 class _Report:
@@ -162,3 +167,41 @@ class CentreResult(_Report):
         return (f"centre: {self.offset_steps:+.3f} steps by {self.method}"
                 + (f" ({est})" if est else "") + (f", applied to the {self.apply}" if self.apply else ""))
 
+
+def applied_corrections(da: xr.DataArray) -> list:
+    """Corrections already applied to a stack.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        A sinogram stack (any dims).
+
+    Returns
+    -------
+    list of str
+        The steps recorded in ``attrs["corrections"]`` (e.g. ``["decay", "air"]``), in order.
+    """
+    return [s.strip() for s in str(da.attrs.get("corrections", "")).split(",") if s.strip()]
+
+
+def summary_sinogram(stack, max_size: int = 256) -> xr.DataArray:
+    """The channel-summed sinogram of a stack, block-averaged for display.
+
+    Parameters
+    ----------
+    stack : xarray.DataArray
+        Sinogram stack with dims ``translation``, ``angle`` and a spectral dim.
+    max_size : int
+        Images larger than this per axis are block-averaged (:func:`xrdwidgets.views.decimate`).
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(angle, translation)`` float32, the sum over the spectral channels in the stack's
+        units, with the (decimated) angle (deg) and translation coordinates.
+    """
+    from ..views import decimate
+
+    spec = _data.spectral_dim(stack)
+    img = stack.sum(spec).transpose("angle", "translation").astype(np.float32)
+    return decimate(img, max_size)
