@@ -77,3 +77,18 @@ def test_processed_data_are_not_corrected_again_by_default():
     app.state.set_data(raw, name="processed")
     p = app.corrections
     assert (p.air.value, p.decay.value, p.jitter.value, p.centre.value) == (False, False, True, True)
+
+
+def test_gallery_generator_estimates_the_centre_and_keeps_candidates_inside_the_scan():
+    from xrdwidgets.base.progress import run_to_end
+
+    stack = _point_stack(2.0)
+    events = []
+    around, g = run_to_end(corr.iterate_centre_gallery(stack, around=22.0), events.append)
+    assert around == 22.0
+    assert [e.metrics["step"] for e in events] == ["estimating the centre", "reconstructing the candidates",
+                                                   "done"]
+    np.testing.assert_allclose(g["centre"].values, [19.0, 20.0, 21.0, 22.0, 23.0])  # |c| < 48 / 2
+    around, g = run_to_end(corr.iterate_centre_gallery(stack, n=3, channels=(0, 2)))
+    assert around == pytest.approx(2.0, abs=0.25) and g.sizes["centre"] == 3
+    assert list(g.attrs["channels"]) == [0, 2]

@@ -285,3 +285,33 @@ def test_too_few_angles_for_a_180_degree_pair(small):
         C.find_centre(small.isel(angle=[0]), method="opposing")
     with pytest.raises(DataError, match="needs at least 4 angles, found 3"):
         C.correct_jitter(small.isel(angle=[0, 20, 40]))
+
+
+# ----------------------------------------------------------------------------- generators (jobs)
+def test_iterate_correct_yields_each_step_and_returns_what_correct_returns(sample):
+    from xrdwidgets.base.progress import run_to_end
+
+    raw = scan(sample, air=0.05)["sinogram"]
+    opts = dict(jitter=False, air={"edge": 2}, centre={"offset": 1.0})
+    events = []
+    out, reports = run_to_end(C.iterate_correct(raw, **opts), events.append)
+    assert [e.metrics["step"] for e in events] == ["decay", "air", "centre", "done"]
+    assert [e.iteration for e in events] == [0, 1, 2, 3] and {e.total for e in events} == {3}
+    plain, plain_reports = C.correct(raw, **opts)
+    np.testing.assert_array_equal(out.values, plain.values)
+    assert [r.summary() for r in reports] == [r.summary() for r in plain_reports]
+    with pytest.raises(TypeError, match="jitter: expected True, False or a dict"):
+        next(C.iterate_correct(raw, jitter="yes"))
+
+
+def test_applied_corrections_and_summary_sinogram(sample):
+    raw = scan(sample, air=0.05)["sinogram"]
+    assert C.applied_corrections(raw) == []
+    out, _ = C.correct(raw, jitter=False, centre=False)
+    assert C.applied_corrections(out) == ["decay", "air"]
+    img = C.summary_sinogram(out, max_size=16)
+    assert img.dims == ("angle", "translation") and img.dtype == np.float32
+    assert img.sizes["translation"] <= 16 and img.sizes["angle"] <= 16
+    full = C.summary_sinogram(out)
+    np.testing.assert_allclose(full.values, out.sum("tth").transpose("angle", "translation").values,
+                               rtol=1e-5)

@@ -1,8 +1,9 @@
 """Corrections panel: air removal, beam-decay normalisation, jitter and centre of rotation.
 
-It calls :func:`xrdwidgets.corrections.correct` in a background job and shows the channel-summed
-sinogram before and after, with each correction's report. "Use corrected" makes the corrected
-stack the one reconstructions use (``state.stack``); "Reset" goes back to the raw data.
+It runs :func:`xrdwidgets.corrections.iterate_correct` in a background job and shows the
+channel-summed sinogram before and after, with each correction's report. "Use corrected" makes
+the corrected stack the one reconstructions use (``state.stack``); "Reset" goes back to the raw
+data. The centre gallery runs :func:`xrdwidgets.corrections.iterate_centre_gallery`.
 """
 from __future__ import annotations
 
@@ -17,37 +18,13 @@ from plotly.subplots import make_subplots
 from .. import corrections as _corr
 from .. import data as _data
 from .. import jobs as _jobs
-from ..base.progress import Progress
 from . import _views as _fig
 from .job_view import JobView, error_html
 from .state import AppState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CorrectionsPanel", "correction_job", "gallery_job"]
-
-
-def correction_job(stack, **options):
-    """Generator for a job: run :func:`xrdwidgets.corrections.correct`, return ``(stack, reports)``."""
-    yield Progress(iteration=0, total=1, metrics={"step": "correcting"})
-    corrected, reports = _corr.correct(stack, **options)
-    yield Progress(iteration=1, total=1, metrics={"step": "done"})
-    return corrected, reports
-
-
-def gallery_job(stack, *, around: float | None, step: float, n: int, channels):
-    """Generator for a job: the centre estimate (when ``around`` is None, :func:`find_centre`)
-    and :func:`xrdwidgets.corrections.centre_gallery` around it; returns ``(estimate, gallery)``."""
-    yield Progress(iteration=0, total=2, metrics={"step": "estimating the centre"})
-    if around is None:
-        around = _corr.find_centre(stack).offset_steps
-    yield Progress(iteration=1, total=2, metrics={"step": "reconstructing the candidates"})
-    cands = _corr.centre_candidates(around, n=n, step=step)
-    n_t = stack.sizes[_data.TRANSLATION]
-    cands = cands[np.abs(cands) < n_t / 2]
-    gallery = _corr.centre_gallery(stack, cands, channels=channels)
-    yield Progress(iteration=2, total=2, metrics={"step": "done"})
-    return float(around), gallery
+__all__ = ["CorrectionsPanel"]
 
 
 def _thumbnail_png(image, size_px: int = 150) -> bytes:
@@ -67,18 +44,9 @@ def _thumbnail_png(image, size_px: int = 150) -> bytes:
     return buf.getvalue()
 
 
-def _summed_image(stack, max_size=256):
-    """The channel-summed sinogram ``(angle, translation)`` (a DataArray with its coordinates),
-    block-averaged to at most ``max_size`` per axis."""
-    from ..views import decimate
-
-    spec = _data.spectral_dim(stack)
-    img = stack.sum(spec).transpose("angle", "translation").astype(np.float32)
-    return decimate(img, max_size)
-
-
 def _show_sinogram(fig, trace, col: int, img):
-    """Put a summed sinogram (from :func:`_summed_image`) into subplot ``col`` with its axes."""
+    """Put a summed sinogram (from :func:`xrdwidgets.corrections.summary_sinogram`) into subplot
+    ``col`` with its axes."""
     from ..views import axis_label
 
     trace.z = np.asarray(img.values, np.float32) if img is not None else [[None]]
@@ -159,12 +127,12 @@ class CorrectionsPanel:
             self._on_stack()
         if raw is not None:
             # defaults that suit the data: a step its provenance says was done is not ticked
-            done = set(_corr._done(raw))
+            done = set(_corr.applied_corrections(raw))
             for name, box in (("air", self.air), ("decay", self.decay), ("jitter", self.jitter),
                               ("centre", self.centre)):
                 box.value = name not in done
             with _fig.updating(self.fig):
-                _show_sinogram(self.fig, self.before, 1, _summed_image(raw))
+                _show_sinogram(self.fig, self.before, 1, _corr.summary_sinogram(raw))
                 _show_sinogram(self.fig, self.after, 2, None)
                 self.fig.layout.annotations[1].text = _AFTER_EMPTY
             self.result = None
@@ -183,7 +151,8 @@ class CorrectionsPanel:
             return None
         self.status.value = "<i>running…</i>"
         opts = self.options()
-        self.job = _jobs.run(lambda: correction_job(raw, **opts), name="corrections", queue=self.queue)
+        self.job = _jobs.run(lambda: _corr.iterate_correct(raw, **opts), name="corrections",
+                             queue=self.queue)
         return self.view.watch(self.job, on_done=self._on_event)
 
     def _on_event(self, ev):
@@ -191,7 +160,7 @@ class CorrectionsPanel:
         if ev.state is _jobs.State.DONE:
             self.result, self.reports = job.result
             with _fig.updating(self.fig):
-                _show_sinogram(self.fig, self.after, 2, _summed_image(self.result))
+                _show_sinogram(self.fig, self.after, 2, _corr.summary_sinogram(self.result))
                 self.fig.layout.annotations[1].text = "after"
             self.report_html.value = "<ul>" + "".join(
                 f"<li>{html.escape(r.summary())}</li>" for r in self.reports) + "</ul>"
@@ -262,8 +231,8 @@ class CorrectionsPanel:
             around = geom.centre_offset if geom is not None else None
         lo, hi = self.gallery_channels.value
         self.gallery_status.value = "<i>making the gallery…</i>"
-        self.gallery_job = _jobs.run(lambda: gallery_job(stack, around=around, step=step, n=7,
-                                                         channels=(lo, hi + 1)),
+        self.gallery_job = _jobs.run(lambda: _corr.iterate_centre_gallery(
+                                         stack, around=around, step=step, n=7, channels=(lo, hi + 1)),
                                      name="centre gallery", queue=self.queue)
         return self.gallery_view.watch(self.gallery_job, on_done=self._on_gallery_event)
 
