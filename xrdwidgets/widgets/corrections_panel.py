@@ -18,7 +18,7 @@ from .. import corrections as _corr
 from .. import data as _data
 from .. import jobs as _jobs
 from ..base.progress import Progress
-from . import _views as _fig
+from . import plotting as _fig
 from .state import AppState
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def _thumbnail_png(image, size_px: int = 150) -> bytes:
 
     import matplotlib.image as mpimg
 
-    from ..views import percentile_limits
+    from ..explore import percentile_limits
 
     a = np.asarray(image, np.float32)
     lo, hi = percentile_limits(a, (0.5, 99.5))
@@ -69,7 +69,7 @@ def _thumbnail_png(image, size_px: int = 150) -> bytes:
 def _summed_image(stack, max_size=256):
     """The channel-summed sinogram ``(angle, translation)`` (a DataArray with its coordinates),
     block-averaged to at most ``max_size`` per axis."""
-    from ..views import decimate
+    from ..explore import decimate
 
     spec = _data.spectral_dim(stack)
     img = stack.sum(spec).transpose("angle", "translation").astype(np.float32)
@@ -78,7 +78,7 @@ def _summed_image(stack, max_size=256):
 
 def _show_sinogram(fig, trace, col: int, img):
     """Put a summed sinogram (from :func:`_summed_image`) into subplot ``col`` with its axes."""
-    from ..views import axis_label
+    from ..explore import axis_label
 
     trace.z = np.asarray(img.values, np.float32) if img is not None else [[None]]
     axes = ("xaxis", "yaxis") if col == 1 else ("xaxis2", "yaxis2")

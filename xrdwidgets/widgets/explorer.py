@@ -39,9 +39,9 @@ import xarray as xr
 
 from .. import data as _data
 from .. import safety
-from .. import views as _v
+from .. import explore as _v
 from ..data import DataError
-from ._views import (
+from .plotting import (
     IMAGE_SIZE,
     MIME,
     DownloadLink,
@@ -152,7 +152,7 @@ class Explorer(tl.HasTraits):
         super().__init__()
         if state is not None and not isinstance(state, AppState):
             raise TypeError(f"{type(self).__name__}: state must be an AppState, found {type(state).__name__}")
-        _v._check_cmap(cmap, type(self).__name__)
+        _v.check_cmap(cmap, type(self).__name__)
         _v.decimation_factors((1, 1), max_image_size)  # validates max_image_size
         self.max_image_size = int(max_image_size)
         try:
@@ -339,7 +339,7 @@ class Explorer(tl.HasTraits):
                 obj = _data.as_dataarray(obj, self.KIND)
             except DataError as exc:
                 raise DataError(f"{what}: {exc}") from None
-        da = _v._canonical(obj, what)
+        da = _v.canonical_3d(obj, what)
         if _data.kind_of(da) != self.KIND:
             raise DataError(f"{what}: expected a {self.KIND}, found dims {tuple(da.dims)}")
         arr = np.ascontiguousarray(da.values)
@@ -532,14 +532,14 @@ class Explorer(tl.HasTraits):
         sinogram); shows its pattern."""
         self._require()
         rd, cd = self._da.dims[:2]
-        r = _v._check_index(row, self._arr.shape[0], "row", rd, "select_pixel")
-        c = _v._check_index(col, self._arr.shape[1], "col", cd, "select_pixel")
+        r = _v.check_index(row, self._arr.shape[0], "row", rd, "select_pixel")
+        c = _v.check_index(col, self._arr.shape[1], "col", cd, "select_pixel")
         self.pixel = (r, c)
 
     def select_channel(self, channel: int):
         """Select one spectral channel by index; shows its image."""
         self._require()
-        k = _v._check_index(channel, self._arr.shape[2], "channel", self._da.dims[2], "select_channel")
+        k = _v.check_index(channel, self._arr.shape[2], "channel", self._da.dims[2], "select_channel")
         self.window = (k, k + 1)
 
     def select_window(self, lo, hi, *, by: str = "value"):
@@ -660,7 +660,7 @@ class Explorer(tl.HasTraits):
         index = self._window_index
         summed = index.window(i0, i1) if index is not None and index.array is self._arr \
             else _v.sum_channels(self._arr, i0, i1)
-        image = _v._image_from(self._da, summed, i0, i1, summed=i1 - i0 > 1)
+        image = _v.image_from_values(self._da, summed, i0, i1, summed=i1 - i0 > 1)
         self.image = image
         shown = _v.decimate(image, self.max_image_size)
         if self.w_log.value:
