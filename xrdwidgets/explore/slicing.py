@@ -18,7 +18,6 @@ import numpy as np
 import xarray as xr
 
 from .. import data as _data
-from ..base.errors import InputError
 from ..data import DataError
 
 log = logging.getLogger(__name__)
