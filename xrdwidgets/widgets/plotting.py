@@ -37,6 +37,7 @@ import ipywidgets as w
 import numpy as np
 import plotly.graph_objects as go
 
+from ..base.errors import InputError
 from ._plotly_widget import FigureWidget
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def z_rows(image: np.ndarray) -> list:
     """A 2-D image as a list of float32 row arrays (each sent as one binary buffer)."""
     a = np.ascontiguousarray(image, dtype=np.float32)
     if a.ndim != 2:
-        raise ValueError(f"z_rows: expected a 2-D image, found shape {a.shape}")
+        raise InputError(f"z_rows: expected a 2-D image, found shape {a.shape}")
     return list(a)
 
 
