@@ -24,7 +24,7 @@ def make_volume(ny=5, nx=6, slope=True, extra=None):
     return data.volume(vals, spectral=TTH), area, c0, c1
 
 
-def test_plain_roi_image_equals_views_sum():
+def test_plain_roi_image_equals_window_sum():
     vol, *_ = make_volume()
     a = roi.roi_image(vol, 2.9, 3.1)
     b = explore.window_sum(vol, 2.9, 3.1)
