@@ -5,29 +5,18 @@ import pytest
 from xrdwidgets import data, explore, io
 from xrdwidgets.data import DataError
 
-
-def _volume(ny=5, nx=7, nc=11, *, dtype=np.float32, spectral_dim="tth"):
-    rng = np.random.default_rng(0)
-    arr = rng.random((ny, nx, nc)).astype(dtype)
-    spectral = np.linspace(3.0, 8.0, nc) if spectral_dim != "channel" else None
-    return data.volume(arr, spectral=spectral, spectral_dim=spectral_dim, name="vol")
-
-
-def _stack(nt=6, na=4, nc=9):
-    arr = np.arange(nt * na * nc, dtype=np.float32).reshape(nt, na, nc)
-    return data.sinogram_stack(arr, spectral=np.linspace(2.0, 4.0, nc))
-
+from explore_data import make_volume  # noqa: E402
 
 
 def test_axis_label_from_attrs():
-    vol = _volume()
+    vol = make_volume()
     assert explore.axis_label(vol["tth"]) == "2θ (deg)"
     assert explore.axis_label(vol) == "diffracted intensity (counts)"
-    assert explore.axis_label(_volume(spectral_dim="channel")["channel"]) == "channel"
+    assert explore.axis_label(make_volume(spectral_dim="channel")["channel"]) == "channel"
 
 
 def test_save_image_png_h5_no_overwrite(tmp_path):
-    img = explore.window_sum(_volume(), 4.0, 5.0)
+    img = explore.window_sum(make_volume(), 4.0, 5.0)
     png = explore.save_image(img, tmp_path / "a.png", cmap="magma", log=True)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image
@@ -50,7 +39,7 @@ def test_save_image_png_h5_no_overwrite(tmp_path):
 
 
 def test_save_patterns_xy_h5_png(tmp_path):
-    vol = _volume()
+    vol = make_volume()
     other = data.volume(vol.values * 2, spectral=np.linspace(3.0, 8.0, 11) + 0.1, name="o")
     pats = {"fbp": explore.pattern_at(vol, 1, 2), "twice": explore.pattern_at(vol * 2, 1, 2),
             "shifted": explore.pattern_at(other, 1, 2)}

@@ -3,44 +3,33 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from xrdwidgets import data, explore
+from xrdwidgets import explore
 from xrdwidgets.data import DataError
 
-
-def _volume(ny=5, nx=7, nc=11, *, dtype=np.float32, spectral_dim="tth"):
-    rng = np.random.default_rng(0)
-    arr = rng.random((ny, nx, nc)).astype(dtype)
-    spectral = np.linspace(3.0, 8.0, nc) if spectral_dim != "channel" else None
-    return data.volume(arr, spectral=spectral, spectral_dim=spectral_dim, name="vol")
-
-
-def _stack(nt=6, na=4, nc=9):
-    arr = np.arange(nt * na * nc, dtype=np.float32).reshape(nt, na, nc)
-    return data.sinogram_stack(arr, spectral=np.linspace(2.0, 4.0, nc))
-
+from explore_data import make_volume, make_stack  # noqa: E402
 
 
 def test_image_dims_of_both_kinds_and_any_order():
-    vol = _volume()
+    vol = make_volume()
     assert explore.image_dims(vol) == ("y", "x", "tth")
     assert explore.image_dims(vol.transpose("tth", "x", "y")) == ("y", "x", "tth")
-    assert explore.image_dims(_stack()) == ("translation", "angle", "tth")
+    assert explore.image_dims(make_stack()) == ("translation", "angle", "tth")
 
 
 def test_unknown_and_extra_dims_are_named():
     bad = xr.DataArray(np.zeros((2, 3, 4)), dims=("a", "b", "c"))
     with pytest.raises(DataError, match="image_dims"):
         explore.image_dims(bad)
-    odd = _volume().expand_dims(foo=2)
+    odd = make_volume().expand_dims(foo=2)
     with pytest.raises(DataError, match=r"unknown dims \('foo',\)"):
         explore.pattern_at(odd, 0, 0)
-    with_z = _volume().expand_dims(z=[0.0, 1.0])
+    with_z = make_volume().expand_dims(z=[0.0, 1.0])
     with pytest.raises(DataError, match=r"extra dims \('z',\).*isel\(z=0\)"):
         explore.window_sum(with_z, 3.0, 4.0)
 
 
 def test_pattern_at_and_range_errors_name_the_argument():
-    vol = _volume()
+    vol = make_volume()
     p = explore.pattern_at(vol, 2, 5)
     assert p.dims == ("tth",)
     np.testing.assert_array_equal(p.values, vol.values[2, 5])
@@ -52,12 +41,12 @@ def test_pattern_at_and_range_errors_name_the_argument():
     with pytest.raises(DataError, match="row must be an integer index"):
         explore.pattern_at(vol, 1.5, 0)
     # sinogram: row = translation, col = angle
-    st = _stack()
+    st = make_stack()
     np.testing.assert_array_equal(explore.pattern_at(st, 3, 2).values, st.values[3, 2])
 
 
 def test_nearest_and_channel_index():
-    vol = _volume()
+    vol = make_volume()
     assert explore.channel_index(vol, 5.4) == 5
     assert explore.nearest_index([0.0, 1.0, 2.0], 10.0) == 2
     with pytest.raises(DataError, match="finite"):
@@ -65,7 +54,7 @@ def test_nearest_and_channel_index():
 
 
 def test_sinogram_image():
-    st = _stack()
+    st = make_stack()
     sino = explore.image_at(st, 2)
     assert sino.dims == ("translation", "angle")
     np.testing.assert_array_equal(sino.values, st.values[:, :, 2])

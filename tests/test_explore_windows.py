@@ -2,21 +2,10 @@
 import numpy as np
 import pytest
 
-from xrdwidgets import data, explore
+from xrdwidgets import explore
 from xrdwidgets.data import DataError
 
-
-def _volume(ny=5, nx=7, nc=11, *, dtype=np.float32, spectral_dim="tth"):
-    rng = np.random.default_rng(0)
-    arr = rng.random((ny, nx, nc)).astype(dtype)
-    spectral = np.linspace(3.0, 8.0, nc) if spectral_dim != "channel" else None
-    return data.volume(arr, spectral=spectral, spectral_dim=spectral_dim, name="vol")
-
-
-def _stack(nt=6, na=4, nc=9):
-    arr = np.arange(nt * na * nc, dtype=np.float32).reshape(nt, na, nc)
-    return data.sinogram_stack(arr, spectral=np.linspace(2.0, 4.0, nc))
-
+from explore_data import make_volume  # noqa: E402
 
 
 def test_window_indices_by_value_and_index():
@@ -56,7 +45,7 @@ def test_sum_channels_matches_numpy(dtype):
 
 
 def test_image_at_and_roi_image():
-    vol = _volume()
+    vol = make_volume()
     img = explore.image_at(vol, 4)
     assert img.dims == ("y", "x")
     np.testing.assert_array_equal(img.values, vol.values[:, :, 4])
