@@ -10,11 +10,11 @@ For each case the updates go through the same handlers the browser triggers (hea
 pixel, pattern click → channel, box-select → window of random width, log-uniform in
 [2, channels]). "server ms" is the handler's wall time (maths + building and sending the
 messages); "bytes" is everything the widgets send for that update (JSON text + binary buffers),
-counted at ipywidgets' ``Widget._send`` by :class:`~xrdwidgets.widgets._views.MessageMeter`.
+counted at ipywidgets' ``Widget._send`` by :class:`~xrdwidgets.widgets.plotting.MessageMeter`.
 
 Then, for the large case, the window-sum strategies behind "channel window → image":
 numpy ``sum`` over the last axis, one BLAS matrix–vector product over the contiguous
-``(y·x, channel)`` view (what :func:`xrdwidgets.views.sum_channels` does), and a float64
+``(y·x, channel)`` view (what :func:`xrdwidgets.explore.sum_channels` does), and a float64
 block-prefix-sum index (cumulative sums every 64 channels + direct partial sums at both ends).
 
 ``--browser`` (needs voila, playwright and chromium) also measures end-to-end latency in a
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 import xrdwidgets
-from xrdwidgets import data, views
+from xrdwidgets import data, explore
 
 # ---------------------------------------------------------------------------- data
 
@@ -81,7 +81,7 @@ def measure_explorer(vol, compare, *, n_pixel=200, n_channel=50, n_window=50, se
     """Per-update server ms and bytes for pixel / channel / window updates via the handlers."""
     from plotly.callbacks import BoxSelector, Points
 
-    from xrdwidgets.widgets._views import MessageMeter
+    from xrdwidgets.widgets.plotting import MessageMeter
     from xrdwidgets.widgets.explorer import Explorer
 
     t0 = time.perf_counter()
@@ -155,12 +155,12 @@ class BlockPrefix:
     def window(self, i0, i1):
         b0, b1 = -(-i0 // self.b), i1 // self.b
         if b1 <= b0:
-            return views.sum_channels(self.a, i0, i1)
+            return explore.sum_channels(self.a, i0, i1)
         out = self.p[b1] - self.p[b0]
         if i0 < b0 * self.b:
-            out += views.sum_channels(self.a, i0, b0 * self.b)
+            out += explore.sum_channels(self.a, i0, b0 * self.b)
         if b1 * self.b < i1:
-            out += views.sum_channels(self.a, b1 * self.b, i1)
+            out += explore.sum_channels(self.a, b1 * self.b, i1)
         return out
 
 
@@ -178,7 +178,7 @@ def window_strategies(arr, n=40, seed=1):
     t_index = time.perf_counter() - t
     rows = []
     for label, fn in [("numpy sum (last axis)", lambda a, b: arr[:, :, a:b].sum(-1)),
-                      ("BLAS gemv, contiguous (used)", lambda a, b: views.sum_channels(arr, a, b)),
+                      ("BLAS gemv, contiguous (used)", lambda a, b: explore.sum_channels(arr, a, b)),
                       ("block-prefix index, B=64", index.window)]:
         ts = []
         for a, b in wins:
@@ -196,7 +196,7 @@ def window_strategies(arr, n=40, seed=1):
           f"(extra, float64); gemv and numpy need none")
     a, b = wins[0]
     ref = arr[:, :, a:b].sum(-1, dtype=np.float64)
-    err = np.abs(views.sum_channels(arr, a, b) - ref).max() / max(np.abs(ref).max(), 1e-30)
+    err = np.abs(explore.sum_channels(arr, a, b) - ref).max() / max(np.abs(ref).max(), 1e-30)
     print(f"  gemv float32 accumulation: max relative error {err:.1e} vs float64 sum")
 
 

@@ -29,7 +29,7 @@ Methods
 Metrics
     PSNR over the whole volume (data range of the truth volume); SSIM (scikit-image, 7×7
     window) of the three phase images — each phase's most distinctive 5-channel peak window
-    summed (:func:`xrdwidgets.figures.phase_channels`), data range of the true image — averaged.
+    summed (:func:`xrdwidgets.explore.figures.phase_channels`), data range of the true image — averaged.
     Time: wall-clock seconds on this machine (training and inference of Noise2Inverse from its
     events' ``seconds_*`` metrics).
 
@@ -47,7 +47,7 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 import xrdwidgets as xw
-from xrdwidgets.figures import phase_channels
+from xrdwidgets.explore.figures import phase_channels
 from xrdwidgets.base.progress import run_to_end
 from xrdwidgets.recon.fbp import fbp
 from xrdwidgets.recon.noise2inverse import iterate_noise2inverse

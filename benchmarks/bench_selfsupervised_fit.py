@@ -17,7 +17,7 @@ Methods (one pseudo-Voigt + linear background, the same bounds for all)
     maps, started from (a) — plain (``tv=0``, the published method) and with a small TV penalty;
     (d) DLSR + PeakFitCNN (the maps produced by a PeakFitCNN fed with the FBP, pre-trained to (a)).
 
-Metrics (:mod:`xrdwidgets.metrics`)
+Metrics (:mod:`xrdwidgets.explore.metrics`)
     area: MAE, PSNR and SSIM over the whole image (data range: the truth's). Position and FWHM
     mean nothing where there is no peak, so they are scored inside the sample (truth area above
     30 % of its maximum) only: MAE and PSNR from the errors there, SSIM on maps set to the truth's
@@ -57,7 +57,7 @@ import torch
 import xarray as xr
 
 from xrdwidgets import data as _data
-from xrdwidgets import metrics
+from xrdwidgets.explore import metrics
 from xrdwidgets.analysis.dlsr import dlsr
 from xrdwidgets.analysis.fitting import fit_volume
 from xrdwidgets.analysis.peakfitcnn import peakfitcnn

@@ -11,9 +11,9 @@ import pytest
 import xarray as xr
 
 from xrdwidgets import io as xio
-from xrdwidgets import views
+from xrdwidgets import explore
 from xrdwidgets.data import DataError
-from xrdwidgets.widgets._views import DownloadLink
+from xrdwidgets.widgets.plotting import DownloadLink
 
 
 def _image(n=32):
@@ -32,7 +32,7 @@ def _decode_png(data: bytes) -> np.ndarray:
 
 def test_png_download_is_a_figure_with_axes_not_the_bare_array():
     img = _image(32)
-    data = views.image_bytes(img, "png", title="FBP at 2θ 5 deg")
+    data = explore.image_bytes(img, "png", title="FBP at 2θ 5 deg")
     arr = _decode_png(data)
     assert arr.shape[0] > 4 * 32 and arr.shape[1] > 4 * 32       # a figure, not 32×32 pixels
     rgb = arr[..., :3]
@@ -46,7 +46,7 @@ def test_png_figure_draws_the_labels_with_units():
     # re-render with matplotlib and check the texts it placed (what the PNG shows)
     from matplotlib.figure import Figure
 
-    import xrdwidgets.figures as figs
+    import xrdwidgets.explore.figures as figs
 
     made = []
     real = Figure.savefig
@@ -67,22 +67,22 @@ def test_png_figure_draws_the_labels_with_units():
 
 def test_h5_and_xy_downloads_round_trip(tmp_path):
     img = _image(16)
-    (tmp_path / "a.h5").write_bytes(views.image_bytes(img, "h5"))
+    (tmp_path / "a.h5").write_bytes(explore.image_bytes(img, "h5"))
     back = xio.load(tmp_path / "a.h5")
     back = back if isinstance(back, xr.DataArray) else back[list(back.data_vars)[0]]
     np.testing.assert_allclose(back.values, img.values)
     tth = xr.DataArray(np.linspace(2, 8, 50), dims="tth", attrs={"long_name": "2θ", "units": "deg"})
     pat = xr.DataArray(np.arange(50.0), dims="tth", coords={"tth": tth}, name="fbp", attrs={"units": "counts"})
-    text = views.patterns_bytes({"fbp": pat}, "xy").decode()
+    text = explore.patterns_bytes({"fbp": pat}, "xy").decode()
     assert "2θ (deg)" in text
     np.testing.assert_allclose(np.loadtxt(io.StringIO(text))[:, 1], pat.values)
 
 
 def test_result_download_is_bounded():
     vol = xr.DataArray(np.zeros((4, 4, 4), np.float32), dims=("y", "x", "tth"), name="v")
-    assert views.result_bytes(vol)[:8] == b"\x89HDF\r\n\x1a\n"
+    assert explore.result_bytes(vol)[:8] == b"\x89HDF\r\n\x1a\n"
     with pytest.raises(DataError, match="download limit"):
-        views.check_download_size(100 * 2**20, "result v", limit_mb=64)
+        explore.check_download_size(100 * 2**20, "result v", limit_mb=64)
 
 
 def test_download_link_carries_the_bytes_and_escapes_the_name():

@@ -68,7 +68,7 @@ def test_panel_reports_the_non_converged_count():
 def test_panel_blanks_pixels_without_a_peak_on_request():
     import time
 
-    from xrdwidgets.widgets._views import decode_z
+    from xrdwidgets.widgets.plotting import decode_z
     from xrdwidgets.widgets.analysis_panel import PeakFitPanel
     from xrdwidgets.widgets.state import AppState
 

@@ -113,7 +113,7 @@ def test_noise2inverse_on_device_beats_fbp():
     # test_noise2inverse's denoising check on the device (measured on the CPU: +4 to +5 dB over FBP)
     from test_oracles import n2i_scan, n2i_truth
 
-    from xrdwidgets import metrics
+    from xrdwidgets.explore import metrics
     from xrdwidgets.recon.fbp import fbp
     from xrdwidgets.recon.noise2inverse import noise2inverse
 

@@ -285,7 +285,7 @@ def test_live_panel_follows_a_scan_and_opens_the_stack(raw, tmp_path):
     """The Live tab headless: Start → images while frames arrive → stack and FBP in the app."""
     from waiting import wait_until
 
-    from xrdwidgets.widgets._views import decode_z
+    from xrdwidgets.widgets.plotting import decode_z
     from xrdwidgets.widgets.app import TABS, App
 
     scan, frames_npy, mask_npy = raw

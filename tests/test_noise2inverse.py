@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from xrdwidgets import metrics
+from xrdwidgets.explore import metrics
 from xrdwidgets.jobs import merge_checkpoint
 from xrdwidgets.base.progress import run_to_end
 from xrdwidgets.recon.fbp import fbp

@@ -114,7 +114,7 @@ def test_noise2inverse_space_context_beats_no_context():
     # context 1: 18.48, 18.78, 18.37 dB (gain +0.84, +1.56, +1.30); FBP 10.25 dB. (Depth 20:
     # gains +1.64, +2.31, +1.08 dB at twice the time.)
     import xarray as xr
-    from xrdwidgets import metrics
+    from xrdwidgets.explore import metrics
     from xrdwidgets.recon.noise2inverse import noise2inverse
 
     torch.manual_seed(0)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from xrdwidgets import data, views
-from xrdwidgets.analysis import roi
+from xrdwidgets import data, explore
+from xrdwidgets.explore import roi
 from xrdwidgets.data import DataError
 from xrdwidgets.sim.patterns import pseudo_voigt as sim_pv
 
@@ -24,10 +24,10 @@ def make_volume(ny=5, nx=6, slope=True, extra=None):
     return data.volume(vals, spectral=TTH), area, c0, c1
 
 
-def test_plain_roi_image_equals_views_sum():
+def test_plain_roi_image_equals_window_sum():
     vol, *_ = make_volume()
     a = roi.roi_image(vol, 2.9, 3.1)
-    b = views.roi_image(vol, 2.9, 3.1)
+    b = explore.window_sum(vol, 2.9, 3.1)
     np.testing.assert_allclose(a.values, b.values)
     assert a.dims == ("y", "x")
     assert a.attrs["units"] == "counts" and a.attrs["window_units"] == "deg"

@@ -7,7 +7,7 @@ pytest.importorskip("plotly")
 
 import xrdwidgets  # noqa: E402
 from xrdwidgets import jobs  # noqa: E402
-from xrdwidgets.widgets import _views  # noqa: E402
+from xrdwidgets.widgets import plotting  # noqa: E402
 from xrdwidgets.widgets.analysis_panel import (  # noqa: E402
     PeakFitPanel, RoiImagePanel, RoiPatternPanel, parse_positions)
 from xrdwidgets.widgets.state import AppState  # noqa: E402
@@ -44,7 +44,7 @@ def test_roi_image_follows_the_window_and_background(state, volume):
     panel.window.value = (lo, hi)
     expected = vol.isel(tth=slice(lo, hi)).sum("tth").values
     np.testing.assert_allclose(panel.image.values, expected, rtol=1e-5)
-    z = _views.decode_z(panel.fig.data[0].z)
+    z = plotting.decode_z(panel.fig.data[0].z)
     np.testing.assert_allclose(z, expected, rtol=1e-5)
     assert state.roi["channels"] == (lo, hi) and state.roi["background"] == "none"
     panel.background.value = "linear"
@@ -106,7 +106,7 @@ def test_peak_fit_runs_as_a_job_fills_the_map_and_shows_a_pixel(state, volume):
     assert "FWHM (2θ) of peak 0" in shown and not any("tth" in t for t in shown)
     panel.map_param.value = "bg_1"
     assert "background coefficient" in panel.fig.layout.annotations[0].text
-    z = _views.decode_z(panel.fig.data[0].z)
+    z = plotting.decode_z(panel.fig.data[0].z)
     np.testing.assert_allclose(z, res[panel.map_param.value].values.astype(np.float32), equal_nan=True)
     # a pixel inside the sample: the fit follows the data closely
     r, c = np.unravel_index(int(np.nanargmax(res["area_0"].values)), res["area_0"].shape)

@@ -9,13 +9,13 @@ pytest.importorskip("plotly")
 import plotly.graph_objects as go
 
 from xrdwidgets import jobs
-from xrdwidgets.widgets import _views
+from xrdwidgets.widgets import plotting
 from xrdwidgets.widgets.app import TABS, App
 
 
 def test_figure_state_follows_updates():
     fig = go.FigureWidget(go.Scatter(x=[0, 1], y=[1, 1]))
-    with _views.updating(fig):
+    with plotting.updating(fig):
         fig.data[0].y = [5, 6]
     assert list(fig._widget_data[0]["y"]) == [5, 6]  # a view created later sees the update
     assert list(fig.get_state()["_widget_data"][0]["y"]) == [5, 6]

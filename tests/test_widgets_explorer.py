@@ -10,11 +10,11 @@ import ipywidgets as w
 from plotly.callbacks import BoxSelector, Points
 
 import xrdwidgets
-from xrdwidgets import data, io, views
+from xrdwidgets import data, explore, io
 from xrdwidgets.data import DataError
 from xrdwidgets.recon.fbp import fbp
 from xrdwidgets.widgets import AppState
-from xrdwidgets.widgets._views import MessageMeter, decode_z
+from xrdwidgets.widgets.plotting import MessageMeter, decode_z
 from xrdwidgets.widgets.explorer import Explorer
 from xrdwidgets.widgets.sinogram_view import SinogramView
 
@@ -56,13 +56,13 @@ def test_select_pixel_shows_its_pattern_with_units(ex, vol):
     np.testing.assert_allclose(main.x, vol.tth.values)
     assert main.y.dtype == np.float32
     assert ex.pattern_fig.layout.xaxis.title.text == "2θ (deg)"
-    assert ex.pattern_fig.layout.yaxis.title.text == views.axis_label(vol)
+    assert ex.pattern_fig.layout.yaxis.title.text == explore.axis_label(vol)
     assert ex.image_fig.layout.xaxis.title.text == "x (mm)"
     assert ex.image_fig.layout.yaxis.title.text == "y (mm)"
     marker = ex.image_fig.layout.shapes[0]
     assert marker.xanchor == pytest.approx(float(vol.x[15])) and marker.yanchor == pytest.approx(float(vol.y[7]))
     assert "pixel (7, 15)" in ex.pattern_fig.layout.title.text
-    xr.testing.assert_equal(ex.pattern, views.pattern_at(vol, 7, 15))
+    xr.testing.assert_equal(ex.pattern, explore.pattern_at(vol, 7, 15))
     with pytest.raises(DataError, match=r"row=24 is out of range for dim 'y'"):
         ex.select_pixel(24, 0)
 
@@ -135,7 +135,7 @@ def test_window_on_large_image_is_decimated():
         e.select_window(0, 4, by="index")
     z = _shown(e)
     assert z.shape == (300, 300)                       # ≤ 512 per axis, block means
-    expected = views.decimate(big.values.sum(-1), 512)
+    expected = explore.decimate(big.values.sum(-1), 512)
     np.testing.assert_allclose(z, expected, rtol=1e-5)
     assert len(e.image_fig.data[0].x) == 300
     assert m.buffer_bytes == 300 * 300 * 4           # float32 rows, binary
@@ -228,10 +228,10 @@ def test_compare_overlay_at_same_pixel(ex, vol, demo):
 def test_log_scale_percentiles_and_colormap(ex, vol):
     ex.select_channel(20)
     ex.w_percentiles.value = (5.0, 95.0)
-    lo, hi = views.percentile_limits(vol.values[:, :, 20], (5, 95))
+    lo, hi = explore.percentile_limits(vol.values[:, :, 20], (5, 95))
     assert ex.image_fig.data[0].zmin == pytest.approx(lo) and ex.image_fig.data[0].zmax == pytest.approx(hi)
     ex.w_log.value = True
-    np.testing.assert_allclose(_shown(ex), views.log_image(vol.values[:, :, 20]), rtol=1e-5)
+    np.testing.assert_allclose(_shown(ex), explore.log_image(vol.values[:, :, 20]), rtol=1e-5)
     assert ex.image_fig.data[0].colorbar.title.text.startswith("log10")
     ex.w_cmap.value = "magma"
     assert ex.image_fig.data[0].colorscale[0][1] == "#000004"     # plotly's magma starts black
@@ -360,14 +360,14 @@ def test_tth_reads_2theta_even_without_schema_attrs(vol):
     """A file from another tool names the axis "tth" (or gives no long_name): every label says 2θ."""
     bare = vol.copy()
     bare["tth"] = xr.DataArray(vol.tth.values, dims="tth", attrs={"units": "deg", "long_name": "tth"})
-    assert views.axis_label(bare.tth) == "2θ (deg)" and views.axis_name(bare.tth) == "2θ"
+    assert explore.axis_label(bare.tth) == "2θ (deg)" and explore.axis_name(bare.tth) == "2θ"
     bare["tth"] = xr.DataArray(vol.tth.values, dims="tth", attrs={"units": "deg"})
-    assert views.axis_label(bare.tth) == "2θ (deg)"
-    assert views.axis_label(xr.DataArray([1.0], dims="foo", name="foo", attrs={"units": "mm"})) == "foo (mm)"
-    assert views.channel_text(bare.tth, 3, 4) == f"2θ = {bare.tth.values[3]:.4g} deg (channel 3)"
-    assert views.channel_text(bare.tth, 3, 6).startswith("Σ 2θ ")
+    assert explore.axis_label(bare.tth) == "2θ (deg)"
+    assert explore.axis_label(xr.DataArray([1.0], dims="foo", name="foo", attrs={"units": "mm"})) == "foo (mm)"
+    assert explore.channel_text(bare.tth, 3, 4) == f"2θ = {bare.tth.values[3]:.4g} deg (channel 3)"
+    assert explore.channel_text(bare.tth, 3, 6).startswith("Σ 2θ ")
     with pytest.raises(ValueError, match="outside"):
-        views.channel_text(bare.tth, 5, 5)
+        explore.channel_text(bare.tth, 5, 5)
     e = Explorer(bare, name="bare")
     try:
         assert e.pattern_fig.layout.xaxis.title.text == "2θ (deg)"

@@ -214,7 +214,7 @@ def test_recon_panel_estimate_time_runs_as_a_job(state):
 
 
 def test_data_tab_shows_what_was_loaded(state):
-    from xrdwidgets.widgets._views import decode_z
+    from xrdwidgets.widgets.plotting import decode_z
     from xrdwidgets.widgets.data_panel import DataPanel, stack_overview
 
     panel = DataPanel(AppState())

@@ -49,7 +49,7 @@ CONDA_EXTRAS = {("dask", "array"): (), ("dask", "distributed"): ("distributed",)
 
 #: Modules the package imports only where they are installed (module → why it is optional).
 OPTIONAL_IMPORTS = {
-    "skimage": "xrdwidgets.metrics.ssim; metrics.compare() leaves SSIM out without scikit-image",
+    "skimage": "xrdwidgets.explore.metrics.ssim; metrics.compare() leaves SSIM out without scikit-image",
 }
 
 _REQ = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?\s*(.*?)\s*$")

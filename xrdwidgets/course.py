@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .metrics import psnr
+from .explore.metrics import psnr
 from .ops.filters import FILTERS
 from .base.errors import InputError
 

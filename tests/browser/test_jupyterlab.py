@@ -43,7 +43,7 @@ SHOW_TIMEOUT_S = 30
 LINK_TIMEOUT_S = 20
 VIEWPORT = {"width": 1600, "height": 1200}
 
-#: Sizes of the figures (see xrdwidgets.widgets._views and the panels).
+#: Sizes of the figures (see xrdwidgets.widgets.plotting and the panels).
 IMAGE, PATTERN = (470, 430), (600, 430)
 CORRECTIONS, RECON = (660, 340), (740, 300)
 

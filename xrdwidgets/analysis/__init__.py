@@ -4,7 +4,7 @@ Submodules are imported on first use, so that ``import xrdwidgets.analysis`` sta
 torch, no scikit-learn until needed); their public names are available here too:
 
 - :mod:`~xrdwidgets.analysis.peaks` — profiles, backgrounds, :class:`PeakModel`
-- :mod:`~xrdwidgets.analysis.roi` — ROI images (with background), masks, ROI patterns, peak suggestions;
+- :mod:`~xrdwidgets.explore.roi` — ROI images (with background), masks, ROI patterns, peak suggestions;
   :mod:`~xrdwidgets.analysis.roi_peaks` chains them (window → mask → mean pattern → peaks)
 - :mod:`~xrdwidgets.analysis.fitting` — per-pixel peak fitting of whole volumes (batched torch LM) and a
   scipy reference (a package: solver, volume driver, bounds, reference, result maps)
@@ -20,7 +20,8 @@ import importlib
 _WHERE = {
     "PeakModel": "peaks", "gaussian": "peaks", "lorentzian": "peaks", "pseudo_voigt": "peaks",
     "background": "peaks",
-    "roi_image": "roi", "roi_mask": "roi", "roi_pattern": "roi", "suggest_peaks": "roi",
+    "roi_image": ".explore.roi", "roi_mask": ".explore.roi", "roi_pattern": ".explore.roi",
+    "suggest_peaks": ".explore.roi",
     "iterate_fit": "fitting", "fit_volume": "fitting", "fit_volume_scipy": "fitting",
     "fit_patterns": "fitting",
     "pca": "unmixing", "nmf": "unmixing", "kmeans": "unmixing", "match_components": "unmixing",

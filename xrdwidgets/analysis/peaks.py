@@ -347,7 +347,7 @@ class PeakModel:
         data : array or tensor, shape (..., n_channels)
         positions : sequence of float, optional
             Starting positions of the peaks (length ``n_peaks``), e.g. from
-            :func:`xrdwidgets.analysis.roi.suggest_peaks`.
+            :func:`xrdwidgets.explore.roi.suggest_peaks`.
 
         Returns
         -------

@@ -1,16 +1,16 @@
 """From a channel window to suggested peaks: the ROI steps the App's ROI tabs run, as functions.
 
 :func:`strongest_window` picks a channel window around the strongest peak of the mean pattern;
-:func:`masked_pattern_peaks` chains :func:`~xrdwidgets.analysis.roi.roi_image` →
-:func:`~xrdwidgets.analysis.roi.roi_mask` → :func:`~xrdwidgets.analysis.roi.roi_pattern` →
-:func:`~xrdwidgets.analysis.roi.suggest_peaks` (window image, threshold mask, mean pattern of
+:func:`masked_pattern_peaks` chains :func:`~xrdwidgets.explore.roi.roi_image` →
+:func:`~xrdwidgets.explore.roi.roi_mask` → :func:`~xrdwidgets.explore.roi.roi_pattern` →
+:func:`~xrdwidgets.explore.roi.suggest_peaks` (window image, threshold mask, mean pattern of
 the mask, its peaks).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .roi import roi_image, roi_mask, roi_pattern, suggest_peaks
+from ..explore.roi import roi_image, roi_mask, roi_pattern, suggest_peaks
 
 __all__ = ["strongest_window", "masked_pattern_peaks"]
 
@@ -47,12 +47,12 @@ def masked_pattern_peaks(volume, channels, *, background: str = "none", edge_cha
     channels : (int, int)
         Half-open channel index window of the ROI image.
     background, edge_channels :
-        Background subtraction of :func:`~xrdwidgets.analysis.roi.roi_image`.
+        Background subtraction of :func:`~xrdwidgets.explore.roi.roi_image`.
     fraction, above :
-        Threshold of :func:`~xrdwidgets.analysis.roi.roi_mask` (fraction of the image's robust
+        Threshold of :func:`~xrdwidgets.explore.roi.roi_mask` (fraction of the image's robust
         range; keep the pixels above or below).
     relative_prominence, max_peaks :
-        Of :func:`~xrdwidgets.analysis.roi.suggest_peaks`.
+        Of :func:`~xrdwidgets.explore.roi.suggest_peaks`.
 
     Returns
     -------

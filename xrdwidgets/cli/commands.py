@@ -75,7 +75,7 @@ def cmd_demo(args) -> int:
     import xarray as xr
 
     from .. import io
-    from ..figures import demo_summary_png
+    from ..explore.figures import demo_summary_png
     from ..recon.fbp import iterate_fbp
     from ..sim.demo import demo
 

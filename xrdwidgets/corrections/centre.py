@@ -306,7 +306,7 @@ def centre_gallery(stack, candidates, *, channels: tuple | None = None, filter: 
         ``centre`` (steps) and the ``channels`` window in ``attrs``.
     """
     from ..recon.fbp import fbp_array
-    from ..views import decimate
+    from ..explore import decimate
 
     da = as_stack(stack)
     cands = np.atleast_1d(np.asarray(candidates, dtype=np.float64))

@@ -192,7 +192,7 @@ def summary_sinogram(stack, max_size: int = 256) -> xr.DataArray:
     stack : xarray.DataArray
         Sinogram stack with dims ``translation``, ``angle`` and a spectral dim.
     max_size : int
-        Images larger than this per axis are block-averaged (:func:`xrdwidgets.views.decimate`).
+        Images larger than this per axis are block-averaged (:func:`xrdwidgets.explore.decimate`).
 
     Returns
     -------
@@ -200,7 +200,7 @@ def summary_sinogram(stack, max_size: int = 256) -> xr.DataArray:
         ``(angle, translation)`` float32, the sum over the spectral channels in the stack's
         units, with the (decimated) angle (deg) and translation coordinates.
     """
-    from ..views import decimate
+    from ..explore import decimate
 
     spec = _data.spectral_dim(stack)
     img = stack.sum(spec).transpose("angle", "translation").astype(np.float32)

@@ -14,8 +14,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .. import data as _data
-from .. import views as _v
-from . import _views as _fig
+from .. import explore as _v
+from . import plotting as _fig
 
 __all__ = ["error_html", "heat_update", "need", "label_image_axes", "roi_image_figure", "roi_pattern_figure",
            "peakfit_figure"]

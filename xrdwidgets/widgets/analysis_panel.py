@@ -3,11 +3,11 @@
 Thin views over :mod:`xrdwidgets.analysis` and one shared :class:`AppState`:
 
 * :class:`RoiImagePanel` — a channel window of a result volume summed per pixel
-  (:func:`~xrdwidgets.analysis.roi.roi_image`), with optional background subtraction; the window
+  (:func:`~xrdwidgets.explore.roi.roi_image`), with optional background subtraction; the window
   is published in ``state.roi`` for the other tabs.
 * :class:`RoiPatternPanel` — a threshold on that ROI image gives a mask; its mean pattern
-  (:func:`~xrdwidgets.analysis.roi.roi_pattern`) with the suggested peaks
-  (:func:`~xrdwidgets.analysis.roi.suggest_peaks`) overlaid; the peaks are published too.
+  (:func:`~xrdwidgets.explore.roi.roi_pattern`) with the suggested peaks
+  (:func:`~xrdwidgets.explore.roi.suggest_peaks`) overlaid; the peaks are published too.
 * :class:`PeakFitPanel` — the batch peak fit of every pixel
   (:func:`~xrdwidgets.analysis.fitting.iterate_fit`) as a background job: the parameter map fills
   in as the job runs; hovering (or clicking) a pixel of the map shows its data, the fit and the
@@ -26,12 +26,12 @@ import numpy as np
 
 from .. import data as _data
 from .. import jobs as _jobs
-from .. import views as _v
+from .. import explore as _v
 from ..analysis.peaks import param_long_name as _param_words   # the live preview's title
-from ..analysis.roi import BACKGROUNDS as _BACKGROUNDS
+from ..explore.roi import BACKGROUNDS as _BACKGROUNDS
 from ..analysis.roi_peaks import strongest_window
 from ..base.errors import InputError
-from . import _views as _fig
+from . import plotting as _fig
 from ._analysis_figures import (error_html as _error, heat_update as _heat_update, need as _need,
                                 label_image_axes as _label_image_axes, peakfit_figure, roi_image_figure,
                                 roi_pattern_figure)
@@ -119,7 +119,7 @@ class RoiImagePanel:
 
     def update(self):
         """Recompute the ROI image from the widgets and publish the window in ``state.roi``."""
-        from ..analysis.roi import roi_image
+        from ..explore.roi import roi_image
 
         name, vol = _current_volume(self.state)
         if vol is None:

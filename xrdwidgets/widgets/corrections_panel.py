@@ -18,7 +18,7 @@ from plotly.subplots import make_subplots
 from .. import corrections as _corr
 from .. import data as _data
 from .. import jobs as _jobs
-from . import _views as _fig
+from . import plotting as _fig
 from .job_view import JobView, error_html
 from .state import AppState
 
@@ -33,7 +33,7 @@ def _thumbnail_png(image, size_px: int = 150) -> bytes:
 
     import matplotlib.image as mpimg
 
-    from ..views import percentile_limits
+    from ..explore import percentile_limits
 
     a = np.asarray(image, np.float32)
     lo, hi = percentile_limits(a, (0.5, 99.5))
@@ -47,7 +47,7 @@ def _thumbnail_png(image, size_px: int = 150) -> bytes:
 def _show_sinogram(fig, trace, col: int, img):
     """Put a summed sinogram (from :func:`xrdwidgets.corrections.summary_sinogram`) into subplot
     ``col`` with its axes."""
-    from ..views import axis_label
+    from ..explore import axis_label
 
     trace.z = np.asarray(img.values, np.float32) if img is not None else [[None]]
     axes = ("xaxis", "yaxis") if col == 1 else ("xaxis2", "yaxis2")

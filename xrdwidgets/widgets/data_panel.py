@@ -34,7 +34,7 @@ import numpy as np
 from .. import data as _data
 from .. import io, jobs, safety
 from ..base.progress import Progress
-from . import _views as _fig
+from . import plotting as _fig
 from .job_view import JobView
 from .state import AppState
 from .upload import SizeLimitedUpload
@@ -56,7 +56,7 @@ def stack_overview(stack, max_size: int = 256):
     as ``z``), block-averaged to at most ``max_size`` per axis. Reads the whole stack once (a lazy
     one by blocks): run it in a job.
     """
-    from ..views import decimate
+    from ..explore import decimate
 
     spec = _data.spectral_dim(stack)
     extra = [d for d in stack.dims if d not in (_data.TRANSLATION, _data.ANGLE, spec)]
@@ -333,7 +333,7 @@ class DataPanel:
             log.warning("data panel: overview failed: %s", ev.job.message)
             return
         sino, pattern, k = ev.job.result
-        from ..views import axis_label, channel_text
+        from ..explore import axis_label, channel_text
 
         spec = pattern.dims[0]
         fig = self.overview_fig
@@ -454,7 +454,7 @@ class DataPanel:
 
     # ------------------------------------------------------------------ messages
     def _show(self, text: str, kind: str = "info"):
-        from ._views import message_html
+        from .plotting import message_html
 
         self.status.value = message_html(text, kind)
 

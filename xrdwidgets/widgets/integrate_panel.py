@@ -24,7 +24,7 @@ from plotly.subplots import make_subplots
 
 from .. import jobs, safety
 from ..base.progress import Progress
-from . import _views as _fig
+from . import plotting as _fig
 from .job_view import JobView
 from .state import AppState
 

@@ -26,7 +26,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .. import jobs, safety
-from . import _views as _fig
+from . import plotting as _fig
 from .integrate_panel import PONI_SUFFIXES, _listing
 from .job_view import JobView
 from .state import AppState

@@ -27,8 +27,8 @@ from ..base.progress import Progress
 from ..recon.estimate import estimate_runtime
 from ..recon.iterative import iterate
 from ..recon.registry import DEFAULT_PRESET, ParamSpec, get_method, methods
-from ..views import channel_text as _channel_text
-from . import _views as _fig
+from ..explore import channel_text as _channel_text
+from . import plotting as _fig
 from .job_view import JobView, error_html
 from .state import AppState
 
@@ -409,7 +409,7 @@ class ReconPanel:
                     self.loss_trace.y = ys
                     self.fig.layout.xaxis.visible = self.fig.layout.yaxis.visible = True
             if p.preview is not None:
-                from ..views import decimate
+                from ..explore import decimate
 
                 img = decimate(np.asarray(p.preview, np.float32), 256)
                 with _fig.updating(self.fig):

@@ -49,7 +49,7 @@ def iterate_fit(volume, model: PeakModel | None = None, *, tth_range=None, bound
         ``{"position_0": (3.2, 3.4)}`` narrows a position.
     positions : sequence of float, optional
         Starting peak positions (length ``n_peaks``), e.g. from
-        :func:`~xrdwidgets.analysis.roi.suggest_peaks`; default: the data maxima.
+        :func:`~xrdwidgets.explore.roi.suggest_peaks`; default: the data maxima.
     initial : dict, optional
         ``{name: value}`` starting values that replace the data-driven guesses.
     sigma : None, "poisson", float or array

@@ -12,8 +12,9 @@
     peak positions of a pattern (:func:`scipy.signal.find_peaks`) in the units of its spectral
     coordinate.
 
-The window sums are those of :func:`xrdwidgets.views.roi_image` (same window rules: closed
-interval of coordinate values with ``by="value"``, half-open index range with ``by="index"``).
+The window sums are those of :func:`xrdwidgets.explore.windows.window_sum` (same window rules:
+closed interval of coordinate values with ``by="value"``, half-open index range with
+``by="index"``); ``roi_image`` adds the background options and names its result ``roi_<dim>``.
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ import numpy as np
 import xarray as xr
 
 from .. import data as _data
-from .. import views as _views
 from ..data import DataError
+from .slicing import window_attrs
+from .windows import window_indices, window_sum
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ def roi_image(data, lo, hi, *, by: str = "value", background: str = "none",
         allowed).
     lo, hi : float or int
         The window: coordinate values in spectral units (``by="value"``, closed interval) or
-        channel indices (``by="index"``, half-open), see :func:`xrdwidgets.views.window_indices`.
+        channel indices (``by="index"``, half-open), see :func:`xrdwidgets.explore.windows.window_indices`.
     by : {"value", "index"}
     background : {"none", "edges", "linear"}
         ``"none"``: plain sum. ``"edges"``: subtract, from every channel, the mean of the
@@ -86,7 +88,7 @@ def roi_image(data, lo, hi, *, by: str = "value", background: str = "none",
         raise DataError(f"roi_image: background must be one of {BACKGROUNDS}, found {background!r}")
     if isinstance(edge_channels, bool) or not isinstance(edge_channels, (int, np.integer)) or edge_channels < 1:
         raise DataError(f"roi_image: edge_channels must be an integer >= 1, found {edge_channels!r}")
-    i0, i1 = _views.window_indices(da[spec], lo, hi, by=by, name="roi_image")
+    i0, i1 = window_indices(da[spec], lo, hi, by=by, name="roi_image")
     n = i1 - i0
     if background != "none" and n < 2 * edge_channels:
         raise DataError(
@@ -95,7 +97,7 @@ def roi_image(data, lo, hi, *, by: str = "value", background: str = "none",
         )
     extra = [d for d in da.dims if d in _data.EXTRA_DIMS]
     if not extra:
-        img = _views.roi_image(da, i0, i1, by="index")
+        img = window_sum(da, i0, i1, by="index")
         values = img.values.astype(np.float64) if background != "none" else img.values
     else:
         window = da.isel({spec: slice(i0, i1)})
@@ -117,7 +119,7 @@ def roi_image(data, lo, hi, *, by: str = "value", background: str = "none",
     coords = {d: da[d] for d in dims}
     units = str(da.attrs.get("units", ""))
     name = str(da.attrs.get("long_name", da.name or "intensity"))
-    window = _views._spectral_attrs(da.transpose(*dims, spec), i0, i1)
+    window = window_attrs(da.transpose(*dims, spec), i0, i1)
     attrs = {
         "units": units,
         "long_name": f"Σ {name}" + ("" if background == "none" else f" − {background} background"),
@@ -208,7 +210,7 @@ def roi_pattern(data, mask=None, *, threshold=None, image=None, fraction: float 
     shape = (da.sizes[row], da.sizes[col])
     if mask is None:
         if image is None:
-            image = _views.roi_image(da, 0, da.sizes[spec], by="index") if da.ndim == 3 else \
+            image = window_sum(da, 0, da.sizes[spec], by="index") if da.ndim == 3 else \
                 da.sum(spec).mean([d for d in da.dims if d in _data.EXTRA_DIMS])
         mask = roi_mask(image, threshold, fraction=fraction, above=above)
     if isinstance(mask, xr.DataArray):
@@ -250,7 +252,7 @@ def suggest_peaks(pattern, *, prominence=None, relative_prominence: float = 0.05
     ----------
     pattern : xarray.DataArray
         1-D over a spectral dim (e.g. from :func:`roi_pattern` or
-        :func:`xrdwidgets.views.pattern_at`). A plain 1-D array is taken over channel indices.
+        :func:`xrdwidgets.explore.slicing.pattern_at`). A plain 1-D array is taken over channel indices.
     prominence : float, optional
         Minimum prominence in the pattern's units. Default: the larger of
         ``relative_prominence × (max − p5)`` (p5 = 5th percentile: the robust range of the

@@ -1,7 +1,7 @@
 """Static summary pictures (PNG) with matplotlib, for the CLI and the README.
 
-This module and the export helpers of :mod:`xrdwidgets.views` import matplotlib (lazily); the
-algorithms never do.
+This module and the export helpers of :mod:`xrdwidgets.explore.export` import matplotlib (lazily);
+the algorithms never do.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base.atomic import atomic_path
+from ..base.atomic import atomic_path
 
 __all__ = ["phase_channels", "demo_summary_png", "image_figure_png", "patterns_figure_png"]
 
@@ -120,7 +120,7 @@ def image_figure_png(image, *, cmap: str = "viridis", limits=None, log: bool = F
                      title: str | None = None, dpi: int = 110) -> bytes:
     """A 2-D image as a PNG figure with axes, axis labels (with units), a labelled colour bar and
     a title: what a paper or a logbook needs, unlike the bare array of
-    :func:`xrdwidgets.views.save_image`.
+    :func:`xrdwidgets.explore.export.save_image`.
 
     Parameters
     ----------
@@ -144,7 +144,8 @@ def image_figure_png(image, *, cmap: str = "viridis", limits=None, log: bool = F
     """
     from matplotlib.figure import Figure  # no pyplot: no global state, no backend
 
-    from .views import axis_label, log_image, percentile_limits
+    from .labels import axis_label
+    from .slicing import log_image, percentile_limits
 
     shown = log_image(image) if log else image
     vmin, vmax = limits if limits is not None else percentile_limits(shown)
@@ -171,7 +172,7 @@ def patterns_figure_png(patterns: dict, *, title: str | None = None, dpi: int = 
     """Diffraction patterns ``{name: 1-D DataArray}`` as a PNG line plot with labelled axes."""
     from matplotlib.figure import Figure
 
-    from .views import axis_label
+    from .labels import axis_label
 
     names = list(patterns)
     ref = patterns[names[0]]

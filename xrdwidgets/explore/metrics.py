@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..base.errors import InputError
+
 __all__ = ["rmse", "mae", "psnr", "ssim", "compare"]
 
 
@@ -14,7 +16,7 @@ def _pair(image, reference):
     a = np.asarray(image, np.float64)
     b = np.asarray(reference, np.float64)
     if a.shape != b.shape:
-        raise ValueError(f"image has shape {a.shape} but reference has shape {b.shape}; they must match")
+        raise InputError(f"image has shape {a.shape} but reference has shape {b.shape}; they must match")
     return a, b
 
 

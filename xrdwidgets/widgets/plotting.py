@@ -1,6 +1,6 @@
 """Shared helpers of the linked image–spectrum widgets: figure styling, payloads, byte meter.
 
-The maths (windows, decimation, colour limits, export) lives in :mod:`xrdwidgets.views`; this
+The maths (windows, decimation, colour limits, export) lives in :mod:`xrdwidgets.explore`; this
 module only turns its results into plotly figures and measures what is sent to the browser.
 
 Figure sizing
@@ -37,6 +37,7 @@ import ipywidgets as w
 import numpy as np
 import plotly.graph_objects as go
 
+from ..base.errors import InputError
 from ._plotly_widget import FigureWidget
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def z_rows(image: np.ndarray) -> list:
     """A 2-D image as a list of float32 row arrays (each sent as one binary buffer)."""
     a = np.ascontiguousarray(image, dtype=np.float32)
     if a.ndim != 2:
-        raise ValueError(f"z_rows: expected a 2-D image, found shape {a.shape}")
+        raise InputError(f"z_rows: expected a 2-D image, found shape {a.shape}")
     return list(a)
 
 
@@ -195,13 +196,13 @@ class DownloadLink:
     :meth:`offer` puts the file into an HTML widget as a ``data:`` URL (base64) behind an
     ``<a download=NAME>`` link; clicking it saves the file in the browser (no server path, no file
     on the server). Payloads over ``max_mb`` are refused with a message (the page message would be
-    too large); :func:`xrdwidgets.views.check_download_size` says the same before the work.
+    too large); :func:`xrdwidgets.explore.check_download_size` says the same before the work.
     """
 
     def __init__(self, *, max_mb: float | None = None):
-        from .. import views as _v
+        from .. import explore
 
-        self.max_mb = float(max_mb if max_mb is not None else _v.MAX_DOWNLOAD_MB)
+        self.max_mb = float(max_mb if max_mb is not None else explore.MAX_DOWNLOAD_MB)
         self.widget = w.HTML("", layout=w.Layout(width="auto"))
         self.widget.add_class("xrdw-download")
         self.name = ""
@@ -209,9 +210,9 @@ class DownloadLink:
 
     def offer(self, name: str, data: bytes, mime: str = "application/octet-stream") -> None:
         """Show a download link for ``data`` saved as ``name``."""
-        from .. import views as _v
+        from .. import explore
 
-        _v.check_download_size(len(data), name, self.max_mb)
+        explore.check_download_size(len(data), name, self.max_mb)
         import html as _html
 
         safe = _html.escape(str(name), quote=True)
