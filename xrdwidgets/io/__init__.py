@@ -54,7 +54,7 @@ same folder, then ``os.replace``): a failure leaves the original untouched and n
 Modules
 -------
 Everything above is importable from :mod:`xrdwidgets.io` itself; the code lives in
-``hdf5`` (own layout, ``load`` dispatch), ``ndtomo``, ``sd2i``, ``npy``, ``zarr_store``,
+``hdf5`` (own layout, ``load`` dispatch), ``ndtomo``, ``sd2i_files``, ``npy``, ``zarr_store``,
 ``summary`` (``describe``), and the private ``_common`` (errors, paths, atomic writes, attrs
 codec, provenance) and ``_reading`` (shared reader helpers).
 """
@@ -69,7 +69,7 @@ from ._common import (  # noqa: F401
 from .hdf5 import load, read_provenance, save
 from .ndtomo import NDTOMO_AXES, load_ndtomo  # noqa: F401
 from .npy import load_npy
-from .sd2i import list_sd2i, load_sd2i
+from .sd2i_files import list_sd2i, load_sd2i
 from .summary import describe
 from .zarr_store import ZarrStackWriter, create_zarr_stack, open_zarr, open_zarr_stack, save_zarr
 

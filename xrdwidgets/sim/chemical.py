@@ -14,7 +14,7 @@ values, and only once per distinct (strain, size) pair; everything else is one m
 The returned :class:`xarray.Dataset` holds the volume and its truth: ``volume`` (y, x, tth),
 ``phase_maps`` (phase, y, x), ``patterns`` (phase, tth), ``pattern_scale`` (phase), and when
 given ``strain`` / ``size`` (phase, y, x) and ``background`` (tth); geometry and provenance in
-attrs. :func:`xrdwidgets.sim.scan.acquire` scans it; :func:`xrdwidgets.sim.parallax.parallax_scan`
+attrs. :func:`xrdwidgets.sim.scan.acquire` scans it; :func:`xrdwidgets.sim.thick_sample.parallax_scan`
 re-uses its maps and pattern parameters.
 """
 from __future__ import annotations

@@ -272,7 +272,7 @@ def write_images(frames, folder, name, fmt="edf"):
 def _thick_patterns(volume, tth, angles, n_t, translation_step, pixel_mm, cells, ai, tth_sub_shape,
                     oversample, samples_per_pixel=2):
     """Frames of a thick sample: each point along the beam draws its rings from its own distance."""
-    from .scan import _ray_points, interpolation_weights
+    from .raytrace import interpolation_weights, ray_points
 
     ny, nx, nc = volume.shape
     pad = 2
@@ -286,7 +286,7 @@ def _thick_patterns(volume, tth, angles, n_t, translation_step, pixel_mm, cells,
     geo = {}
     for t_idx, a_idx in cells:
         p = (np.array([t_idx]) - (n_t - 1) / 2.0) * translation_step
-        y, x = _ray_points((ny, nx), np.radians(np.array(angles[a_idx])), p, s)
+        y, x = ray_points((ny, nx), np.radians(np.array(angles[a_idx])), p, s)
         y, x = y.ravel() + pad, x.ravel() + pad
         ok = (y >= 0) & (y < vol.shape[0] - 1) & (x >= 0) & (x < vol.shape[1] - 1)
         frame = 0.0

@@ -99,7 +99,7 @@ def iterate_simulation(phases, *, size: int = 48, n_angles: int | None = None, n
     phases' powder patterns (:func:`~xrdwidgets.sim.chemical.chemical_phantom`) at 60 keV over
     2θ 2.5–9.5°, pixel = translation step = 50 µm. It is scanned over 0–180° by ray tracing
     (:func:`~xrdwidgets.sim.scan.acquire`) or, with ``parallax_mm``, by the thick-sample parallax
-    model (:func:`~xrdwidgets.sim.parallax.parallax_scan`) followed by the same Poisson noise model
+    model (:func:`~xrdwidgets.sim.thick_sample.parallax_scan`) followed by the same Poisson noise model
     (:func:`~xrdwidgets.sim.scan.measure`).
 
     Parameters
@@ -170,7 +170,7 @@ def iterate_simulation(phases, *, size: int = 48, n_angles: int | None = None, n
 
 
 def _scan(truth, n, na, dose, parallax_mm, seed):
-    from ..sim.parallax import parallax_scan
+    from ..sim.thick_sample import parallax_scan
     from ..sim.scan import acquire, measure
 
     if not parallax_mm:
