@@ -10,7 +10,7 @@ Three tabs feed one :class:`~xrdwidgets.widgets.state.AppState`:
   (extension, real format signature) and written to a private temporary file, which the ordinary
   readers of :mod:`xrdwidgets.io` load.
 * **Simulate** — a Voronoi-grain phantom of the chosen phases scanned with Poisson noise, with
-  thick-sample parallax on request (:func:`iterate_simulation`).
+  thick-sample parallax on request (:func:`xrdwidgets.sim.grain_scan.iterate_grain_scan`).
 
 Below the tabs, an overview of what was loaded: the sinogram of the strongest channel and the
 mean pattern (:func:`stack_overview`, computed in a job whenever ``state.raw`` changes).
@@ -77,163 +77,28 @@ def _overview_job(stack):
 NPY_AXIS_ORDERS = tuple(itertools.permutations(("translation", "angle", "channel")))
 #: Defaults of the simulation tab.
 SIM_DEFAULT_PHASES = ("Ni", "CeO2", "TiO2")
-#: 2θ range (deg) and energy (keV) of simulated scans (the demo's: lines of every phase fall in it).
-SIM_TTH_RANGE = (2.5, 9.5)
-SIM_ENERGY_KEV = 60.0
-#: Translation step (mm) of simulated scans: a 48-pixel sample is 2.4 mm across.
-SIM_STEP_MM = 0.05
 
 #: Errors whose message is meant for the user (bad files, bad choices); any other exception is a
 #: bug: the visitor sees its type and the traceback goes to the server log.
 _EXPECTED_ERRORS = (OSError, ValueError)
 
 
-# ============================================================================ simulation
-def iterate_simulation(phases, *, size: int = 48, n_angles: int | None = None, n_channels: int = 200,
-                       dose: float | None = 1e4, parallax_mm: float | None = None, n_grains: int = 12,
-                       seed: int = 0):
-    """Simulate a scan of a multi-phase grain phantom, as a generator of progress events.
+def iterate_simulation(phases, **kwargs):
+    """The Simulate tab's job: :func:`xrdwidgets.sim.grain_scan.iterate_grain_scan` (a generator
+    of progress events returning the Dataset), imported when first used."""
+    from ..sim.grain_scan import iterate_grain_scan
 
-    The sample is a disk of ``n_grains`` Voronoi grains (:func:`~xrdwidgets.sim.phantoms.voronoi_grains`),
-    each made of one of ``phases`` (assigned at random, every phase at least once), with the
-    phases' powder patterns (:func:`~xrdwidgets.sim.chemical.chemical_phantom`) at 60 keV over
-    2θ 2.5–9.5°, pixel = translation step = 50 µm. It is scanned over 0–180° by ray tracing
-    (:func:`~xrdwidgets.sim.scan.acquire`) or, with ``parallax_mm``, by the thick-sample parallax
-    model (:func:`~xrdwidgets.sim.thick_sample.parallax_scan`) followed by the same Poisson noise model
-    (:func:`~xrdwidgets.sim.scan.measure`).
-
-    Parameters
-    ----------
-    phases : sequence of str
-        Phase names from :func:`xrdwidgets.sim.structures.list_phases` (at least one).
-    size : int
-        Image size = number of translations.
-    n_angles : int, optional
-        Default ``round(1.2 * size)``.
-    n_channels : int
-        Number of 2θ channels.
-    dose : float or None
-        Expected counts at the brightest point (Poisson noise); ``None``: noise-free.
-    parallax_mm : float or None
-        Rotation axis to detector distance (mm) for the parallax model; ``None``: no parallax.
-    n_grains : int
-    seed : int
-        Seeds the grains, their phases and the noise.
-
-    Yields
-    ------
-    Progress
-        After the phantom (1 of 2) and the scan (2 of 2).
-
-    Returns
-    -------
-    xarray.Dataset
-        ``sinogram`` (translation, angle, tth) and the truth: ``clean``, ``volume``,
-        ``phase_maps``, ``patterns``, …
-    """
-    from ..geometry import ScanGeometry
-    from ..sim.chemical import chemical_phantom
-    from ..sim.phantoms import voronoi_grains
-    from ..sim.structures import get_phase
-
-    names = [get_phase(p).name for p in phases]
-    if not names:
-        raise ValueError("choose at least one phase to simulate")
-    if len(set(names)) != len(names):
-        raise ValueError(f"phases: each phase once, found {names}")
-    n = int(size)
-    if not 8 <= n <= 512:
-        raise ValueError(f"size: expected 8 to 512 pixels, found {size!r}")
-    na = int(n_angles) if n_angles is not None else max(2, round(1.2 * n))
-    n_grains = max(int(n_grains), len(names))
-    rng = np.random.default_rng(seed)
-    labels = voronoi_grains(n, n_grains, seed=seed)
-    owner = rng.permutation(np.arange(n_grains) % len(names))  # every phase owns >= 1 grain
-    maps = {p: ((labels > 0) & (owner[np.maximum(labels, 1) - 1] == k)).astype(float)
-            for k, p in enumerate(names)}
-    tth = np.linspace(*SIM_TTH_RANGE, int(n_channels))
-    geom = ScanGeometry(energy_keV=SIM_ENERGY_KEV, distance_mm=parallax_mm or 900.0,
-                        translation_step_mm=SIM_STEP_MM, pixel_size_mm=0.172)
-    truth = chemical_phantom(maps, tth, energy_keV=SIM_ENERGY_KEV, geometry=geom, size_nm=40.0,
-                             instrumental_fwhm_deg=0.03)
-    yield Progress(1, 2, metrics={"step": "phantom"})
-    scan = _scan(truth, n, na, dose, parallax_mm, seed)
-    yield Progress(2, 2, metrics={"step": "scan"})
-    ds = scan.merge(truth.drop_vars([v for v in truth.data_vars if v in scan.data_vars]),
-                    combine_attrs="override")
-    ds = ds.drop_vars([v for v in ("ideal",) if v in ds.data_vars])
-    ds.attrs.update(scan["sinogram"].attrs)
-    ds.attrs["title"] = (f"simulated {', '.join(names)} grains, {n} px, "
-                         + (f"dose {dose:g}" if dose else "noise-free")
-                         + (f", parallax L = {parallax_mm:g} mm" if parallax_mm else ""))
-    return ds
+    return iterate_grain_scan(phases, **kwargs)
 
 
-def _scan(truth, n, na, dose, parallax_mm, seed):
-    from ..sim.thick_sample import parallax_scan
-    from ..sim.scan import acquire, measure
-
-    if not parallax_mm:
-        return acquire(truth, n_angles=na, n_translations=n, dose=dose, seed=seed)
-    ps = parallax_scan(truth, distance_mm=float(parallax_mm), n_angles=na, n_translations=n,
-                       reference=False)
-    clean = ps["sinogram"]
-    res = measure(lambda offsets: clean.values, n, clean["angle"].values, clean["tth"].values,
-                  dose=dose, seed=seed, keep_truth=False)
-    out = ps.copy()
-    out["clean"] = clean * res["scale"]
-    out["sinogram"] = clean.copy(data=res["sinogram"])
-    if dose:
-        out["sinogram"].attrs["units"] = out["clean"].attrs["units"] = "counts"
-    return out
-
-
-# ============================================================================ loading
 def _probe(path: Path):
-    """``("sd2i", [names])``, ``("npy", None)`` or ``(None, None)`` for another kind.
-
-    Raises :class:`~xrdwidgets.io.XRDFileError` (naming the file) for an HDF5 file that cannot
-    be opened.
-    """
-    if path.suffix.lower() == ".npy":
-        return "npy", None
-    if path.is_dir():
-        return None, None
-    # the one definition of the layouts io.load dispatches on, and its error messages
-    from ..io._reading import _layout, _open_h5
-
-    with _open_h5(path) as f:
-        layout = _layout(f)
-    if layout == "sd2i":
-        return "sd2i", list(io.list_sd2i(path))
-    return None, None
+    """``("sd2i", [names])``, ``("npy", None)`` or ``(None, None)``: :func:`xrdwidgets.io.probe_stack`."""
+    return io.probe_stack(path)
 
 
 def _read_stack(path: Path, *, sinogram: str | None, npy_dims):
-    """``(stack, truth, stored)`` from a file: a sinogram stack, for simulated files the truth,
-    and reconstructions stored next to the stack (``{variable: volume}``, e.g. the ``fbp`` that
-    ``xrdwidgets demo`` writes)."""
-    if path.suffix.lower() == ".npy":
-        obj = io.load_npy(path, npy_dims, kind="sinogram", mmap_mode=None)
-    elif sinogram:
-        obj = io.load_sd2i(path, sinogram)
-    else:
-        obj = io.load(path)
-    truth = None
-    stored = {}
-    if hasattr(obj, "data_vars"):
-        truth = obj if {"volume", "phase_maps"} & set(obj.data_vars) else None
-        spec = obj["sinogram"].dims[-1] if "sinogram" in obj.data_vars else None
-        for var in obj.data_vars:   # reconstructions (y, x, spectral) on the stack's spectral axis
-            if var in ("sinogram", "volume", "clean") or spec is None:
-                continue
-            if obj[var].dims == ("y", "x", spec):
-                stored[str(var)] = obj[var]
-        obj = _data.as_dataarray(obj, "sinogram") if "sinogram" in obj.data_vars else _data.as_dataarray(obj)
-    if _data.kind_of(obj) != "sinogram":
-        raise _data.DataError(f"holds a {obj.name or 'volume'} with dims {tuple(obj.dims)}; the data "
-                              "panel loads sinogram stacks (dims translation, angle and a spectral dim)")
-    return obj, truth, stored
+    """``(stack, truth, stored)`` from a file: :func:`xrdwidgets.io.load_stack`."""
+    return io.load_stack(path, variable=sinogram, npy_dims=npy_dims)
 
 
 # ============================================================================ the panel
@@ -426,6 +291,7 @@ class DataPanel:
             self.renew_uploader()
 
     def _build_simulate(self):
+        from ..sim.grain_scan import GRAIN_SCAN_ENERGY_KEV, GRAIN_SCAN_STEP_MM, GRAIN_SCAN_TTH_RANGE
         from ..sim.structures import list_phases
 
         st = {"description_width": "8em"}
@@ -447,8 +313,8 @@ class DataPanel:
         self.sim_noise_free.observe(lambda ch: setattr(self.sim_dose, "disabled", ch["new"]), "value")
         self.sim_parallax.observe(lambda ch: setattr(self.sim_distance, "disabled", not ch["new"]), "value")
         self.simulate_button.on_click(lambda _: self.simulate())
-        note = w.HTML(f"<small>Voronoi grains of the chosen phases at {SIM_ENERGY_KEV:g} keV, "
-                      f"2θ {SIM_TTH_RANGE[0]}–{SIM_TTH_RANGE[1]}°, {SIM_STEP_MM * 1000:g} µm steps, "
+        note = w.HTML(f"<small>Voronoi grains of the chosen phases at {GRAIN_SCAN_ENERGY_KEV:g} keV, "
+                      f"2θ {GRAIN_SCAN_TTH_RANGE[0]}–{GRAIN_SCAN_TTH_RANGE[1]}°, {GRAIN_SCAN_STEP_MM * 1000:g} µm steps, "
                       "0–180°.</small>")
         return w.VBox([note, self.sim_phases, self.sim_size, self.sim_channels,
                        w.HBox([self.sim_dose, self.sim_noise_free]),
