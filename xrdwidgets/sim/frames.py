@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ..base.errors import InputError
 from ..geometry import ScanGeometry
 
 log = logging.getLogger(__name__)
@@ -400,7 +401,7 @@ def simulate_raw_scan(folder, *, name: str = "scan", n_translations: int = 8, n_
                         pixel_size_mm=pixel_size_mm)
     n_px = n - 2 * int(air_margin)
     if n_px < 2:
-        raise ValueError(f"air_margin: expected fewer than {n // 2} translations per side, found {air_margin}")
+        raise InputError(f"air_margin: expected fewer than {n // 2} translations per side, found {air_margin}")
     maps = demo_phase_maps(n_px) if phase_maps is None else dict(phase_maps)
     truth_vol = chemical_phantom(maps, tth, energy_keV=energy_keV, geometry=geom,
                                  instrumental_fwhm_deg=instrumental_fwhm_deg)

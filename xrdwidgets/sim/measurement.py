@@ -9,6 +9,7 @@ import logging
 
 import numpy as np
 
+from ..base.errors import InputError
 from ..data import DataError
 from .raytrace import check_angles, check_count, check_number
 
@@ -45,7 +46,7 @@ def acquisition_order(n_translations: int, n_angles: int, scan_order: str = "ras
     n_t = check_count("n_translations", n_translations)
     n_a = check_count("n_angles", n_angles)
     if scan_order not in SCAN_ORDERS:
-        raise ValueError(f"scan_order: expected one of {SCAN_ORDERS}, found {scan_order!r}")
+        raise InputError(f"scan_order: expected one of {SCAN_ORDERS}, found {scan_order!r}")
     if scan_order.startswith("interlaced"):
         k = check_count("n_subsets", n_subsets)
         sequence = np.concatenate([np.arange(m, n_a, k) for m in range(min(k, n_a))])
@@ -86,18 +87,18 @@ def beam_decay(time, kind="exponential", *, strength: float = 0.2, period: float
     if callable(kind):
         f = np.asarray(kind(t), float)
         if f.shape != t.shape or not np.all(np.isfinite(f)) or np.any(f <= 0):
-            raise ValueError(f"decay: the callable must return finite positive factors of shape {t.shape}, "
+            raise InputError(f"decay: the callable must return finite positive factors of shape {t.shape}, "
                              f"found shape {f.shape}")
         return f
     strength = check_number("decay_strength", strength)
     if not 0 <= strength < 1:
-        raise ValueError(f"decay_strength: expected 0 <= strength < 1, found {strength!r}")
+        raise InputError(f"decay_strength: expected 0 <= strength < 1, found {strength!r}")
     if kind == "exponential":
         return (1.0 - strength) ** t
     if kind == "topup":
         period = check_number("decay_period", period, positive=True)
         return (1.0 - strength) ** np.mod(t / period, 1.0)
-    raise ValueError(f"decay: expected one of {DECAY_KINDS}, a callable, or an array of factors, found {kind!r}")
+    raise InputError(f"decay: expected one of {DECAY_KINDS}, a callable, or an array of factors, found {kind!r}")
 
 
 def air_scatter(tth, *, amplitude: float = 1.0, width_deg: float | None = None,
@@ -116,7 +117,7 @@ def air_scatter(tth, *, amplitude: float = 1.0, width_deg: float | None = None,
     """
     t = np.asarray(tth, float).ravel()
     if t.size == 0 or not np.all(np.isfinite(t)):
-        raise ValueError(f"tth: expected a non-empty finite array of 2θ (deg), found {tth!r}")
+        raise InputError(f"tth: expected a non-empty finite array of 2θ (deg), found {tth!r}")
     span = float(t.max() - t.min())
     w = width_deg if width_deg is not None else (span / 3.0 if span > 0 else 1.0)
     w = check_number("width_deg", w, positive=True)
@@ -134,10 +135,10 @@ def _resolve_decay(decay, time_point, index_line_mean, n_t, n_a, *, strength, pe
     if arr.shape == (n_a,):
         arr = np.broadcast_to(arr[None, :], (n_t, n_a))
     if arr.shape != (n_t, n_a):
-        raise ValueError(f"decay: expected a model name {DECAY_KINDS}, a callable, {n_a} factors (one per "
+        raise InputError(f"decay: expected a model name {DECAY_KINDS}, a callable, {n_a} factors (one per "
                          f"angle) or ({n_t}, {n_a}) per point, found shape {np.shape(decay)}")
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise ValueError("decay: factors must be finite and > 0")
+        raise InputError("decay: factors must be finite and > 0")
     return np.array(arr)
 
 
@@ -200,12 +201,12 @@ def measure(project, n_translations: int, angles_deg, spectral, *, scan_order: s
     if np.ndim(jitter) == 0:
         sd = check_number("jitter", jitter)
         if sd < 0:
-            raise ValueError(f"jitter: expected a standard deviation >= 0 (steps), found {jitter!r}")
+            raise InputError(f"jitter: expected a standard deviation >= 0 (steps), found {jitter!r}")
         jit = rng.normal(0.0, sd, n_a) if sd > 0 else np.zeros(n_a)
     else:
         jit = np.asarray(jitter, float).ravel()
         if jit.shape != (n_a,) or not np.all(np.isfinite(jit)):
-            raise ValueError(f"jitter: expected a number (std, steps) or {n_a} finite shifts, "
+            raise InputError(f"jitter: expected a number (std, steps) or {n_a} finite shifts, "
                              f"found shape {np.shape(jitter)}")
     offsets = centre_offset + jit
     signal = project(offsets)
@@ -223,7 +224,7 @@ def measure(project, n_translations: int, angles_deg, spectral, *, scan_order: s
     else:
         air_pat = np.asarray(air, float).ravel()
         if air_pat.shape != spectral.shape or not np.all(np.isfinite(air_pat)):
-            raise ValueError(f"air: expected a number or a finite pattern of {spectral.size} values, "
+            raise InputError(f"air: expected a number or a finite pattern of {spectral.size} values, "
                              f"found shape {np.shape(air)}")
     # decay versus acquisition time
     total = n_t * n_a

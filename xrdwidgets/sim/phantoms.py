@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from ..base.errors import InputError
 from .shapes import (
     Circle,
     Ellipse,
@@ -190,12 +191,12 @@ def random_blobs_phantom(n: int, n_shapes: int, seed: int = 0, *, radius: float 
         size_range = (lo, max(0.3, lo))
     smin, smax = check_vector("size_range", size_range, 2, positive=True)
     if smax < smin or smin >= radius:
-        raise ValueError(f"size_range must be (min, max) with min <= max and min < radius={radius}; "
+        raise InputError(f"size_range must be (min, max) with min <= max and min < radius={radius}; "
                          f"found {size_range!r}")
     vmin, vmax = check_vector("value_range", value_range, 2)
     pf = check_scalar("polygon_fraction", polygon_fraction)
     if not 0.0 <= pf <= 1.0:
-        raise ValueError(f"polygon_fraction must be in [0, 1]; found {polygon_fraction!r}")
+        raise InputError(f"polygon_fraction must be in [0, 1]; found {polygon_fraction!r}")
     rng = np.random.default_rng(seed)
     shapes = []
     for _ in range(n_shapes):
@@ -357,7 +358,7 @@ def cylinder(n: int, nz: int | None = None, *, centre=(0.0, 0.0), radius: float 
     else:
         za, zb = check_vector("z_range", z_range, 2)
         if zb <= za:
-            raise ValueError(f"z_range must be (z_min, z_max) with z_max > z_min; found {z_range!r}")
+            raise InputError(f"z_range must be (z_min, z_max) with z_max > z_min; found {z_range!r}")
         zmid, half = 0.5 * (za + zb), 0.5 * (zb - za)
 
     def sdf(x, y, z):

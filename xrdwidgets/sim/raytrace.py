@@ -14,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
 
+from ..base.errors import InputError
 from ..base.validators import check_float, check_int
 from ..data import DataError
 
@@ -39,7 +40,7 @@ def check_angles(angles_deg, name="angles_deg"):
     """``angles_deg`` as a non-empty 1-D float array of finite angles (degrees)."""
     a = np.asarray(angles_deg, dtype=float).ravel()
     if a.size == 0 or not np.all(np.isfinite(a)):
-        raise ValueError(f"{name}: expected a non-empty array of finite angles in degrees, found {angles_deg!r}")
+        raise InputError(f"{name}: expected a non-empty array of finite angles in degrees, found {angles_deg!r}")
     return a
 
 
@@ -137,10 +138,10 @@ def interpolation_weights(y, x, shape, order: int = 1):
         dys, wys = (-1, 0, 1, 2), _bspline3(fy)
         dxs, wxs = (-1, 0, 1, 2), _bspline3(fx)
     else:
-        raise ValueError(f"order: expected 1 (bilinear) or 3 (cubic B-spline), found {order!r}")
+        raise InputError(f"order: expected 1 (bilinear) or 3 (cubic B-spline), found {order!r}")
     if y.size and (y0.min() + dys[0] < 0 or y0.max() + dys[-1] >= ny or x0.min() + dxs[0] < 0
                    or x0.max() + dxs[-1] >= nx):
-        raise ValueError(f"interpolation_weights: points need neighbours outside the array of shape "
+        raise InputError(f"interpolation_weights: points need neighbours outside the array of shape "
                          f"{(ny, nx)}; pad it (y in [{y.min():.3g}, {y.max():.3g}], "
                          f"x in [{x.min():.3g}, {x.max():.3g}])")
     base = y0 * nx + x0
@@ -220,14 +221,14 @@ def ray_trace(volume, angles_deg, *, n_translations: int | None = None, translat
     n_subrays = check_count("n_subrays", n_subrays)
     beam_width = check_number("beam_width", beam_width, positive=True)
     if order not in (1, 3):
-        raise ValueError(f"order: expected 1 (bilinear) or 3 (cubic B-spline), found {order!r}")
+        raise InputError(f"order: expected 1 (bilinear) or 3 (cubic B-spline), found {order!r}")
     if n_translations is None:
         n_translations = max(1, int(round(max(ny, nx) / translation_step)))
     n_t = check_count("n_translations", n_translations)
     if shifts is not None:
         shifts = np.asarray(shifts, float).ravel()
         if shifts.shape != (n_a,) or not np.all(np.isfinite(shifts)):
-            raise ValueError(f"shifts: expected {n_a} finite values (one per angle), found shape {shifts.shape}")
+            raise InputError(f"shifts: expected {n_a} finite values (one per angle), found shape {shifts.shape}")
 
     if order == 3:
         coef = _prefilter(vol)

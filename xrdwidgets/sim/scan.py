@@ -50,6 +50,7 @@ import logging
 import numpy as np
 import xarray as xr
 
+from ..base.errors import InputError
 from .. import data as _data
 from ..data import DataError
 from ..geometry import ScanGeometry
@@ -92,13 +93,13 @@ def resolve_angles(angles, n_angles, angle_range_deg):
     if angles is not None:
         a = check_angles(angles, "angles")
         if a.size > 1 and not np.all(np.diff(a) > 0):
-            raise ValueError("angles: expected strictly increasing angles (deg); the acquisition "
+            raise InputError("angles: expected strictly increasing angles (deg); the acquisition "
                              "sequence is set by scan_order, not by the angle coordinate")
         # recorded range: 180° from the first angle, or 360° when the angles span more than 180°
         span = 180.0 if a[-1] - a[0] < 180.0 else 360.0
         return a, (float(a[0]), float(a[0] + span))
     if n_angles is None:
-        raise ValueError("give angles= (deg) or n_angles= (with angle_range_deg=(0, 180) or (0, 360))")
+        raise InputError("give angles= (deg) or n_angles= (with angle_range_deg=(0, 180) or (0, 360))")
     n = check_count("n_angles", n_angles)
     g = ScanGeometry(angle_range_deg=angle_range_deg)
     return g.angles(n), g.angle_range_deg
@@ -226,15 +227,15 @@ def _phase_patterns(names, tth, patterns, energy_keV, size_nm):
         if isinstance(patterns, dict):
             missing = [n for n in names if n not in patterns]
             if missing:
-                raise ValueError(f"patterns: no pattern for phases {missing}; found keys {list(patterns)}")
+                raise InputError(f"patterns: no pattern for phases {missing}; found keys {list(patterns)}")
             return np.stack([np.asarray(patterns[n], float).ravel() for n in names])
         arr = np.asarray(patterns, float)
         if arr.ndim != 2 or arr.shape[0] != len(names):
-            raise ValueError(f"patterns: expected a dict, a DataArray (phase, tth) or an array "
+            raise InputError(f"patterns: expected a dict, a DataArray (phase, tth) or an array "
                              f"({len(names)}, n_tth), found shape {arr.shape}")
         return arr
     if energy_keV is None:
-        raise ValueError("acquire_analytic: give patterns= or energy_keV= (to compute powder patterns "
+        raise InputError("acquire_analytic: give patterns= or energy_keV= (to compute powder patterns "
                          "of the named phases)")
     from .chemical import reference_patterns
     return reference_patterns(names, tth, energy_keV=energy_keV, size_nm=size_nm)
@@ -243,22 +244,22 @@ def _phase_patterns(names, tth, patterns, energy_keV, size_nm):
 def _pixel_phantoms(phantoms, n):
     """dict of Phantom / Shape / PixelPhantom → dict of objects with pixel-unit line integrals, n."""
     if not isinstance(phantoms, dict) or not phantoms:
-        raise ValueError(f"phantoms: expected a non-empty dict phase name -> Phantom, found {type(phantoms).__name__}")
+        raise InputError(f"phantoms: expected a non-empty dict phase name -> Phantom, found {type(phantoms).__name__}")
     out, sizes = {}, set()
     for name, ph in phantoms.items():
         if hasattr(ph, "in_pixels") and not hasattr(ph, "pixel_size"):
             if n is None:
-                raise ValueError(f"phantoms[{name!r}]: a Phantom in image units needs n= (the image size in "
+                raise InputError(f"phantoms[{name!r}]: a Phantom in image units needs n= (the image size in "
                                  "pixels; translations and line integrals are in pixels)")
             ph = ph.in_pixels(check_count("n", n))
         if not hasattr(ph, "line_integrals"):
-            raise ValueError(f"phantoms[{name!r}]: expected a Phantom, Shape or PixelPhantom, found "
+            raise InputError(f"phantoms[{name!r}]: expected a Phantom, Shape or PixelPhantom, found "
                              f"{type(ph).__name__}")
         if hasattr(ph, "n"):
             sizes.add(int(ph.n))
         out[str(name)] = ph
     if len(sizes) > 1:
-        raise ValueError(f"phantoms: PixelPhantoms of different sizes {sorted(sizes)}; use one grid")
+        raise InputError(f"phantoms: PixelPhantoms of different sizes {sorted(sizes)}; use one grid")
     return out, (sizes.pop() if sizes else n)
 
 
@@ -304,12 +305,12 @@ def acquire_analytic(phantoms: dict, tth, *, n: int | None = None, patterns=None
     tth = np.asarray(tth, float).ravel()
     pats = _phase_patterns(names, tth, patterns, energy_keV, size_nm)
     if pats.shape != (len(names), tth.size):
-        raise ValueError(f"patterns: expected shape {(len(names), tth.size)}, found {pats.shape}")
+        raise InputError(f"patterns: expected shape {(len(names), tth.size)}, found {pats.shape}")
     ang, arange = resolve_angles(angles, n_angles, angle_range_deg)
     translation_step = check_number("translation_step", translation_step, positive=True)
     if n_translations is None:
         if n is None:
-            raise ValueError("n_translations: give the number of translations (or n, the image size)")
+            raise InputError("n_translations: give the number of translations (or n, the image size)")
         n_translations = max(1, int(round(n / translation_step)))
     n_t = check_count("n_translations", n_translations)
 

@@ -35,6 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 import xarray as xr
 
+from ..base.errors import InputError
 from .. import data as _data
 from ..conversions import wavelength_from_energy
 from ..data import DataError
@@ -151,7 +152,7 @@ def _phantom_input(phantom, tth, energy_keV, strain_maps, size_maps, size_nm, no
                             f"pattern_scale, missing {need}")
         return phantom
     if tth is None or energy_keV is None:
-        raise ValueError("parallax_scan: with phase maps (not a chemical_phantom Dataset) give tth= and energy_keV=")
+        raise InputError("parallax_scan: with phase maps (not a chemical_phantom Dataset) give tth= and energy_keV=")
     from .chemical import chemical_phantom
 
     return chemical_phantom(phantom, tth, energy_keV=energy_keV, strain_maps=strain_maps, size_maps=size_maps,
@@ -206,12 +207,12 @@ def parallax_scan(phantom, tth=None, *, distance_mm: float, pixel_size_mm: float
     tth_axis = np.asarray(ds["tth"].values, float)
     px = pixel_size_mm if pixel_size_mm is not None else g_in.translation_step_mm
     if px is None:
-        raise ValueError("pixel_size_mm: give the pixel size (= translation step) in mm, or store it as "
+        raise InputError("pixel_size_mm: give the pixel size (= translation step) in mm, or store it as "
                          "the phantom geometry's translation_step_mm")
     px = _rt.check_number("pixel_size_mm", px, positive=True)
     L = float(distance_mm)
     if not L > 0:
-        raise ValueError(f"distance_mm: expected a positive distance (mm) or inf, found {distance_mm!r}")
+        raise InputError(f"distance_mm: expected a positive distance (mm) or inf, found {distance_mm!r}")
     eta_v = float(ds.attrs.get("eta", eta))
     instr = float(ds.attrs.get("instrumental_fwhm_deg", instrumental_fwhm_deg))
     size_ref = float(ds.attrs.get("size_nm", size_nm))
@@ -240,7 +241,7 @@ def parallax_scan(phantom, tth=None, *, distance_mm: float, pixel_size_mm: float
     s, h = _rt.sample_positions((ny, nx), _rt.check_number("sample_step", sample_step, positive=True), 1.0)
     depth = s * px
     if math.isfinite(L) and L <= np.abs(depth).max():
-        raise ValueError(f"distance_mm: the detector ({L} mm) must lie beyond the sample "
+        raise InputError(f"distance_mm: the detector ({L} mm) must lie beyond the sample "
                          f"(rays reach {np.abs(depth).max():.3g} mm from the axis)")
 
     # per-depth patterns of the uniform phases: (K, T) with and without parallax
