@@ -8,7 +8,7 @@ Three tabs feed one :class:`~xrdwidgets.widgets.state.AppState`:
 * **Upload** — a :class:`~xrdwidgets.widgets.upload.SizeLimitedUpload` button (a file over the
   limit is refused in the browser, before it is sent); the bytes are checked
   (extension, real format signature) and written to a private temporary file, which the ordinary
-  readers of :mod:`xrdwidgets.io` load.
+  readers of :mod:`xrdwidgets.io` load (the tab's code: :mod:`xrdwidgets.widgets.data_upload`).
 * **Simulate** — a Voronoi-grain phantom of the chosen phases scanned with Poisson noise, with
   thick-sample parallax on request (:func:`xrdwidgets.sim.grain_scan.iterate_grain_scan`).
 

@@ -50,6 +50,9 @@ Relation to :func:`skimage.transform.radon`
 
 Values are additive (Shepp–Logan semantics): where shapes of a :class:`Phantom` overlap their
 values add.
+
+The code lives in ``base`` (validation, pixel grid, :class:`Shape`), ``ellipse``, ``polygon`` and
+``composite`` (:class:`Phantom`, :class:`PixelPhantom`); every name is importable from here.
 """
 from __future__ import annotations
 
@@ -57,7 +60,6 @@ from .base import Shape, pixel_centres, pixel_size, skimage_radon_geometry
 from .composite import Phantom, PixelPhantom
 from .ellipse import Circle, Ellipse
 from .polygon import Polygon, Rectangle
-
 
 __all__ = [
     "Shape",
