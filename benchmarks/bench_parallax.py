@@ -5,7 +5,7 @@ Data (no inverse crime)
     strains and crystallite sizes (so peak positions and widths differ by region), scanned with a
     pencil beam (translation step ``--step-mm``, ``--n`` translations × ``--n`` angles over
     0–180°), X-ray energy ``--energy`` keV, detector at ``--distance-mm``. The sinograms come from
-    the independent ray-tracing simulator :func:`xrdwidgets.sim.parallax.parallax_scan` (peak
+    the independent ray-tracing simulator :func:`xrdwidgets.sim.thick_sample.parallax_scan` (peak
     lists placed analytically at each depth's apparent 2θ), not from the operator ParallaxNet
     uses. The 2θ axis covers Ni (111) and (200) with ``--channels`` channels.
 
@@ -52,7 +52,7 @@ from xrdwidgets.geometry import ScanGeometry
 from xrdwidgets.recon.fbp import fbp
 from xrdwidgets.recon.parallaxnet import iterate_parallaxnet
 from xrdwidgets.sim.chemical import chemical_phantom
-from xrdwidgets.sim.parallax import parallax_scan
+from xrdwidgets.sim.thick_sample import parallax_scan
 from xrdwidgets.sim.patterns import reflection_lines
 
 #: (centre y, centre x in units of the sample radius, radius, strain, size nm) of the Ni regions.

@@ -1,10 +1,10 @@
-"""Tests of the thick-sample parallax simulator (xrdwidgets.sim.parallax)."""
+"""Tests of the thick-sample parallax simulator (xrdwidgets.sim.thick_sample)."""
 import numpy as np
 import pytest
 
 from xrdwidgets.geometry import ScanGeometry
 from xrdwidgets.sim.chemical import chemical_phantom
-from xrdwidgets.sim.parallax import _lines_at, apparent_tth, parallax_scan, phase_lines
+from xrdwidgets.sim.thick_sample import _lines_at, apparent_tth, parallax_scan, phase_lines
 from xrdwidgets.sim.patterns import reflection_lines
 from xrdwidgets.sim.scan import acquire
 

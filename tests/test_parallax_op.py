@@ -1,6 +1,6 @@
 """Tests of the differentiable parallax operator (xrdwidgets.ops.parallax).
 
-The oracle is the independent ray-tracing simulator xrdwidgets.sim.parallax (same physics,
+The oracle is the independent ray-tracing simulator xrdwidgets.sim.thick_sample (same physics,
 different code: peak lists placed analytically at their apparent angle, bilinear phase maps).
 """
 import numpy as np
@@ -10,7 +10,7 @@ import torch
 from xrdwidgets.geometry import ScanGeometry
 from xrdwidgets.ops import ParallaxProjector, ParallelProjector
 from xrdwidgets.ops.parallax import INTERPS, apparent_tth, true_tth
-from xrdwidgets.sim import parallax as simpar
+from xrdwidgets.sim import thick_sample as simpar
 from xrdwidgets.sim.chemical import chemical_phantom
 from xrdwidgets.sim.patterns import reflection_lines
 

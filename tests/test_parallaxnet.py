@@ -1,6 +1,6 @@
 """Tests of ParallaxNet (xrdwidgets.recon.parallaxnet) on tiny simulated parallax data.
 
-The data come from the independent simulator (xrdwidgets.sim.parallax.parallax_scan), not from
+The data come from the independent simulator (xrdwidgets.sim.thick_sample.parallax_scan), not from
 the operator ParallaxNet uses. The networks are shrunk (one hidden 3-D convolution of 8 maps)
 and the learning rate raised so that a few hundred epochs suffice on a CPU.
 """
@@ -18,7 +18,7 @@ from xrdwidgets.recon.parallaxnet import (
     parallaxnet,
 )
 from xrdwidgets.sim.chemical import chemical_phantom
-from xrdwidgets.sim.parallax import parallax_scan
+from xrdwidgets.sim.thick_sample import parallax_scan
 
 E = 60.0
 NI_111 = 5.82202352   # Ni (111) at 60 keV, degrees

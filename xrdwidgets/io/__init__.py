@@ -15,6 +15,9 @@ Public API
     :class:`ZarrStackWriter` fills a stack larger than memory block by block.
 ``describe(obj_or_path)``
     Text summary: dims, coords, geometry, value range, provenance.
+``probe_stack(path)`` / ``load_stack(path, variable=..., npy_dims=...)``
+    Read a sinogram stack from any of these files, the reader chosen by file type and layout
+    (what the app's data panel calls).
 
 The own HDF5 layout (``xrdwidgets.hdf5``, version 1)
 ----------------------------------------------------
@@ -54,9 +57,10 @@ same folder, then ``os.replace``): a failure leaves the original untouched and n
 Modules
 -------
 Everything above is importable from :mod:`xrdwidgets.io` itself; the code lives in
-``hdf5`` (own layout, ``load`` dispatch), ``ndtomo``, ``sd2i``, ``npy``, ``zarr_store``,
-``summary`` (``describe``), and the private ``_common`` (errors, paths, atomic writes, attrs
-codec, provenance) and ``_reading`` (shared reader helpers).
+``hdf5`` (own layout, ``load`` dispatch), ``ndtomo``, ``sd2i_files``, ``npy``, ``zarr_store``,
+``summary`` (``describe``), ``dispatch`` (``probe_stack``, ``load_stack``), and the private
+``_common`` (errors, paths, atomic writes, attrs codec, provenance) and ``_reading`` (shared
+reader helpers).
 """
 from __future__ import annotations
 
@@ -66,10 +70,11 @@ from ._common import (  # noqa: F401
     CHUNK_MIN_BYTES, CHUNK_TARGET_BYTES, FORMAT_NAME, FORMAT_VERSION, ZARR_FORMAT_NAME,
     XRDFileError, XRDFileNotFoundError, log,
 )
+from .dispatch import StackFile, load_stack, probe_stack
 from .hdf5 import load, read_provenance, save
 from .ndtomo import NDTOMO_AXES, load_ndtomo  # noqa: F401
 from .npy import load_npy
-from .sd2i import list_sd2i, load_sd2i
+from .sd2i_files import list_sd2i, load_sd2i
 from .summary import describe
 from .zarr_store import ZarrStackWriter, create_zarr_stack, open_zarr, open_zarr_stack, save_zarr
 
@@ -77,4 +82,5 @@ __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "ZARR_FORMAT_NAME", "XRDFileError", "XRDFileNotFoundError",
     "save", "load", "read_provenance", "load_ndtomo", "list_sd2i", "load_sd2i", "load_npy",
     "save_zarr", "open_zarr", "create_zarr_stack", "open_zarr_stack", "ZarrStackWriter", "describe",
+    "StackFile", "probe_stack", "load_stack",
 ]

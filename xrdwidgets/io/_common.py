@@ -20,7 +20,7 @@ from .._version import __version__
 from ..base.atomic import atomic_path, remove_path
 from ..base.checks import check_writable
 from ..data import SPECTRAL_DIMS, DataError
-from ..base.errors import FileFormatError
+from ..base.errors import FileFormatError, InputTypeError
 
 #: One logger for the whole package (named ``xrdwidgets.io``, as before the split).
 log = logging.getLogger(__package__)
@@ -71,7 +71,7 @@ class XRDFileNotFoundError(XRDFileError, FileNotFoundError):
 # ============================================================================ paths
 def _as_path(path) -> Path:
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"expected a file path (str or os.PathLike), found {type(path).__name__}")
+        raise InputTypeError(f"expected a file path (str or os.PathLike), found {type(path).__name__}")
     return Path(path).expanduser()
 
 

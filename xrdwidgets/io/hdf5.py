@@ -24,7 +24,7 @@ from ._common import (
 )
 from ._reading import _check_size, _inventory, _layout, _open_h5
 from .ndtomo import load_ndtomo
-from .sd2i import load_sd2i
+from .sd2i_files import load_sd2i
 from .zarr_store import _zarr_root_attrs, open_zarr
 
 

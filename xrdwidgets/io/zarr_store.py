@@ -249,7 +249,7 @@ class ZarrStackWriter:
             if len(lead) >= len(self.shape) - 2 or any(not 0 <= i < n for i, n in zip(lead, self.shape)):
                 raise DataError(f"{self.path}: lead index {lead} does not fit the leading dims "
                                 f"{self.dims[:len(lead)]} of shape {self.shape[:len(lead)]}")
-            values = np.asarray(_data._to_numpy(block, "block"))
+            values = np.asarray(_data.to_numpy(block, "block"))
             inner = self.shape[len(lead):-1]
             if values.shape[:-1] != inner:
                 raise DataError(f"{self.path}: block shape {values.shape}, expected {inner} + (n channels,)")
@@ -267,7 +267,7 @@ class ZarrStackWriter:
         else:
             if start is None:
                 raise DataError(f"{self.path}: write_block needs start= for a plain array")
-            values = np.asarray(_data._to_numpy(block, "block"))
+            values = np.asarray(_data.to_numpy(block, "block"))
         if values.ndim != len(self.shape) or values.shape[:-1] != self.shape[:-1]:
             raise DataError(f"{self.path}: block shape {values.shape}, expected {self.shape[:-1]} + "
                             f"(n channels,) in dims order {self.dims}")

@@ -18,7 +18,7 @@ at the *apparent* angle
   (``u`` is the offset from the rotation axis *against* the beam, i.e. away from the detector).
 
 Both give ``Δ2θ ≈ −(s / L) sin 2θ cos 2θ`` to first order — a voxel nearer the detector is seen
-at lower 2θ, as in the independent simulator :func:`xrdwidgets.sim.parallax.parallax_scan` — and
+at lower 2θ, as in the independent simulator :func:`xrdwidgets.sim.thick_sample.parallax_scan` — and
 differ at second order (measured: 0.3 % of the shift at 2θ = 30°, s/L = 0.012; 0.02 % at 8°).
 The simulator uses the ``atan`` form, so it is the default.
 
@@ -99,7 +99,7 @@ Agreement with the simulator (measured, ``tests/test_parallax_op.py``)
 ----------------------------------------------------------------------
 On a Ni disc + off-centre CeO2 core, 41 px of 0.25 mm, L = 300 mm, 60 keV, 240 channels over
 5.3–6.5° (CeO2 peak shifted by up to 8.5 channels), the operator reproduces
-:func:`~xrdwidgets.sim.parallax.parallax_scan` to 0.7 % relative L2 with ``interp="linear"``,
+:func:`~xrdwidgets.sim.thick_sample.parallax_scan` to 0.7 % relative L2 with ``interp="linear"``,
 0.3 % with ``"cubic"``, 0.23 % with ``"lanczos3"`` (0.05 % without parallax); per-ray peak
 centroids agree to 0.03 channel (max). The interpolation figures above are from the same tests.
 """

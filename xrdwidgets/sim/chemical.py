@@ -14,7 +14,7 @@ values, and only once per distinct (strain, size) pair; everything else is one m
 The returned :class:`xarray.Dataset` holds the volume and its truth: ``volume`` (y, x, tth),
 ``phase_maps`` (phase, y, x), ``patterns`` (phase, tth), ``pattern_scale`` (phase), and when
 given ``strain`` / ``size`` (phase, y, x) and ``background`` (tth); geometry and provenance in
-attrs. :func:`xrdwidgets.sim.scan.acquire` scans it; :func:`xrdwidgets.sim.parallax.parallax_scan`
+attrs. :func:`xrdwidgets.sim.scan.acquire` scans it; :func:`xrdwidgets.sim.thick_sample.parallax_scan`
 re-uses its maps and pattern parameters.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ import logging
 import numpy as np
 import xarray as xr
 
+from ..base.errors import InputError
 from .. import data as _data
 from ..data import DataError
 from ..geometry import ScanGeometry
@@ -64,7 +65,7 @@ def _raw_reference(phases, tth, *, energy_keV, size_nm, eta, instrumental_fwhm_d
 
 def _scales(raw, phases, normalise):
     if normalise not in ("max", None):
-        raise ValueError(f"normalise: expected 'max' or None, found {normalise!r}")
+        raise InputError(f"normalise: expected 'max' or None, found {normalise!r}")
     if normalise is None:
         return np.ones(len(phases))
     peak = raw.max(axis=1)
@@ -215,7 +216,7 @@ def chemical_phantom(phase_maps, tth, *, energy_keV: float, strain_maps=None, si
     """
     pm = _patterns_module()
     if normalise not in ("max", None):
-        raise ValueError(f"normalise: expected 'max' or None, found {normalise!r}")
+        raise InputError(f"normalise: expected 'max' or None, found {normalise!r}")
     names, maps = _phase_maps(phase_maps)
     n_p, ny, nx = maps.shape
     tth = np.asarray(tth, float).ravel()

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ..base.errors import InputError
 from ..geometry import ScanGeometry
 from .chemical import chemical_phantom
 from .scan import acquire
@@ -77,7 +78,7 @@ def demo(*, seed: int = 0, size: str = "default", energy_keV: float = 60.0, dose
         and x/y in mm (10 µm steps), angle and tth in degrees.
     """
     if size not in DEMO_SIZES:
-        raise ValueError(f"demo: size must be one of {sorted(DEMO_SIZES)}, found {size!r}")
+        raise InputError(f"demo: size must be one of {sorted(DEMO_SIZES)}, found {size!r}")
     n, na, nc = DEMO_SIZES[size]
     n = int(n_translations or n)
     na = int(n_angles or na)
@@ -149,7 +150,7 @@ def demo_with_fbp(size: str = "small", *, reconstruct: bool = True):
         The dataset of :func:`demo` and the FBP volume ``(y, x, tth)``.
     """
     if size not in DEMO_SIZES:
-        raise ValueError(f"demo_with_fbp: size must be one of {tuple(DEMO_SIZES)}, found {size!r}")
+        raise InputError(f"demo_with_fbp: size must be one of {tuple(DEMO_SIZES)}, found {size!r}")
     folder = os.environ.get(DEMO_CACHE_ENV)
     if folder:
         from .. import io

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ..base.errors import InputError
 from ..geometry import ScanGeometry
 
 log = logging.getLogger(__name__)
@@ -272,7 +273,7 @@ def write_images(frames, folder, name, fmt="edf"):
 def _thick_patterns(volume, tth, angles, n_t, translation_step, pixel_mm, cells, ai, tth_sub_shape,
                     oversample, samples_per_pixel=2):
     """Frames of a thick sample: each point along the beam draws its rings from its own distance."""
-    from .scan import _ray_points, interpolation_weights
+    from .raytrace import interpolation_weights, ray_points
 
     ny, nx, nc = volume.shape
     pad = 2
@@ -286,7 +287,7 @@ def _thick_patterns(volume, tth, angles, n_t, translation_step, pixel_mm, cells,
     geo = {}
     for t_idx, a_idx in cells:
         p = (np.array([t_idx]) - (n_t - 1) / 2.0) * translation_step
-        y, x = _ray_points((ny, nx), np.radians(np.array(angles[a_idx])), p, s)
+        y, x = ray_points((ny, nx), np.radians(np.array(angles[a_idx])), p, s)
         y, x = y.ravel() + pad, x.ravel() + pad
         ok = (y >= 0) & (y < vol.shape[0] - 1) & (x >= 0) & (x < vol.shape[1] - 1)
         frame = 0.0
@@ -400,7 +401,7 @@ def simulate_raw_scan(folder, *, name: str = "scan", n_translations: int = 8, n_
                         pixel_size_mm=pixel_size_mm)
     n_px = n - 2 * int(air_margin)
     if n_px < 2:
-        raise ValueError(f"air_margin: expected fewer than {n // 2} translations per side, found {air_margin}")
+        raise InputError(f"air_margin: expected fewer than {n // 2} translations per side, found {air_margin}")
     maps = demo_phase_maps(n_px) if phase_maps is None else dict(phase_maps)
     truth_vol = chemical_phantom(maps, tth, energy_keV=energy_keV, geometry=geom,
                                  instrumental_fwhm_deg=instrumental_fwhm_deg)

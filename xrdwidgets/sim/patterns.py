@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..base.errors import InputError, InputTypeError
 from ..conversions import HC_KEV_ANGSTROM, wavelength_from_energy
 from ..base.validators import check_float
 from .structures import Phase, get_phase
@@ -91,9 +92,9 @@ def pseudo_voigt(x, centre, fwhm, eta):
     fwhm = np.asarray(fwhm, dtype=float)
     eta = np.asarray(eta, dtype=float)
     if np.any(~(fwhm > 0)) or np.any(~np.isfinite(fwhm)):
-        raise ValueError(f"fwhm must be finite and > 0; found {_show(fwhm)}")
+        raise InputError(f"fwhm must be finite and > 0; found {_show(fwhm)}")
     if np.any(~((eta >= 0) & (eta <= 1))):
-        raise ValueError(f"eta must be within [0, 1]; found {_show(eta)}")
+        raise InputError(f"eta must be within [0, 1]; found {_show(eta)}")
     u2 = ((np.asarray(x, dtype=float) - np.asarray(centre, dtype=float)) / fwhm) ** 2
     return _pv_shape(u2, eta) / fwhm
 
@@ -131,12 +132,12 @@ def scherrer_fwhm(tth_deg, size_nm, wavelength_A, K=0.9):
     """
     size = np.asarray(size_nm, dtype=float)
     if np.any(~(size > 0)):
-        raise ValueError(f"size_nm must be > 0 (np.inf for no size broadening); found {_show(size_nm)}")
+        raise InputError(f"size_nm must be > 0 (np.inf for no size broadening); found {_show(size_nm)}")
     lam = _positive_scalar("wavelength_A", wavelength_A)
     K = _positive_scalar("K", K)
     tth = np.asarray(tth_deg, dtype=float)
     if np.any(~((tth > 0) & (tth < 180))):
-        raise ValueError(f"tth_deg must be within (0, 180) degrees; found {_show(tth_deg)}")
+        raise InputError(f"tth_deg must be within (0, 180) degrees; found {_show(tth_deg)}")
     beta = K * lam / (10.0 * size * np.cos(np.deg2rad(tth) / 2.0))
     out = np.rad2deg(beta)
     return float(out) if out.ndim == 0 else out
@@ -176,7 +177,7 @@ def _positive_scalar(name, value):
 def _wavelength(energy_keV, wavelength_A):
     """(wavelength Å, energy keV) from exactly one of the two."""
     if (energy_keV is None) == (wavelength_A is None):
-        raise ValueError(
+        raise InputError(
             "give exactly one of energy_keV and wavelength_A; found "
             f"energy_keV={energy_keV!r}, wavelength_A={wavelength_A!r}"
         )
@@ -190,15 +191,15 @@ def _wavelength(energy_keV, wavelength_A):
 def _tth_axis(tth):
     t = np.asarray(tth, dtype=float)
     if t.ndim != 1 or t.size == 0:
-        raise ValueError(f"tth must be a non-empty 1-D array of 2θ in degrees; found shape {t.shape}")
+        raise InputError(f"tth must be a non-empty 1-D array of 2θ in degrees; found shape {t.shape}")
     if not np.all(np.isfinite(t)) or t[0] <= 0 or t[-1] >= 180:
-        raise ValueError(
+        raise InputError(
             f"tth must be finite and within (0, 180) degrees; found range [{t.min():g}, {t.max():g}]"
         )
     steps = np.diff(t)
     if np.any(steps <= 0):
         i = int(np.argmax(steps <= 0))
-        raise ValueError(
+        raise InputError(
             f"tth must be strictly increasing; found tth[{i}]={t[i]:g} followed by tth[{i + 1}]={t[i + 1]:g}"
         )
     return t
@@ -207,7 +208,7 @@ def _tth_axis(tth):
 def _phase(phase):
     if isinstance(phase, (str, Phase)):
         return get_phase(phase)
-    raise TypeError(f"phase must be a phase name or a Phase; found {type(phase).__name__}")
+    raise InputTypeError(f"phase must be a phase name or a Phase; found {type(phase).__name__}")
 
 
 # ----------------------------------------------------------------------------- lines
@@ -255,7 +256,7 @@ def reflection_table(phase, *, energy_keV=None, wavelength_A=None, strain=0.0, t
     phase = _phase(phase)
     lam, energy = _wavelength(energy_keV, wavelength_A)
     if np.ndim(strain) != 0:
-        raise ValueError(f"strain must be a scalar here (use powder_patterns for maps); found shape {np.shape(strain)}")
+        raise InputError(f"strain must be a scalar here (use powder_patterns for maps); found shape {np.shape(strain)}")
     eps = float(strain)
     lo, hi = (0.0, 180.0) if tth_range is None else _range(tth_range)
     tth, intensity, reachable = _lines(phase, lam, energy, eps)
@@ -278,9 +279,9 @@ def _range(tth_range):
     try:
         lo, hi = (float(x) for x in tth_range)
     except (TypeError, ValueError):
-        raise ValueError(f"tth_range must be (min, max) in degrees; found {tth_range!r}") from None
+        raise InputError(f"tth_range must be (min, max) in degrees; found {tth_range!r}") from None
     if not (0 <= lo < hi <= 180):
-        raise ValueError(f"tth_range must satisfy 0 <= min < max <= 180 degrees; found {tth_range!r}")
+        raise InputError(f"tth_range must satisfy 0 <= min < max <= 180 degrees; found {tth_range!r}")
     return lo, hi
 
 
@@ -356,7 +357,7 @@ def powder_pattern(
         Shape (n_tth,).
     """
     if np.ndim(strain) != 0 or np.ndim(size_nm) != 0:
-        raise ValueError(
+        raise InputError(
             "strain and size_nm must be scalars in powder_pattern (use powder_patterns for maps); "
             f"found shapes {np.shape(strain)} and {np.shape(size_nm)}"
         )
@@ -418,15 +419,15 @@ def powder_patterns(
     lam, energy = _wavelength(energy_keV, wavelength_A)
     eta = float(eta)
     if not 0 <= eta <= 1:
-        raise ValueError(f"eta must be within [0, 1]; found {eta!r}")
+        raise InputError(f"eta must be within [0, 1]; found {eta!r}")
     instr = float(instrumental_fwhm_deg)
     if not (np.isfinite(instr) and instr >= 0):
-        raise ValueError(f"instrumental_fwhm_deg must be finite and >= 0; found {_show(instrumental_fwhm_deg)}")
+        raise InputError(f"instrumental_fwhm_deg must be finite and >= 0; found {_show(instrumental_fwhm_deg)}")
     if normalise not in ("max", None):
-        raise ValueError(f"normalise must be 'max' or None; found {normalise!r}")
+        raise InputError(f"normalise must be 'max' or None; found {normalise!r}")
     eps, size = _pixel_parameters(strain, size_nm)
     if instr == 0 and np.any(np.isinf(size)):
-        raise ValueError("instrumental_fwhm_deg = 0 with size_nm = inf gives lines of zero width")
+        raise InputError("instrumental_fwhm_deg = 0 with size_nm = inf gives lines of zero width")
 
     pos, intensity, _ = _lines(phase, lam, energy, eps)  # (n, R)
     width = np.sqrt(instr**2 + scherrer_fwhm(pos, size[:, None], lam) ** 2)
@@ -489,15 +490,15 @@ def _pixel_parameters(strain, size_nm):
     size = np.asarray(size_nm, dtype=float)
     for name, arr in (("strain", eps), ("size_nm", size)):
         if arr.ndim > 1:
-            raise ValueError(f"{name} must be a scalar or 1-D array; found shape {arr.shape}")
+            raise InputError(f"{name} must be a scalar or 1-D array; found shape {arr.shape}")
     try:
         eps, size = np.broadcast_arrays(np.atleast_1d(eps), np.atleast_1d(size))
     except ValueError:
-        raise ValueError(
+        raise InputError(
             f"strain and size_nm must have the same length; found {eps.shape} and {size.shape}"
         ) from None
     if np.any(~np.isfinite(eps)) or np.any(eps <= -1):
-        raise ValueError(f"strain must be finite and > -1; found {_show(eps)}")
+        raise InputError(f"strain must be finite and > -1; found {_show(eps)}")
     if np.any(~(size > 0)):
-        raise ValueError(f"size_nm must be > 0 (np.inf for no size broadening); found {_show(size)}")
+        raise InputError(f"size_nm must be > 0 (np.inf for no size broadening); found {_show(size)}")
     return np.ascontiguousarray(eps), np.ascontiguousarray(size)

@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from ..base.errors import InputError
 from .shapes import (
     Circle,
     Ellipse,
@@ -34,13 +35,11 @@ from .shapes import (
     Polygon,
     Rectangle,
     Shape,
-    _check_scalar,
-    _check_size,
-    _check_vector,
     pixel_centres,
     pixel_size,
     skimage_radon_geometry,
 )
+from .shapes.base import check_scalar, check_size, check_vector
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +138,9 @@ def voronoi_grains(n: int, n_grains: int, seed: int = 0, *, radius: float = 0.9,
     """
     from scipy.spatial import cKDTree
 
-    n = _check_size("n", n)
-    n_grains = _check_size("n_grains", n_grains)
-    radius = _check_scalar("radius", radius, positive=True)
+    n = check_size("n", n)
+    n_grains = check_size("n_grains", n_grains)
+    radius = check_scalar("radius", radius, positive=True)
     rng = np.random.default_rng(seed)
     seeds = _uniform_in_disk(rng, n_grains, radius)
     c = pixel_centres(n)
@@ -184,20 +183,20 @@ def random_blobs_phantom(n: int, n_shapes: int, seed: int = 0, *, radius: float 
     Phantom
         Values add where shapes overlap; use :meth:`Phantom.area_fractions` for one map per shape.
     """
-    n = _check_size("n", n)
-    n_shapes = _check_size("n_shapes", n_shapes)
-    radius = _check_scalar("radius", radius, positive=True)
+    n = check_size("n", n)
+    n_shapes = check_size("n_shapes", n_shapes)
+    radius = check_scalar("radius", radius, positive=True)
     if size_range is None:
         lo = min(max(0.05, 8.0 / n), 0.5 * radius)
         size_range = (lo, max(0.3, lo))
-    smin, smax = _check_vector("size_range", size_range, 2, positive=True)
+    smin, smax = check_vector("size_range", size_range, 2, positive=True)
     if smax < smin or smin >= radius:
-        raise ValueError(f"size_range must be (min, max) with min <= max and min < radius={radius}; "
+        raise InputError(f"size_range must be (min, max) with min <= max and min < radius={radius}; "
                          f"found {size_range!r}")
-    vmin, vmax = _check_vector("value_range", value_range, 2)
-    pf = _check_scalar("polygon_fraction", polygon_fraction)
+    vmin, vmax = check_vector("value_range", value_range, 2)
+    pf = check_scalar("polygon_fraction", polygon_fraction)
     if not 0.0 <= pf <= 1.0:
-        raise ValueError(f"polygon_fraction must be in [0, 1]; found {polygon_fraction!r}")
+        raise InputError(f"polygon_fraction must be in [0, 1]; found {polygon_fraction!r}")
     rng = np.random.default_rng(seed)
     shapes = []
     for _ in range(n_shapes):
@@ -222,8 +221,8 @@ def random_blobs_phantom(n: int, n_shapes: int, seed: int = 0, *, radius: float 
 
 # --------------------------------------------------------------------------- 3-D volumes
 def _volume_size(n, nz):
-    n = _check_size("n", n)
-    nz = n if nz is None else _check_size("nz", nz)
+    n = check_size("n", n)
+    nz = n if nz is None else check_size("nz", nz)
     return n, nz
 
 
@@ -244,7 +243,7 @@ def _raster_3d(n, nz, bounds, sdf, supersample):
     voxels whose centre is farther than half a diagonal from the boundary are uniform; only the
     others are supersampled with ``supersample³`` points.
     """
-    s = _check_size("supersample", supersample)
+    s = check_size("supersample", supersample)
     h = 2.0 / n
     z, y, x = volume_centres(n, nz)
     (x0, x1), (y0, y1), (z0, z1) = bounds
@@ -298,10 +297,10 @@ def ellipsoid(n: int, nz: int | None = None, *, centre=(0.0, 0.0, 0.0), axes=(0.
         Points per voxel side used on voxels that straddle the surface (1: centre sampling).
     """
     n, nz = _volume_size(n, nz)
-    cx, cy, cz = _check_vector("centre", centre, 3)
-    a, b, c = _check_vector("axes", axes, 3, positive=True)
-    value = _check_scalar("value", value)
-    phi = math.radians(_check_scalar("angle_deg", angle_deg))
+    cx, cy, cz = check_vector("centre", centre, 3)
+    a, b, c = check_vector("axes", axes, 3, positive=True)
+    value = check_scalar("value", value)
+    phi = math.radians(check_scalar("angle_deg", angle_deg))
     ca, sa = math.cos(phi), math.sin(phi)
     rmin = min(a, b, c)
 
@@ -324,9 +323,9 @@ def sphere(n: int, nz: int | None = None, *, centre=(0.0, 0.0, 0.0), radius: flo
     See :func:`ellipsoid` for the grid and ``supersample``.
     """
     n, nz = _volume_size(n, nz)
-    cx, cy, cz = _check_vector("centre", centre, 3)
-    r = _check_scalar("radius", radius, positive=True)
-    value = _check_scalar("value", value)
+    cx, cy, cz = check_vector("centre", centre, 3)
+    r = check_scalar("radius", radius, positive=True)
+    value = check_scalar("value", value)
 
     def sdf(x, y, z):
         return np.sqrt((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) - r
@@ -351,15 +350,15 @@ def cylinder(n: int, nz: int | None = None, *, centre=(0.0, 0.0), radius: float 
     See :func:`ellipsoid` for ``n``, ``nz``, ``value`` and ``supersample``.
     """
     n, nz = _volume_size(n, nz)
-    cx, cy = _check_vector("centre", centre, 2)
-    r = _check_scalar("radius", radius, positive=True)
-    value = _check_scalar("value", value)
+    cx, cy = check_vector("centre", centre, 2)
+    r = check_scalar("radius", radius, positive=True)
+    value = check_scalar("value", value)
     if z_range is None:
         zmid, half = 0.0, math.inf
     else:
-        za, zb = _check_vector("z_range", z_range, 2)
+        za, zb = check_vector("z_range", z_range, 2)
         if zb <= za:
-            raise ValueError(f"z_range must be (z_min, z_max) with z_max > z_min; found {z_range!r}")
+            raise InputError(f"z_range must be (z_min, z_max) with z_max > z_min; found {z_range!r}")
         zmid, half = 0.5 * (za + zb), 0.5 * (zb - za)
 
     def sdf(x, y, z):

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 import numpy as np
-from ..base.errors import InputError
+from ..base.errors import InputError, InputTypeError
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class Phase:
         """
         eps = np.asarray(strain, dtype=float)
         if np.any(~np.isfinite(eps)) or np.any(eps <= -1):
-            raise ValueError(f"strain must be finite and > -1; found {strain!r}")
+            raise InputError(f"strain must be finite and > -1; found {strain!r}")
         d = np.array([r.d for r in self.reflections], dtype=float)
         return np.multiply.outer(1.0 + eps, d)
 
@@ -253,12 +253,12 @@ def d_spacing(lattice, hkl):
     """
     lattice = tuple(lattice)
     if len(lattice) != 6:
-        raise ValueError(f"lattice must be (a, b, c, alpha, beta, gamma); found {len(lattice)} values")
+        raise InputError(f"lattice must be (a, b, c, alpha, beta, gamma); found {len(lattice)} values")
     h = np.asarray(hkl, dtype=float)
     if h.shape[-1:] != (3,):
-        raise ValueError(f"hkl must have a last axis of length 3; found shape {h.shape}")
+        raise InputError(f"hkl must have a last axis of length 3; found shape {h.shape}")
     if np.any(np.all(h == 0, axis=-1)):
-        raise ValueError("hkl must not be (0, 0, 0)")
+        raise InputError("hkl must not be (0, 0, 0)")
     inv_d2 = np.einsum("...i,ij,...j->...", h, np.linalg.inv(_metric(lattice)), h)
     d = 1.0 / np.sqrt(inv_d2)
     return float(d) if d.ndim == 0 else d
@@ -269,7 +269,7 @@ def _table():
     text = resources.files("xrdwidgets.sim").joinpath(_TABLE).read_text(encoding="utf-8")
     raw = json.loads(text)
     if raw.get("format") != "xrdwidgets-phases":
-        raise ValueError(f"{_TABLE}: not an xrdwidgets phase table (format={raw.get('format')!r})")
+        raise InputError(f"{_TABLE}: not an xrdwidgets phase table (format={raw.get('format')!r})")
     phases = {}
     aliases = {}
     for p in raw["phases"]:
@@ -335,7 +335,7 @@ def get_phase(name):
     if isinstance(name, Phase):
         return name
     if not isinstance(name, str):
-        raise TypeError(f"phase must be a name (str) or a Phase; found {type(name).__name__}")
+        raise InputTypeError(f"phase must be a name (str) or a Phase; found {type(name).__name__}")
     phases, aliases, _, _ = _table()
     key = aliases.get(name.strip().lower())
     if key is None:
@@ -363,10 +363,10 @@ def anomalous_scattering(element, energy_keV):
     """
     _, _, energies, factors = _table()
     if element not in factors:
-        raise ValueError(f"element must be one of {sorted(factors)}; found {element!r}")
+        raise InputError(f"element must be one of {sorted(factors)}; found {element!r}")
     e = float(energy_keV)
     if not np.isfinite(e) or not energies[0] <= e <= energies[-1]:
-        raise ValueError(
+        raise InputError(
             f"energy_keV must be within {energies[0]:g}–{energies[-1]:g} keV (the range of the "
             f"anomalous-scattering table); found {energy_keV!r}"
         )

@@ -8,9 +8,9 @@ Three tabs feed one :class:`~xrdwidgets.widgets.state.AppState`:
 * **Upload** — a :class:`~xrdwidgets.widgets.upload.SizeLimitedUpload` button (a file over the
   limit is refused in the browser, before it is sent); the bytes are checked
   (extension, real format signature) and written to a private temporary file, which the ordinary
-  readers of :mod:`xrdwidgets.io` load.
+  readers of :mod:`xrdwidgets.io` load (the tab's code: :mod:`xrdwidgets.widgets.data_upload`).
 * **Simulate** — a Voronoi-grain phantom of the chosen phases scanned with Poisson noise, with
-  thick-sample parallax on request (:func:`iterate_simulation`).
+  thick-sample parallax on request (:func:`xrdwidgets.sim.grain_scan.iterate_grain_scan`).
 
 Below the tabs, an overview of what was loaded: the sinogram of the strongest channel and the
 mean pattern (:func:`stack_overview`, computed in a job whenever ``state.raw`` changes).
@@ -22,10 +22,7 @@ Bad files give a one-line error in the panel (never a traceback), and the panel 
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
-import shutil
-import weakref
 from pathlib import Path
 
 import ipywidgets as w
@@ -37,7 +34,7 @@ from ..base.progress import Progress
 from . import plotting as _fig
 from .job_view import JobView
 from .state import AppState
-from .upload import SizeLimitedUpload
+from .data_upload import NPY_AXIS_ORDERS, UploadTab
 
 log = logging.getLogger(__name__)
 
@@ -73,171 +70,34 @@ def _overview_job(stack):
     yield Progress(iteration=0, total=1, metrics={"step": "overview"})
     return stack_overview(stack)
 
-#: Axis orders offered for ``.npy`` files (the spectral axis is read as ``channel``).
-NPY_AXIS_ORDERS = tuple(itertools.permutations(("translation", "angle", "channel")))
 #: Defaults of the simulation tab.
 SIM_DEFAULT_PHASES = ("Ni", "CeO2", "TiO2")
-#: 2θ range (deg) and energy (keV) of simulated scans (the demo's: lines of every phase fall in it).
-SIM_TTH_RANGE = (2.5, 9.5)
-SIM_ENERGY_KEV = 60.0
-#: Translation step (mm) of simulated scans: a 48-pixel sample is 2.4 mm across.
-SIM_STEP_MM = 0.05
 
 #: Errors whose message is meant for the user (bad files, bad choices); any other exception is a
 #: bug: the visitor sees its type and the traceback goes to the server log.
 _EXPECTED_ERRORS = (OSError, ValueError)
 
 
-# ============================================================================ simulation
-def iterate_simulation(phases, *, size: int = 48, n_angles: int | None = None, n_channels: int = 200,
-                       dose: float | None = 1e4, parallax_mm: float | None = None, n_grains: int = 12,
-                       seed: int = 0):
-    """Simulate a scan of a multi-phase grain phantom, as a generator of progress events.
+def iterate_simulation(phases, **kwargs):
+    """The Simulate tab's job: :func:`xrdwidgets.sim.grain_scan.iterate_grain_scan` (a generator
+    of progress events returning the Dataset), imported when first used."""
+    from ..sim.grain_scan import iterate_grain_scan
 
-    The sample is a disk of ``n_grains`` Voronoi grains (:func:`~xrdwidgets.sim.phantoms.voronoi_grains`),
-    each made of one of ``phases`` (assigned at random, every phase at least once), with the
-    phases' powder patterns (:func:`~xrdwidgets.sim.chemical.chemical_phantom`) at 60 keV over
-    2θ 2.5–9.5°, pixel = translation step = 50 µm. It is scanned over 0–180° by ray tracing
-    (:func:`~xrdwidgets.sim.scan.acquire`) or, with ``parallax_mm``, by the thick-sample parallax
-    model (:func:`~xrdwidgets.sim.parallax.parallax_scan`) followed by the same Poisson noise model
-    (:func:`~xrdwidgets.sim.scan.measure`).
-
-    Parameters
-    ----------
-    phases : sequence of str
-        Phase names from :func:`xrdwidgets.sim.structures.list_phases` (at least one).
-    size : int
-        Image size = number of translations.
-    n_angles : int, optional
-        Default ``round(1.2 * size)``.
-    n_channels : int
-        Number of 2θ channels.
-    dose : float or None
-        Expected counts at the brightest point (Poisson noise); ``None``: noise-free.
-    parallax_mm : float or None
-        Rotation axis to detector distance (mm) for the parallax model; ``None``: no parallax.
-    n_grains : int
-    seed : int
-        Seeds the grains, their phases and the noise.
-
-    Yields
-    ------
-    Progress
-        After the phantom (1 of 2) and the scan (2 of 2).
-
-    Returns
-    -------
-    xarray.Dataset
-        ``sinogram`` (translation, angle, tth) and the truth: ``clean``, ``volume``,
-        ``phase_maps``, ``patterns``, …
-    """
-    from ..geometry import ScanGeometry
-    from ..sim.chemical import chemical_phantom
-    from ..sim.phantoms import voronoi_grains
-    from ..sim.structures import get_phase
-
-    names = [get_phase(p).name for p in phases]
-    if not names:
-        raise ValueError("choose at least one phase to simulate")
-    if len(set(names)) != len(names):
-        raise ValueError(f"phases: each phase once, found {names}")
-    n = int(size)
-    if not 8 <= n <= 512:
-        raise ValueError(f"size: expected 8 to 512 pixels, found {size!r}")
-    na = int(n_angles) if n_angles is not None else max(2, round(1.2 * n))
-    n_grains = max(int(n_grains), len(names))
-    rng = np.random.default_rng(seed)
-    labels = voronoi_grains(n, n_grains, seed=seed)
-    owner = rng.permutation(np.arange(n_grains) % len(names))  # every phase owns >= 1 grain
-    maps = {p: ((labels > 0) & (owner[np.maximum(labels, 1) - 1] == k)).astype(float)
-            for k, p in enumerate(names)}
-    tth = np.linspace(*SIM_TTH_RANGE, int(n_channels))
-    geom = ScanGeometry(energy_keV=SIM_ENERGY_KEV, distance_mm=parallax_mm or 900.0,
-                        translation_step_mm=SIM_STEP_MM, pixel_size_mm=0.172)
-    truth = chemical_phantom(maps, tth, energy_keV=SIM_ENERGY_KEV, geometry=geom, size_nm=40.0,
-                             instrumental_fwhm_deg=0.03)
-    yield Progress(1, 2, metrics={"step": "phantom"})
-    scan = _scan(truth, n, na, dose, parallax_mm, seed)
-    yield Progress(2, 2, metrics={"step": "scan"})
-    ds = scan.merge(truth.drop_vars([v for v in truth.data_vars if v in scan.data_vars]),
-                    combine_attrs="override")
-    ds = ds.drop_vars([v for v in ("ideal",) if v in ds.data_vars])
-    ds.attrs.update(scan["sinogram"].attrs)
-    ds.attrs["title"] = (f"simulated {', '.join(names)} grains, {n} px, "
-                         + (f"dose {dose:g}" if dose else "noise-free")
-                         + (f", parallax L = {parallax_mm:g} mm" if parallax_mm else ""))
-    return ds
+    return iterate_grain_scan(phases, **kwargs)
 
 
-def _scan(truth, n, na, dose, parallax_mm, seed):
-    from ..sim.parallax import parallax_scan
-    from ..sim.scan import acquire, measure
-
-    if not parallax_mm:
-        return acquire(truth, n_angles=na, n_translations=n, dose=dose, seed=seed)
-    ps = parallax_scan(truth, distance_mm=float(parallax_mm), n_angles=na, n_translations=n,
-                       reference=False)
-    clean = ps["sinogram"]
-    res = measure(lambda offsets: clean.values, n, clean["angle"].values, clean["tth"].values,
-                  dose=dose, seed=seed, keep_truth=False)
-    out = ps.copy()
-    out["clean"] = clean * res["scale"]
-    out["sinogram"] = clean.copy(data=res["sinogram"])
-    if dose:
-        out["sinogram"].attrs["units"] = out["clean"].attrs["units"] = "counts"
-    return out
-
-
-# ============================================================================ loading
 def _probe(path: Path):
-    """``("sd2i", [names])``, ``("npy", None)`` or ``(None, None)`` for another kind.
-
-    Raises :class:`~xrdwidgets.io.XRDFileError` (naming the file) for an HDF5 file that cannot
-    be opened.
-    """
-    if path.suffix.lower() == ".npy":
-        return "npy", None
-    if path.is_dir():
-        return None, None
-    # the one definition of the layouts io.load dispatches on, and its error messages
-    from ..io._reading import _layout, _open_h5
-
-    with _open_h5(path) as f:
-        layout = _layout(f)
-    if layout == "sd2i":
-        return "sd2i", list(io.list_sd2i(path))
-    return None, None
+    """``("sd2i", [names])``, ``("npy", None)`` or ``(None, None)``: :func:`xrdwidgets.io.probe_stack`."""
+    return io.probe_stack(path)
 
 
 def _read_stack(path: Path, *, sinogram: str | None, npy_dims):
-    """``(stack, truth, stored)`` from a file: a sinogram stack, for simulated files the truth,
-    and reconstructions stored next to the stack (``{variable: volume}``, e.g. the ``fbp`` that
-    ``xrdwidgets demo`` writes)."""
-    if path.suffix.lower() == ".npy":
-        obj = io.load_npy(path, npy_dims, kind="sinogram", mmap_mode=None)
-    elif sinogram:
-        obj = io.load_sd2i(path, sinogram)
-    else:
-        obj = io.load(path)
-    truth = None
-    stored = {}
-    if hasattr(obj, "data_vars"):
-        truth = obj if {"volume", "phase_maps"} & set(obj.data_vars) else None
-        spec = obj["sinogram"].dims[-1] if "sinogram" in obj.data_vars else None
-        for var in obj.data_vars:   # reconstructions (y, x, spectral) on the stack's spectral axis
-            if var in ("sinogram", "volume", "clean") or spec is None:
-                continue
-            if obj[var].dims == ("y", "x", spec):
-                stored[str(var)] = obj[var]
-        obj = _data.as_dataarray(obj, "sinogram") if "sinogram" in obj.data_vars else _data.as_dataarray(obj)
-    if _data.kind_of(obj) != "sinogram":
-        raise _data.DataError(f"holds a {obj.name or 'volume'} with dims {tuple(obj.dims)}; the data "
-                              "panel loads sinogram stacks (dims translation, angle and a spectral dim)")
-    return obj, truth, stored
+    """``(stack, truth, stored)`` from a file: :func:`xrdwidgets.io.load_stack`."""
+    return io.load_stack(path, variable=sinogram, npy_dims=npy_dims)
 
 
 # ============================================================================ the panel
-class DataPanel:
+class DataPanel(UploadTab):
     """Load data into an :class:`AppState`: from the data folder, an upload, or a simulation.
 
     Parameters
@@ -378,52 +238,8 @@ class DataPanel:
         return w.VBox([self.folder_note, self.files, self.sinogram, self.npy_order,
                        w.HBox([self.load_button, self.refresh_button])])
 
-    def _build_upload(self):
-        mb = self.max_upload_bytes / 2**20
-        self.upload = self._new_uploader()
-        self.upload_npy_order = w.Dropdown(options=[(" × ".join(o), o) for o in NPY_AXIS_ORDERS],
-                                           description="npy axes", style={"description_width": "5em"},
-                                           layout=w.Layout(width="32em"))
-        self.upload_sinogram = w.Dropdown(options=[], description="Sinogram",
-                                          style={"description_width": "5em"},
-                                          layout=w.Layout(display="none", width="32em"))
-        self.upload_load_button = w.Button(description="Load upload", icon="upload", disabled=True)
-        self.upload_load_button.add_class("xrdw-load-upload")
-        self.upload_load_button.on_click(lambda _: self.load_upload())
-        note = w.HTML(f"<small>HDF5 (own layout, nDTomo, SD2I) or <code>.npy</code> (choose its axis "
-                      f"order first), up to {mb:.0f} MB. Larger files: put them in the data folder.</small>")
-        self._upload_box = w.VBox([note, self.upload, self.upload_npy_order, self.upload_sinogram,
-                                   self.upload_load_button])
-        return self._upload_box
-
-    def _new_uploader(self) -> SizeLimitedUpload:
-        mb = self.max_upload_bytes / 2**20
-        up = SizeLimitedUpload(self.max_upload_bytes, accept=",".join(sorted(safety.UPLOAD_SUFFIXES)),
-                               description=f"Upload (≤ {mb:.0f} MB)", layout=w.Layout(width="16em"))
-        up.add_class("xrdw-upload")
-        up.observe(self._on_upload, "value")
-        up.observe(self._on_rejected, "rejected")
-        return up
-
-    def renew_uploader(self):
-        """Replace the upload button by a fresh one.
-
-        Done after every upload (so no reference to its bytes stays in a widget) and whenever
-        the visitor leaves the Upload tab (not on entering it: a click right after would reach
-        the old button), so a button left in any odd state in the page is never reused.
-        """
-        old, self.upload = self.upload, self._new_uploader()
-        self.upload.disabled = self.busy
-        self._upload_box.children = tuple(self.upload if c is old else c for c in self._upload_box.children)
-        old.unobserve(self._on_upload, "value")
-        old.unobserve(self._on_rejected, "rejected")
-        old.close()
-
-    def _on_tab(self, change):
-        if change["old"] == 1:
-            self.renew_uploader()
-
     def _build_simulate(self):
+        from ..sim.grain_scan import GRAIN_SCAN_ENERGY_KEV, GRAIN_SCAN_STEP_MM, GRAIN_SCAN_TTH_RANGE
         from ..sim.structures import list_phases
 
         st = {"description_width": "8em"}
@@ -445,8 +261,8 @@ class DataPanel:
         self.sim_noise_free.observe(lambda ch: setattr(self.sim_dose, "disabled", ch["new"]), "value")
         self.sim_parallax.observe(lambda ch: setattr(self.sim_distance, "disabled", not ch["new"]), "value")
         self.simulate_button.on_click(lambda _: self.simulate())
-        note = w.HTML(f"<small>Voronoi grains of the chosen phases at {SIM_ENERGY_KEV:g} keV, "
-                      f"2θ {SIM_TTH_RANGE[0]}–{SIM_TTH_RANGE[1]}°, {SIM_STEP_MM * 1000:g} µm steps, "
+        note = w.HTML(f"<small>Voronoi grains of the chosen phases at {GRAIN_SCAN_ENERGY_KEV:g} keV, "
+                      f"2θ {GRAIN_SCAN_TTH_RANGE[0]}–{GRAIN_SCAN_TTH_RANGE[1]}°, {GRAIN_SCAN_STEP_MM * 1000:g} µm steps, "
                       "0–180°.</small>")
         return w.VBox([note, self.sim_phases, self.sim_size, self.sim_channels,
                        w.HBox([self.sim_dose, self.sim_noise_free]),
@@ -598,85 +414,6 @@ class DataPanel:
             self.files.value = rel
         self._show(text, "ok")
         return text
-
-    # ------------------------------------------------------------------ upload
-    def _on_upload(self, change):
-        files = change["new"]
-        if not files:
-            return
-        entry = files[0]
-        name, content = str(entry.get("name", "upload")), entry.get("content", b"")
-        self.renew_uploader()       # drops the bytes from the widget state at once
-        self.handle_upload(name, content)
-
-    def _on_rejected(self, change):
-        info = change["new"] or {}
-        if info:
-            size, name = int(info.get("size", 0)), str(info.get("name", "upload"))
-            self._show(safety.too_large_message(name, size, self.max_upload_bytes)
-                       + " (refused in the browser: nothing was sent)", "error")
-
-    def handle_upload(self, name: str, content):
-        """Check, store and (when unambiguous) load an uploaded file, as a job; returns the job."""
-        if self.busy:
-            self._show("busy: wait for the current load to finish, then upload again", "error")
-            return None
-        try:  # cheap checks at once, so a wrong file is refused before anything is written
-            safety.check_upload(name, content, max_bytes=self.max_upload_bytes)
-        except safety.UploadError as exc:
-            self._show(str(exc), "error")
-            return None
-        self._discard_upload()
-        shown = safety.safe_filename(name)
-        dims = self.upload_npy_order.value
-
-        def work():
-            path = safety.write_upload(name, content, max_bytes=self.max_upload_bytes)
-            # removed on the next upload, on close, when the panel is collected, or when the
-            # kernel ends (a finalizer runs at interpreter exit)
-            self._upload_cleanup = weakref.finalize(self, shutil.rmtree, str(path.parent), True)
-            self._upload_path, self._upload_name = path, shown
-            self._hide[str(path)] = shown
-            self._hide[str(path.parent)] = "upload"
-            kind, names = _probe(path)
-            yield Progress(1, 2)
-            if kind == "sd2i" and len(names) > 1:
-                self.upload_sinogram.options = names
-                self.upload_sinogram.value = names[0]
-                self.upload_sinogram.layout.display = ""
-                return f"{shown} holds {len(names)} sinograms: choose one and press 'Load upload'"
-            self.upload_sinogram.options = names or []
-            self.upload_sinogram.layout.display = "none"
-            stack, truth, stored = _read_stack(path, sinogram=names[0] if names else None, npy_dims=dims)
-            yield Progress(2, 2)
-            return self._publish(stack, truth, shown, stored)
-
-        return self._start(f"reading {shown}", work)
-
-    def load_upload(self):
-        """(Re-)load the last uploaded file with the chosen sinogram / axis order; returns the job."""
-        path, shown = self._upload_path, self._upload_name
-        if path is None:
-            self._show("upload a file first", "error")
-            return None
-        sino = self.upload_sinogram.value if self.upload_sinogram.layout.display != "none" else None
-        dims = self.upload_npy_order.value
-
-        def work():
-            stack, truth, stored = _read_stack(path, sinogram=sino, npy_dims=dims)
-            yield Progress(1, 1)
-            return self._publish(stack, truth, shown + (f" [{sino}]" if sino else ""), stored)
-
-        return self._start(f"reading {shown}", work, {str(path): shown, str(path.parent): "upload"})
-
-    def _discard_upload(self):
-        cleanup = getattr(self, "_upload_cleanup", None)
-        if cleanup is not None:
-            cleanup()
-        if self._upload_path is not None:
-            shutil.rmtree(self._upload_path.parent, ignore_errors=True)
-        self._upload_path, self._upload_name = None, ""
-        self.upload_load_button.disabled = True
 
     def close(self):
         """Delete the temporary upload and close the widgets."""

@@ -35,10 +35,12 @@ import numpy as np
 import scipy.sparse as sp
 import xarray as xr
 
+from ..base.errors import InputError
 from .. import data as _data
 from ..conversions import wavelength_from_energy
 from ..data import DataError
 from ..geometry import ScanGeometry
+from . import raytrace as _rt
 from . import scan as _scan
 
 log = logging.getLogger(__name__)
@@ -150,7 +152,7 @@ def _phantom_input(phantom, tth, energy_keV, strain_maps, size_maps, size_nm, no
                             f"pattern_scale, missing {need}")
         return phantom
     if tth is None or energy_keV is None:
-        raise ValueError("parallax_scan: with phase maps (not a chemical_phantom Dataset) give tth= and energy_keV=")
+        raise InputError("parallax_scan: with phase maps (not a chemical_phantom Dataset) give tth= and energy_keV=")
     from .chemical import chemical_phantom
 
     return chemical_phantom(phantom, tth, energy_keV=energy_keV, strain_maps=strain_maps, size_maps=size_maps,
@@ -205,12 +207,12 @@ def parallax_scan(phantom, tth=None, *, distance_mm: float, pixel_size_mm: float
     tth_axis = np.asarray(ds["tth"].values, float)
     px = pixel_size_mm if pixel_size_mm is not None else g_in.translation_step_mm
     if px is None:
-        raise ValueError("pixel_size_mm: give the pixel size (= translation step) in mm, or store it as "
+        raise InputError("pixel_size_mm: give the pixel size (= translation step) in mm, or store it as "
                          "the phantom geometry's translation_step_mm")
-    px = _scan._check_float("pixel_size_mm", px, positive=True)
+    px = _rt.check_number("pixel_size_mm", px, positive=True)
     L = float(distance_mm)
     if not L > 0:
-        raise ValueError(f"distance_mm: expected a positive distance (mm) or inf, found {distance_mm!r}")
+        raise InputError(f"distance_mm: expected a positive distance (mm) or inf, found {distance_mm!r}")
     eta_v = float(ds.attrs.get("eta", eta))
     instr = float(ds.attrs.get("instrumental_fwhm_deg", instrumental_fwhm_deg))
     size_ref = float(ds.attrs.get("size_nm", size_nm))
@@ -232,14 +234,14 @@ def parallax_scan(phantom, tth=None, *, distance_mm: float, pixel_size_mm: float
             varying[k] = bool(np.any(e != e[0]) or np.any(z != z[0]))
     lines = [phase_lines(n, energy_keV=energy) for n in names]
 
-    ang, arange = _scan._resolve_angles(angles, n_angles, angle_range_deg)
-    n_t = _scan._check_int("n_translations", n_translations if n_translations is not None else max(ny, nx))
-    n_sub = _scan._check_int("n_subrays", n_subrays)
-    centre_offset = _scan._check_float("centre_offset", centre_offset)
-    s, h = _scan._sample_positions((ny, nx), _scan._check_float("sample_step", sample_step, positive=True), 1.0)
+    ang, arange = _scan.resolve_angles(angles, n_angles, angle_range_deg)
+    n_t = _rt.check_count("n_translations", n_translations if n_translations is not None else max(ny, nx))
+    n_sub = _rt.check_count("n_subrays", n_subrays)
+    centre_offset = _rt.check_number("centre_offset", centre_offset)
+    s, h = _rt.sample_positions((ny, nx), _rt.check_number("sample_step", sample_step, positive=True), 1.0)
     depth = s * px
     if math.isfinite(L) and L <= np.abs(depth).max():
-        raise ValueError(f"distance_mm: the detector ({L} mm) must lie beyond the sample "
+        raise InputError(f"distance_mm: the detector ({L} mm) must lie beyond the sample "
                          f"(rays reach {np.abs(depth).max():.3g} mm from the axis)")
 
     # per-depth patterns of the uniform phases: (K, T) with and without parallax
@@ -257,7 +259,7 @@ def parallax_scan(phantom, tth=None, *, distance_mm: float, pixel_size_mm: float
             depth_patterns[k, dist] = _profiles(tth_axis, app, w[None, :], inten[None, :], eta_v)
 
     # ray geometry (shared with scan.ray_trace)
-    p = _scan.ray_offsets(n_t, centre_offset=centre_offset, n_angles=ang.size)
+    p = _rt.ray_offsets(n_t, centre_offset=centre_offset, n_angles=ang.size)
     sub = ((np.arange(n_sub) + 0.5) / n_sub - 0.5) * float(beam_width)
     p_rays = (p.T[:, :, None] + sub[None, None, :]).reshape(ang.size, n_t * n_sub)
     theta = np.deg2rad(ang)
@@ -276,10 +278,10 @@ def parallax_scan(phantom, tth=None, *, distance_mm: float, pixel_size_mm: float
     for a0 in range(0, ang.size, chunk):
         a1 = min(ang.size, a0 + chunk)
         na = a1 - a0
-        y, x = _scan._ray_points((ny, nx), theta[a0:a1], p_rays[a0:a1], s)  # (na, n_rays, K)
+        y, x = _rt.ray_points((ny, nx), theta[a0:a1], p_rays[a0:a1], s)  # (na, n_rays, K)
         inside = (y > -1) & (y < ny) & (x > -1) & (x < nx)
         flat_idx = np.flatnonzero(inside)  # into (na * n_rays * K)
-        pix, wts = _scan.interpolation_weights(y.ravel()[flat_idx] + 1, x.ravel()[flat_idx] + 1, cshape, 1)
+        pix, wts = _rt.interpolation_weights(y.ravel()[flat_idx] + 1, x.ravel()[flat_idx] + 1, cshape, 1)
         vals = np.einsum("nk,nkc->nc", wts, table[pix])  # (n_inside, P or 3P)
         frac = vals[:, :n_p]
         ray_of = flat_idx // s.size  # local ray index (angle-major)
@@ -318,7 +320,7 @@ def parallax_scan(phantom, tth=None, *, distance_mm: float, pixel_size_mm: float
     params = dict(distance_mm=L, pixel_size_mm=px, energy_keV=energy, phases=names, n_translations=n_t,
                   n_angles=ang.size, angle_range_deg=arange, centre_offset=centre_offset,
                   sample_step=sample_step, n_subrays=n_sub, beam_width=beam_width)
-    prov = _data.provenance("xrdwidgets.sim.parallax.parallax_scan", params)
+    prov = _data.provenance("xrdwidgets.sim.thick_sample.parallax_scan", params)
     kw = dict(angle=ang, spectral=tth_axis, geometry=geom, units="1", attrs=prov)
     sino = _data.sinogram_stack(out[L], name="sinogram", **kw)
     dv = {"sinogram": sino}
