@@ -17,7 +17,7 @@ from ..ops.filters import FILTERS, fbp_filter, filter_sinogram
 from ..ops.projector import ParallelProjector
 from ..base.progress import Progress, run_to_end
 from . import driver as _drv
-from .driver import image_coords  # noqa: F401  (re-exported: it was defined here)
+from .stack import image_coords  # noqa: F401  (re-exported: it was defined here)
 from .registry import common_params, param, register
 
 log = logging.getLogger(__name__)
