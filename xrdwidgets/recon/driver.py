@@ -54,7 +54,7 @@ Checkpoints and resume
     untouched and the driver adds none. A checkpoint of another
     method, other parameters, another geometry or other data (the fingerprint holds a BLAKE2 hash
     of the sinograms as float32 and of the angles) is refused with a ValueError that says what
-    differs. Hashing reads the stack once (about 1 s per GB); it is done when a checkpoint is
+    differs. Hashing reads the stack once; it is done when a checkpoint is
     given, else after the first batch. This is the one checkpoint schema of every stack method;
     a checkpoint of an earlier version (a lower ``version``, or ParallaxNet's former own format)
     is refused with an error that says it is from an older version.

@@ -53,18 +53,8 @@ Stack runner and checkpoints (resume protocol of :mod:`xrdwidgets.jobs`)
     checkpoint of the per-method format of earlier versions is refused with an "older version"
     error.
 
-Accuracy (``benchmarks/bench_parallax.py --small``: Ni, 41 × 41, 0.5 mm step, L = 1 m, 100 keV,
-0–180°, parallax up to 4.6 channels): per-pixel peak-position error 0.06 channel against FBP's 0.69;
-FWHM ratios 0.87–1.04 (mean |ratio − 1| 0.04; FBP: 45–290 % too wide) with the operator's default
-Lanczos-3 2θ interpolation. Interpolation blurs peaks only 1.5–2 channels wide in the modelled
-data and the network compensates with narrower peaks: ratios 0.85–1.00 (mean 0.06) with
-``operator_options={"interp": "cubic"}`` and 0.79–1.00 (0.10) with ``"linear"``, run in the same
-conditions; the same time per epoch on the CPU (0.57 s one thread) for lanczos3 and cubic. With 100
-channels instead of 120 (``--channels 100``): lanczos3 0.92–1.11 (mean 0.04), cubic 0.90–1.03 (0.06).
-
-Cost: the operator costs 5–10× a plain projection, but on a CPU SD2Vol's 3-D convolutions and the
-SSIM dominate (≈ 1.9 s per epoch at 41 × 41 × 120 on two idle cores, the operator ≈ 0.16 s of it);
-use a GPU (``device="cuda"``) for real sizes.
+Accuracy and cost (``benchmarks/bench_parallax.py --small``): ``docs/notes/tables-recon.md``. On a
+CPU SD2Vol's 3-D convolutions and the SSIM dominate; use a GPU (``device="cuda"``) for real sizes.
 """
 from __future__ import annotations
 

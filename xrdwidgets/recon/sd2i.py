@@ -20,44 +20,18 @@ epochs without improvement, at most ``epochs`` = 6000 as in the paper, stop when
 rate falls below ``min_lr``). The result is the image of lowest loss. ``pretrain=True`` (or a
 number of epochs, 1000 for ``True``) first fits the output to the clipped FBP image by MSE.
 
-Choice of loss (measured here, no inverse crime) — why the default is ``"mae"``, not the paper's
+Choice of loss — why the default is ``"mae"``, not the paper's
     With data from another forward model than ours (exact line integrals of an analytic
     phantom, or scikit-image ``radon``), the sinogram-space SSIM term rewards fitting the few-percent
-    model mismatch: the PSNR of ``mae_ssim`` peaks and then falls while the loss keeps
-    decreasing, as the image grows a checkerboard texture that the data barely constrain.
-    Shepp–Logan 256², 64 angles, ``radon`` data (``benchmarks/bench_sd2i.py``): ``mae_ssim``
-    31.1 dB at epoch 1000, then 26.4 dB / SSIM 0.74 from epoch 1200 on (loss 0.021 → 0.003);
-    ``mae`` rose steadily to 33.95 dB / SSIM 0.988 at epoch 6000 (FBP 27.2 / 0.645, TV 36.0 /
-    0.993; paper: 40.1 / 0.993). At 128² (``benchmarks/bench_sd2i_upsample.py``) ``mae_ssim``
-    peaked at 31.0 dB (nearest upsampling; bilinear 33.1 dB) before falling, but reached 37.7 dB
-    after 2000 epochs, still rising, on data made with our own projector (the inverse crime): the
-    paper's 40 dB needs a forward model that matches the data exactly, which measured data never
-    has. ``loss="mae_ssim"`` stays available for the paper's protocol.
-
-Real data (the paper's protocol: the undersampled experimental sinogram reconstructed, scored
-against non-negative CGLS of the full angle set; ``benchmarks/bench_sd2i.py --only-real
---dataset NAME``, ``mae``, 6000 epochs, one CPU thread; PSNR dB / SSIM)
-
-    ==================================  ===========  ===========  ===========  ===========  ===========
-    dataset                             FBP          SIRT ≥ 0     CGLS ≥ 0     TV ≥ 0       SD2Iu
-    ==================================  ===========  ===========  ===========  ===========  ===========
-    photocatalyst 331², 60 of 300 ang.  18.54/0.538  23.71/0.776  23.60/0.773  26.90/0.901  24.92/0.746
-    MnNaWSiO2 179², 60 of 120           25.73/0.661  29.63/0.890  29.60/0.887  29.68/0.788  29.52/0.781
-    POX 223², 54 of 160                 28.23/0.643  31.37/0.859  31.42/0.857  32.32/0.850  32.58/0.842
-    ==================================  ===========  ===========  ===========  ===========  ===========
-
-    SD2Iu is far ahead of FBP (+3.7 to +6.4 dB) and level with the iterative methods in PSNR
-    (best on POX), a little behind them in SSIM; on the photocatalyst it peaked at 26.1 dB near
-    epoch 2100 and then slowly fitted noise. Around the photocatalyst its image keeps a faint halo
-    of streak residue (99th percentile of the background within 145 px of the centre: 23–35 % of
-    the sample's brightness; TV and the reference: 5–12 %) that ends on a sharp circle, with a
-    clean zero background beyond; the background holds 14 % of its squared error.
+    model mismatch, and the image grows a checkerboard texture that the data barely constrain;
+    ``loss="mae_ssim"`` stays available for the paper's protocol. Measurements
+    (``benchmarks/bench_sd2i.py``, ``bench_sd2i_upsample.py``, real data): ``docs/notes/tables-recon.md``.
 
 Geometry, axis order and rotation centre: those of the projector
 (:class:`~xrdwidgets.ops.projector.ParallelProjector`, centre ``(n-1)/2``).
 
-Cost: a few ms per epoch at 64² but 0.58 s per epoch at 256² on one CPU thread (SD2Iu, 64
-filters; 6000 epochs ≈ 1 h); use a GPU (``device="cuda"``) for full-size runs.
+Cost: grows fast with the image size; use a GPU (``device="cuda"``) for full-size runs
+(measured: ``docs/notes/tables-recon.md``).
 """
 from __future__ import annotations
 
