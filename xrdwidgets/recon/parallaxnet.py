@@ -63,6 +63,7 @@ import logging
 import numpy as np
 import torch
 
+from ..base.errors import InputError, InputTypeError
 from .. import data as _data
 from ..ops.parallax import FORMULAS, ParallaxProjector
 from ..ops.projector import ParallelProjector
@@ -112,15 +113,15 @@ def _config(caller, epochs, lr, lam, seed, patience, min_lr, pretrain, preview_e
 
 def _as_sino(caller, sino, op: ParallaxProjector):
     if not isinstance(op, ParallaxProjector):
-        raise TypeError(f"{caller}: op must be a ParallaxProjector, found {type(op).__name__}")
+        raise InputTypeError(f"{caller}: op must be a ParallaxProjector, found {type(op).__name__}")
     is_np = not isinstance(sino, torch.Tensor)
     t = torch.from_numpy(np.ascontiguousarray(np.asarray(sino), np.float32)) if is_np else sino.detach()
     if tuple(t.shape) != tuple(op.range_shape):
-        raise ValueError(f"{caller}: sino must have shape (translation, angle, tth) = {tuple(op.range_shape)} "
+        raise InputError(f"{caller}: sino must have shape (translation, angle, tth) = {tuple(op.range_shape)} "
                          f"(the operator's range), found {tuple(t.shape)}")
     t = t.to(device=op.device, dtype=torch.float32)
     if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{caller}: sino must be finite, found {int((~torch.isfinite(t)).sum())} NaN/inf values")
+        raise InputError(f"{caller}: sino must be finite, found {int((~torch.isfinite(t)).sum())} NaN/inf values")
     return t, is_np
 
 
@@ -195,7 +196,7 @@ def iterate_parallaxnet_array(sino, op: ParallaxProjector, *, epochs: int = EPOC
                   checkpoint_every, net_options)
     b, is_np = _as_sino(caller, sino, op)
     if checkpoint is not None and not isinstance(checkpoint, dict):
-        raise ValueError(f"{caller}: checkpoint must be a dict (as loaded by torch.load) or None, "
+        raise InputError(f"{caller}: checkpoint must be a dict (as loaded by torch.load) or None, "
                          f"found {type(checkpoint).__name__}")
     plain = plain if plain is not None else _plain_of(op)
     C = op.n_channels
@@ -292,19 +293,19 @@ def iterate_parallaxnet(stack, *, distance_mm: float | None = None, pixel_mm: fl
     cfg = _config(caller, epochs, lr, lam, seed, patience, min_lr, pretrain, preview_every,
                   checkpoint_every, net_options)
     if merge not in MERGE_WEIGHTS:
-        raise ValueError(f"{caller}: merge must be one of {MERGE_WEIGHTS}, found {merge!r}")
+        raise InputError(f"{caller}: merge must be one of {MERGE_WEIGHTS}, found {merge!r}")
     if operator_options is not None and not isinstance(operator_options, dict):
-        raise ValueError(f"{caller}: operator_options must be a dict or None, found "
+        raise InputError(f"{caller}: operator_options must be a dict or None, found "
                          f"{type(operator_options).__name__}")
     batch = _drv.check_int(caller, "batch", batch)
     overlap = _drv.check_int(caller, "overlap", overlap, minimum=0)
     if overlap >= batch:
-        raise ValueError(f"{caller}: overlap must be smaller than batch (overlap {overlap}, batch {batch})")
+        raise InputError(f"{caller}: overlap must be smaller than batch (overlap {overlap}, batch {batch})")
     if checkpoint is not None and not isinstance(checkpoint, dict):
-        raise ValueError(f"{caller}: checkpoint must be a dict (e.g. xrdwidgets.jobs.load_checkpoint(workdir)) "
+        raise InputError(f"{caller}: checkpoint must be a dict (e.g. xrdwidgets.jobs.load_checkpoint(workdir)) "
                          f"or None, found {type(checkpoint).__name__}")
     if checkpoint_path is not None:
-        raise ValueError(f"{caller}: checkpoint_path is not used for stacks any more: run as a job with a "
+        raise InputError(f"{caller}: checkpoint_path is not used for stacks any more: run as a job with a "
                          "work folder (xrdwidgets.jobs.run(..., workdir=...), `xrdwidgets reconstruct "
                          "--workdir`), which keeps the finished batches and the running training state")
     params = {k: v for k, v in cfg.items() if k != "net_options"}
@@ -318,7 +319,7 @@ def iterate_parallaxnet(stack, *, distance_mm: float | None = None, pixel_mm: fl
     da, plain = plan.stack, plan.op
     spec = _data.spectral_dim(da)
     if spec != "tth":
-        raise ValueError(f"{caller}: ParallaxNet needs a 2θ axis 'tth' (degrees), found spectral dim {spec!r}; "
+        raise InputError(f"{caller}: ParallaxNet needs a 2θ axis 'tth' (degrees), found spectral dim {spec!r}; "
                          "convert with xrdwidgets.data.convert_spectral")
     op = ParallaxProjector.from_geometry(
         _data.get_geometry(da), plain.n, plain.angles_deg, da["tth"].values, distance_mm=distance_mm,

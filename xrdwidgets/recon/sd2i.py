@@ -39,6 +39,7 @@ import logging
 
 import torch
 
+from ..base.errors import InputError, InputTypeError, StateError
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
 from ..base.progress import run_to_end
@@ -62,9 +63,9 @@ def _check_common(caller, arch, loss, k, epochs, lr, patience, min_lr, pretrain,
                   checkpoint_every, net_options):
     key = str(arch).lower()
     if key not in ARCHITECTURES:
-        raise ValueError(f"{caller}: arch must be one of {tuple(ARCHITECTURES)}, found {arch!r}")
+        raise InputError(f"{caller}: arch must be one of {tuple(ARCHITECTURES)}, found {arch!r}")
     if not callable(loss) and str(loss).lower() not in LOSSES:
-        raise ValueError(f"{caller}: loss must be one of {tuple(LOSSES)} or a callable, found {loss!r}")
+        raise InputError(f"{caller}: loss must be one of {tuple(LOSSES)} or a callable, found {loss!r}")
     cfg = _training.training_config(caller, epochs=epochs, lr=lr, seed=seed, patience=patience, min_lr=min_lr,
                                     pretrain=pretrain, pretrain_default=PRETRAIN_EPOCHS,
                                     preview_every=preview_every, checkpoint_every=checkpoint_every,
@@ -135,11 +136,11 @@ def iterate_sd2i_array(sino, op: ParallelProjector, *, arch: str = "sd2iu", epoc
             "k": cfg["k"], "net_options": {k_: repr(v) for k_, v in cfg["net_options"].items()}}
     if checkpoint is not None:
         if not isinstance(checkpoint, dict):
-            raise TypeError(f"{caller}: checkpoint must be a dict (as loaded by torch.load) or None, "
+            raise InputTypeError(f"{caller}: checkpoint must be a dict (as loaded by torch.load) or None, "
                              f"found {type(checkpoint).__name__}")
         made = checkpoint.get("sd2i")
         if made is not None and made != info:
-            raise ValueError(f"{caller}: checkpoint was made for {made}, not for this reconstruction {info}")
+            raise StateError(f"{caller}: checkpoint was made for {made}, not for this reconstruction {info}")
     # build the projector's sparse matrices now (training applies it thousands of times): the
     # FBP below then uses them too, not the matrix-free numba kernels (whose worker threads slow
     # down torch's CPU kernels afterwards when both run in one process)
