@@ -1,4 +1,9 @@
-"""The one stack runner of every reconstruction method, and its plumbing (checks, volume, checkpoints).
+"""The one stack runner of every reconstruction method.
+
+Its parts, re-exported here: :mod:`~xrdwidgets.recon.stack` (the stack checked and its
+projector, the volume), :mod:`~xrdwidgets.recon.stack_checkpoint` (the checkpoint schema),
+:mod:`~xrdwidgets.recon.solver_kit` (what every batch solver shares) and
+:class:`~xrdwidgets.recon.batching.BatchPlan` (the batches of a run).
 
 Every method (FBP, SIRT, CGLS, TV, SD2I, ParallaxNet, Noise2Inverse; DLSR uses
 :func:`prepare_stack`) provides only "solve one batch", a *bare-array generator*::
