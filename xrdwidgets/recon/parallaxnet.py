@@ -20,7 +20,7 @@ Loss (per-channel normalised, in sinogram space)
     ``pred = A(o · s · g) / s``. The loss is ``λ·MSE(pred, b̃) + (1 − λ)·(1 − SSIM(pred, b̃))``
     with ``λ = 1e-4`` (:func:`~xrdwidgets.recon.losses.mse_ssim`; SSIM of each channel's
     ``(translation, angle)`` image, averaged over channels). The factors are a
-    :class:`~xrdwidgets.recon.training.ChannelScaling` (``sino = s``, ``image = s · g``).
+    :class:`~xrdwidgets.recon.training_setup.ChannelScaling` (``sino = s``, ``image = s · g``).
 
 Channel batches with overlap
     The volume's dense layer has one weight per voxel and hidden unit, so long 2θ axes are cut

@@ -13,7 +13,7 @@ Loss (in sinogram space, per-channel normalised — the ParallaxNet paper's sche
     projection ``A(x) / s = A(o · g)`` is compared with ``b̃`` by ``loss`` (default ``mae``; the
     paper's ``mae_ssim``: ``0.16·MAE + 0.84·(1 − SSIM)``, SSIM averaged over channels — see "Choice
     of loss"). The factors are
-    :class:`~xrdwidgets.recon.training.ChannelScaling` (``sino = s``, ``image = s·g``).
+    :class:`~xrdwidgets.recon.training_setup.ChannelScaling` (``sino = s``, ``image = s·g``).
 
 Training: :func:`~xrdwidgets.recon.training.train` (Adam 5e-4, learning rate halved after 300
 epochs without improvement, at most ``epochs`` = 6000 as in the paper, stop when the learning
