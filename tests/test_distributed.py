@@ -326,7 +326,7 @@ def test_gpu_workers_get_one_device_each_and_the_batches_ask_for_it(tmp_path):
         gclient.wait_for_workers(2)
         env = gclient.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
         assert sorted(env.values()) == ["0", "1"]
-        assert xd._gpu_workers(gclient) == 2
+        assert xd.gpu_workers(gclient) == 2
         asked = []
         submit = gclient.submit
 
@@ -361,6 +361,6 @@ def test_worker_device_choice():
 
     import torch
 
-    assert xd._worker_device(False, W("x-1")) == torch.device("cpu")
+    assert xd.worker_device(False, W("x-1")) == torch.device("cpu")
     if not torch.cuda.is_available():
-        assert xd._worker_device(True, W("x-1")) == torch.device("cpu")   # no CUDA: the CPU, not a crash
+        assert xd.worker_device(True, W("x-1")) == torch.device("cpu")   # no CUDA: the CPU, not a crash

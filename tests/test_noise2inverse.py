@@ -14,13 +14,11 @@ from xrdwidgets.base.progress import run_to_end
 from xrdwidgets.recon.fbp import fbp
 from xrdwidgets.recon.noise2inverse import (
     CHECKPOINT_KIND,
-    _apply,
-    _dihedral,
-    _image_indices,
     iterate_noise2inverse,
     noise2inverse,
     split_angles,
 )
+from xrdwidgets.recon.noise2inverse_group import _apply, _dihedral, _image_indices
 from xrdwidgets.sim.scan import acquire_analytic
 from xrdwidgets.sim.shapes import Circle, Ellipse, Phantom
 

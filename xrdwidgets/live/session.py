@@ -358,12 +358,12 @@ class LiveSession:
         """The current reconstruction as a volume ``(y, x, tth | q)`` (coords as the offline FBP)."""
         if self._volume is None:
             return None
-        from ..recon.driver import _volume
+        from ..recon.stack import assemble_volume
 
         cov = self.recon.coverage()
-        return _volume(self.stack(checksums=False), self._volume, (), self.unit, self._volume.shape[0],
-                       "xrdwidgets.live", {"angles": cov["angles"], "missing_wedge_deg": cov["missing_wedge_deg"],
-                                           "frames": self._frames_in_image})
+        return assemble_volume(self.stack(checksums=False), self._volume, (), self.unit, self._volume.shape[0],
+                               "xrdwidgets.live", {"angles": cov["angles"], "missing_wedge_deg": cov["missing_wedge_deg"],
+                                                   "frames": self._frames_in_image})
 
     def close(self):
         self.source.close()

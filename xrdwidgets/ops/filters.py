@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..base.errors import InputError
+
 __all__ = ["FILTERS", "fbp_filter", "filter_sinogram"]
 
 #: Names accepted by :func:`fbp_filter`.
@@ -35,7 +37,7 @@ def fbp_filter(n: int, name: str = "ramp") -> np.ndarray:
     """
     key = str(name).lower()
     if key not in FILTERS:
-        raise ValueError(f"fbp_filter: unknown filter {name!r}; expected one of {FILTERS}")
+        raise InputError(f"fbp_filter: unknown filter {name!r}; expected one of {FILTERS}")
     size = _padded_size(n)
     k = np.concatenate((np.arange(1, size / 2 + 1, 2, dtype=int), np.arange(size / 2 - 1, 0, -2, dtype=int)))
     h = np.zeros(size)

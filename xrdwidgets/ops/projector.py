@@ -35,6 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ..base.errors import InputError
 from . import _cpu_kernels as _kern
 
 log = logging.getLogger(__name__)
@@ -98,17 +99,15 @@ def _block_matrices(n, angles_deg, n_t, centre_offset, support):
     return A.tocsr(), AT
 
 
-def _to_torch_csr(m: sp.csr_matrix, device) -> torch.Tensor:
+def to_torch_csr(m: sp.csr_matrix, device) -> torch.Tensor:
+    """A scipy CSR matrix as a torch sparse CSR tensor (float32 values, int32 indices when they fit)."""
+    idx = np.int32 if m.nnz < 2**31 and max(m.shape) < 2**31 else np.int64
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
         return torch.sparse_csr_tensor(
-            torch.from_numpy(m.indptr.astype(np.int32 if m.nnz < 2**31 else np.int64)),
-            torch.from_numpy(m.indices.astype(np.int32 if m.nnz < 2**31 else np.int64)),
-            torch.from_numpy(m.data.astype(np.float32, copy=False)),
-            size=m.shape,
-            device=device,
-            check_invariants=False,
-        )
+            torch.from_numpy(m.indptr.astype(idx)), torch.from_numpy(m.indices.astype(idx)),
+            torch.from_numpy(m.data.astype(np.float32, copy=False)), size=m.shape, device=device,
+            check_invariants=False)
 
 
 class _Project(torch.autograd.Function):
@@ -190,15 +189,15 @@ class ParallelProjector(LinearOperator):
                  matrix_free_below: int = 8):
         n = int(n)
         if n < 1:
-            raise ValueError(f"ParallelProjector: n must be >= 1, found {n}")
+            raise InputError(f"ParallelProjector: n must be >= 1, found {n}")
         angles = np.asarray(angles_deg, dtype=np.float64).ravel()
         if angles.size == 0 or not np.all(np.isfinite(angles)):
-            raise ValueError(
+            raise InputError(
                 f"ParallelProjector: angles_deg must be a non-empty finite array, found {angles_deg!r}"
             )
         n_t = n if n_translations is None else int(n_translations)
         if n_t < 1:
-            raise ValueError(f"ParallelProjector: n_translations must be >= 1, found {n_t}")
+            raise InputError(f"ParallelProjector: n_translations must be >= 1, found {n_t}")
         if mask is True:
             mask_arr = circle_mask(n)
         elif mask is False or mask is None:
@@ -206,7 +205,7 @@ class ParallelProjector(LinearOperator):
         else:
             mask_arr = np.asarray(mask, bool)
             if mask_arr.shape != (n, n):
-                raise ValueError(f"ParallelProjector: mask must have shape {(n, n)}, found {mask_arr.shape}")
+                raise InputError(f"ParallelProjector: mask must have shape {(n, n)}, found {mask_arr.shape}")
         self.n = n
         self.n_translations = n_t
         self.angles_deg = angles
@@ -251,7 +250,7 @@ class ParallelProjector(LinearOperator):
         a0, a1 = self._blocks[k]
         A, AT = _block_matrices(self.n, self.angles_deg[a0:a1], self.n_translations,
                                 self.centre_offset, self._support)
-        pair = (_to_torch_csr(A, self.device), _to_torch_csr(AT, self.device))
+        pair = (to_torch_csr(A, self.device), to_torch_csr(AT, self.device))
         used = sum(16 * m[0].values().numel() for m in self._cache.values())
         if used + 16 * A.nnz <= self.memory_budget:
             self._cache[k] = pair
@@ -266,7 +265,7 @@ class ParallelProjector(LinearOperator):
     # application ------------------------------------------------------------
     def _check(self, x, shape, what):
         if tuple(x.shape[:2]) != tuple(shape) or x.dim() not in (2, 3):
-            raise ValueError(f"ParallelProjector {what}: expected shape {shape} or {shape} + (C,), "
+            raise InputError(f"ParallelProjector {what}: expected shape {shape} or {shape} + (C,), "
                              f"found {tuple(x.shape)}")
 
     def _forward(self, x):

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..base.errors import InputError, InputTypeError
 from ..base.validators import check_int
 
 __all__ = ["DENOISERS", "MSDNet", "UNet", "build_denoiser", "msd_parameter_count", "unet_parameter_count",
@@ -53,7 +54,7 @@ DENOISERS = ("msd", "unet")
 def parameter_count(model: nn.Module) -> int:
     """Number of trainable weights of ``model``."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"parameter_count: model must be a torch.nn.Module, found {type(model).__name__}")
+        raise InputTypeError(f"parameter_count: model must be a torch.nn.Module, found {type(model).__name__}")
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
@@ -141,7 +142,7 @@ class MSDNet(nn.Module):
         self.width = check_int(c, "width", width)
         dil = tuple(dilations)
         if not dil or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dil):
-            raise ValueError(f"{c}: dilations must be a non-empty sequence of integers >= 1, found {dilations!r}")
+            raise InputError(f"{c}: dilations must be a non-empty sequence of integers >= 1, found {dilations!r}")
         self.dilations = tuple(dil[i % len(dil)] for i in range(self.depth))
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -156,7 +157,7 @@ class MSDNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"MSDNet: expected input (B, {self.in_channels}, H, W), found {tuple(x.shape)}")
+            raise InputError(f"MSDNet: expected input (B, {self.in_channels}, H, W), found {tuple(x.shape)}")
         params = [p for pair in zip(self.weights, self.biases) for p in pair]
         buf = _MSDLayers.apply(x.transpose(0, 1).contiguous(), self.dilations, self.width, *params)
         C, B, H, W = buf.shape
@@ -210,7 +211,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"UNet: expected input (B, {self.in_channels}, H, W), found {tuple(x.shape)}")
+            raise InputError(f"UNet: expected input (B, {self.in_channels}, H, W), found {tuple(x.shape)}")
         H, W = x.shape[2:]
         m = 2 ** (self.levels - 1)
         ph, pw = (-H) % m, (-W) % m
@@ -253,8 +254,8 @@ def build_denoiser(name: str, in_channels: int, out_channels: int, **options) ->
     elif key == "unet":
         cls = UNet
     else:
-        raise ValueError(f"build_denoiser: net must be one of {DENOISERS}, found {name!r}")
+        raise InputError(f"build_denoiser: net must be one of {DENOISERS}, found {name!r}")
     try:
         return cls(in_channels, out_channels, **options)
     except TypeError as exc:
-        raise ValueError(f"build_denoiser: bad options for {key!r}: {exc}") from None
+        raise InputError(f"build_denoiser: bad options for {key!r}: {exc}") from None

@@ -22,6 +22,7 @@ import math
 import time
 from dataclasses import dataclass
 
+from ..base.errors import InputError
 from ..base.progress import Progress
 from .iterative import iterate
 from .registry import get_method
@@ -126,11 +127,11 @@ def estimate_runtime(method: str, stack, params: dict | None = None, *, n_probe:
     spec = get_method(method)          # ValueError naming the known methods
     params = dict(params or {})
     if not isinstance(n_probe, int) or isinstance(n_probe, bool) or n_probe < 1:
-        raise ValueError(f"estimate_runtime: n_probe must be an int >= 1, found {n_probe!r}")
+        raise InputError(f"estimate_runtime: n_probe must be an int >= 1, found {n_probe!r}")
     if not isinstance(min_probe_s, (int, float)) or not math.isfinite(min_probe_s) or min_probe_s < 0:
-        raise ValueError(f"estimate_runtime: min_probe_s must be a finite number >= 0, found {min_probe_s!r}")
+        raise InputError(f"estimate_runtime: min_probe_s must be a finite number >= 0, found {min_probe_s!r}")
     if params.get("checkpoint") is not None:
-        raise ValueError("estimate_runtime: params must not contain a 'checkpoint' (estimate a fresh run; "
+        raise InputError("estimate_runtime: params must not contain a 'checkpoint' (estimate a fresh run; "
                          "a resumed job shows its own ETA)")
     t0 = clock()
     gen = iterate(stack, spec.name, **params)   # ValueError/TypeError: bad parameters, bad stack
@@ -158,9 +159,9 @@ def estimate_runtime(method: str, stack, params: dict | None = None, *, n_probe:
         gen.close()
     t_end = clock()
     if first is None:
-        raise ValueError(f"estimate_runtime: method {spec.name!r} finished without reporting a step")
+        raise InputError(f"estimate_runtime: method {spec.name!r} finished without reporting a step")
     if first.total is None:
-        raise ValueError(f"estimate_runtime: method {spec.name!r} does not report its number of steps "
+        raise InputError(f"estimate_runtime: method {spec.name!r} does not report its number of steps "
                          "(Progress.total); no estimate")
     m = first.metrics or {}
     batches = int(m.get("n_batches", 1))
@@ -189,7 +190,7 @@ def estimate_runtime(method: str, stack, params: dict | None = None, *, n_probe:
     else:
         seconds = batches * setup + steps * per_step
     if not math.isfinite(seconds):  # pragma: no cover - a broken clock
-        raise ValueError(f"estimate_runtime: the clock gave non-finite times ({seconds!r})")
+        raise InputError(f"estimate_runtime: the clock gave non-finite times ({seconds!r})")
     est = RuntimeEstimate(method=spec.name, seconds=float(seconds), per_step_s=float(per_step),
                           setup_s=float(setup), steps=steps, batches=batches, probed_steps=len(times),
                           probe_s=float(t_end - t0), device=device, how=how)

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 import xarray as xr
 
+from ..base.errors import InputError
 from ..ops.filters import FILTERS, fbp_filter, filter_sinogram
 from ..ops.projector import ParallelProjector
 from ..base.progress import Progress, run_to_end
 from . import driver as _drv
-from .driver import image_coords  # noqa: F401  (re-exported: it was defined here)
+from .stack import image_coords  # noqa: F401  (re-exported: it was defined here)
 from .registry import common_params, param, register
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,10 @@ def fbp_array(sino, angles_deg, *, n: int | None = None, filter: str = "ramp",
     is_np = not isinstance(sino, torch.Tensor)
     t = torch.as_tensor(np.asarray(sino, np.float32)) if is_np else sino
     if t.dim() not in (2, 3):
-        raise ValueError(f"fbp_array: expected (translation, angle[, C]), found shape {tuple(t.shape)}")
+        raise InputError(f"fbp_array: expected (translation, angle[, C]), found shape {tuple(t.shape)}")
     n_t, n_a = t.shape[:2]
     if len(np.ravel(angles_deg)) != n_a:
-        raise ValueError(f"fbp_array: {len(np.ravel(angles_deg))} angles given for a sinogram with {n_a} angles")
+        raise InputError(f"fbp_array: {len(np.ravel(angles_deg))} angles given for a sinogram with {n_a} angles")
     op = projector or ParallelProjector(n or n_t, angles_deg, n_translations=n_t,
                                         centre_offset=centre_offset, mask=circle, device=device)
     t = t.to(op.device)

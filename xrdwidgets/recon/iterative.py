@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import logging
 
+from ..base.errors import InputError
 from ..base.progress import run_to_end
 from .registry import get_method, methods
 from .cgls import cgls, cgls_array, iterate_cgls, iterate_cgls_array
@@ -84,10 +85,10 @@ def iterate(stack, method: str | None = None, /, *, client=None, store=None, **k
     spec = get_method(method)
     if client is not None or store is not None:
         if client is None or store is None:
-            raise ValueError("reconstruct: a cluster run needs both client= (a distributed.Client) and store= "
+            raise InputError("reconstruct: a cluster run needs both client= (a distributed.Client) and store= "
                              "(the zarr store of its results)")
         if kwargs.get("checkpoint") is not None:
-            raise ValueError("reconstruct: a cluster run resumes from its store, not from checkpoint=")
+            raise InputError("reconstruct: a cluster run resumes from its store, not from checkpoint=")
         kwargs.pop("checkpoint", None)
         from .. import distributed  # the execution layer; imported only for a cluster run
 
@@ -96,11 +97,11 @@ def iterate(stack, method: str | None = None, /, *, client=None, store=None, **k
     accepted = [p for p, v in inspect.signature(fn).parameters.items() if v.kind == v.KEYWORD_ONLY]
     if "checkpoint" in kwargs and "checkpoint" not in accepted:
         if kwargs["checkpoint"] is not None:
-            raise ValueError(f"reconstruct: method {key!r} cannot resume from a checkpoint")
+            raise InputError(f"reconstruct: method {key!r} cannot resume from a checkpoint")
         kwargs = {k: v for k, v in kwargs.items() if k != "checkpoint"}
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ValueError(f"reconstruct: method {key!r} does not take {unknown}; it accepts {accepted}")
+        raise InputError(f"reconstruct: method {key!r} does not take {unknown}; it accepts {accepted}")
     return fn(stack, **kwargs)
 
 

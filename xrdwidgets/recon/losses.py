@@ -25,6 +25,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from ..base.errors import InputError, InputTypeError
+
 __all__ = [
     "LAMBDA_PARALLAXNET",
     "LOSSES",
@@ -46,13 +48,13 @@ LAMBDA_PARALLAXNET = 1e-4
 
 def _pair(caller, pred, target):
     if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
-        raise TypeError(f"{caller}: pred and target must be torch tensors, found "
+        raise InputTypeError(f"{caller}: pred and target must be torch tensors, found "
                          f"{type(pred).__name__} and {type(target).__name__}")
     if pred.shape != target.shape:
-        raise ValueError(f"{caller}: pred has shape {tuple(pred.shape)} but target has shape "
+        raise InputError(f"{caller}: pred has shape {tuple(pred.shape)} but target has shape "
                          f"{tuple(target.shape)}; they must match")
     if pred.dim() not in (2, 3):
-        raise ValueError(f"{caller}: expected (h, w) or (h, w, C) tensors, found shape {tuple(pred.shape)}")
+        raise InputError(f"{caller}: expected (h, w) or (h, w, C) tensors, found shape {tuple(pred.shape)}")
     if pred.dim() == 2:
         pred, target = pred[..., None], target[..., None]
     return pred, target
@@ -92,7 +94,7 @@ def ssim_per_channel(pred: torch.Tensor, target: torch.Tensor, *, data_range=Non
     if size % 2 == 0:
         size -= 1
     if size < 1:
-        raise ValueError(f"ssim: win_size must be >= 1, found {win_size}")
+        raise InputError(f"ssim: win_size must be >= 1, found {win_size}")
     dtype = p.dtype if p.dtype in (torch.float32, torch.float64) else torch.float32
     p, t = p.to(dtype), t.to(dtype)
     if data_range is None:
@@ -102,7 +104,7 @@ def ssim_per_channel(pred: torch.Tensor, target: torch.Tensor, *, data_range=Non
     else:
         rng = torch.as_tensor(data_range, dtype=dtype, device=p.device).reshape(-1)
         if rng.numel() not in (1, C) or not bool(torch.isfinite(rng).all()) or bool((rng <= 0).any()):
-            raise ValueError(f"ssim: data_range must be a number > 0 or {C} of them, found {data_range!r}")
+            raise InputError(f"ssim: data_range must be a number > 0 or {C} of them, found {data_range!r}")
         rng = rng.expand(C)
     g = _gauss(size, float(sigma)).to(device=p.device, dtype=dtype)
     x = p.permute(2, 0, 1)[:, None]
@@ -164,6 +166,6 @@ def get_loss(name, **options):
         return functools.partial(name, **options) if options else name
     key = str(name).lower()
     if key not in LOSSES:
-        raise ValueError(f"get_loss: loss must be one of {tuple(LOSSES)} or a callable, found {name!r}")
+        raise InputError(f"get_loss: loss must be one of {tuple(LOSSES)} or a callable, found {name!r}")
     fn = LOSSES[key]
     return functools.partial(fn, **options) if options else fn

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..base.errors import InputError, InputTypeError
 from ..ops.projector import circle_mask, default_device
 from ..base.validators import check_int
 
@@ -67,17 +68,17 @@ def _widths(caller, name, value, length=None):
     try:
         out = tuple(value)
     except TypeError:
-        raise TypeError(f"{caller}: {name} must be a sequence of integers >= 1, found {value!r}") from None
+        raise InputTypeError(f"{caller}: {name} must be a sequence of integers >= 1, found {value!r}") from None
     if length is not None and len(out) != length:
-        raise ValueError(f"{caller}: {name} must hold {length} integers, found {len(out)}: {value!r}")
+        raise InputError(f"{caller}: {name} must hold {length} integers, found {len(out)}: {value!r}")
     if not out:
-        raise ValueError(f"{caller}: {name} must hold at least one integer, found {value!r}")
+        raise InputError(f"{caller}: {name} must hold at least one integer, found {value!r}")
     return tuple(check_int(caller, f"{name}[{i}]", v) for i, v in enumerate(out))
 
 
 def _output(caller, value):
     if value not in _OUTPUTS:
-        raise ValueError(f"{caller}: output must be one of {_OUTPUTS}, found {value!r}")
+        raise InputError(f"{caller}: output must be one of {_OUTPUTS}, found {value!r}")
     return value
 
 
@@ -90,7 +91,7 @@ def _mask_tensor(caller, mask, npix):
     else:
         arr = np.asarray(mask, bool)
         if arr.shape != (npix, npix):
-            raise ValueError(f"{caller}: mask must be a bool or an array of shape {(npix, npix)}, "
+            raise InputError(f"{caller}: mask must be a bool or an array of shape {(npix, npix)}, "
                              f"found shape {arr.shape}")
     return torch.as_tensor(arr, dtype=torch.float32)[..., None]
 
@@ -226,7 +227,7 @@ class SD2Iu(_Generator2D):
         dense_units, n_dense = check_int(c, "dense_units", dense_units), check_int(c, "n_dense", n_dense, 0)
         filters, cps = check_int(c, "filters", filters), check_int(c, "convs_per_stage", convs_per_stage)
         if upsample not in ("nearest", "bilinear"):
-            raise ValueError(f"{c}: upsample must be 'nearest' or 'bilinear', found {upsample!r}")
+            raise InputError(f"{c}: upsample must be 'nearest' or 'bilinear', found {upsample!r}")
         self.k, self.seed_size = k, math.ceil(npix / 4)
         layers, n_in = _dense_stack(1, dense_units, n_dense)
         self.dense = nn.Sequential(*layers, nn.Linear(n_in, self.seed_size ** 2 * k), nn.ReLU())
@@ -319,7 +320,7 @@ class SD2Vol(nn.Module):
 def parameter_count(model: nn.Module) -> int:
     """Number of trainable weights (parameters with ``requires_grad``) of ``model``."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"parameter_count: model must be a torch.nn.Module, found {type(model).__name__}")
+        raise InputTypeError(f"parameter_count: model must be a torch.nn.Module, found {type(model).__name__}")
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
@@ -383,7 +384,7 @@ def build_generator(arch: str, npix: int, channels: int = 1, *, k: int = 8, devi
     """
     key = str(arch).lower()
     if key not in ARCHITECTURES:
-        raise ValueError(f"build_generator: arch must be one of {tuple(ARCHITECTURES)}, found {arch!r}")
+        raise InputError(f"build_generator: arch must be one of {tuple(ARCHITECTURES)}, found {arch!r}")
     cls = ARCHITECTURES[key]
     if seed is None:
         return cls(npix, channels, k=k, device=device, **options)

@@ -20,7 +20,7 @@ Loss (per-channel normalised, in sinogram space)
     ``pred = A(o · s · g) / s``. The loss is ``λ·MSE(pred, b̃) + (1 − λ)·(1 − SSIM(pred, b̃))``
     with ``λ = 1e-4`` (:func:`~xrdwidgets.recon.losses.mse_ssim`; SSIM of each channel's
     ``(translation, angle)`` image, averaged over channels). The factors are a
-    :class:`~xrdwidgets.recon.training.ChannelScaling` (``sino = s``, ``image = s · g``).
+    :class:`~xrdwidgets.recon.training_setup.ChannelScaling` (``sino = s``, ``image = s · g``).
 
 Channel batches with overlap
     The volume's dense layer has one weight per voxel and hidden unit, so long 2θ axes are cut
@@ -53,18 +53,8 @@ Stack runner and checkpoints (resume protocol of :mod:`xrdwidgets.jobs`)
     checkpoint of the per-method format of earlier versions is refused with an "older version"
     error.
 
-Accuracy (``benchmarks/bench_parallax.py --small``: Ni, 41 × 41, 0.5 mm step, L = 1 m, 100 keV,
-0–180°, parallax up to 4.6 channels): per-pixel peak-position error 0.06 channel against FBP's 0.69;
-FWHM ratios 0.87–1.04 (mean |ratio − 1| 0.04; FBP: 45–290 % too wide) with the operator's default
-Lanczos-3 2θ interpolation. Interpolation blurs peaks only 1.5–2 channels wide in the modelled
-data and the network compensates with narrower peaks: ratios 0.85–1.00 (mean 0.06) with
-``operator_options={"interp": "cubic"}`` and 0.79–1.00 (0.10) with ``"linear"``, run in the same
-conditions; the same time per epoch on the CPU (0.57 s one thread) for lanczos3 and cubic. With 100
-channels instead of 120 (``--channels 100``): lanczos3 0.92–1.11 (mean 0.04), cubic 0.90–1.03 (0.06).
-
-Cost: the operator costs 5–10× a plain projection, but on a CPU SD2Vol's 3-D convolutions and the
-SSIM dominate (≈ 1.9 s per epoch at 41 × 41 × 120 on two idle cores, the operator ≈ 0.16 s of it);
-use a GPU (``device="cuda"``) for real sizes.
+Accuracy and cost (``benchmarks/bench_parallax.py --small``): ``docs/notes/tables-recon.md``. On a
+CPU SD2Vol's 3-D convolutions and the SSIM dominate; use a GPU (``device="cuda"``) for real sizes.
 """
 from __future__ import annotations
 
@@ -73,6 +63,7 @@ import logging
 import numpy as np
 import torch
 
+from ..base.errors import InputError, InputTypeError
 from .. import data as _data
 from ..ops.parallax import FORMULAS, ParallaxProjector
 from ..ops.projector import ParallelProjector
@@ -122,15 +113,15 @@ def _config(caller, epochs, lr, lam, seed, patience, min_lr, pretrain, preview_e
 
 def _as_sino(caller, sino, op: ParallaxProjector):
     if not isinstance(op, ParallaxProjector):
-        raise TypeError(f"{caller}: op must be a ParallaxProjector, found {type(op).__name__}")
+        raise InputTypeError(f"{caller}: op must be a ParallaxProjector, found {type(op).__name__}")
     is_np = not isinstance(sino, torch.Tensor)
     t = torch.from_numpy(np.ascontiguousarray(np.asarray(sino), np.float32)) if is_np else sino.detach()
     if tuple(t.shape) != tuple(op.range_shape):
-        raise ValueError(f"{caller}: sino must have shape (translation, angle, tth) = {tuple(op.range_shape)} "
+        raise InputError(f"{caller}: sino must have shape (translation, angle, tth) = {tuple(op.range_shape)} "
                          f"(the operator's range), found {tuple(t.shape)}")
     t = t.to(device=op.device, dtype=torch.float32)
     if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{caller}: sino must be finite, found {int((~torch.isfinite(t)).sum())} NaN/inf values")
+        raise InputError(f"{caller}: sino must be finite, found {int((~torch.isfinite(t)).sum())} NaN/inf values")
     return t, is_np
 
 
@@ -205,7 +196,7 @@ def iterate_parallaxnet_array(sino, op: ParallaxProjector, *, epochs: int = EPOC
                   checkpoint_every, net_options)
     b, is_np = _as_sino(caller, sino, op)
     if checkpoint is not None and not isinstance(checkpoint, dict):
-        raise ValueError(f"{caller}: checkpoint must be a dict (as loaded by torch.load) or None, "
+        raise InputError(f"{caller}: checkpoint must be a dict (as loaded by torch.load) or None, "
                          f"found {type(checkpoint).__name__}")
     plain = plain if plain is not None else _plain_of(op)
     C = op.n_channels
@@ -302,19 +293,19 @@ def iterate_parallaxnet(stack, *, distance_mm: float | None = None, pixel_mm: fl
     cfg = _config(caller, epochs, lr, lam, seed, patience, min_lr, pretrain, preview_every,
                   checkpoint_every, net_options)
     if merge not in MERGE_WEIGHTS:
-        raise ValueError(f"{caller}: merge must be one of {MERGE_WEIGHTS}, found {merge!r}")
+        raise InputError(f"{caller}: merge must be one of {MERGE_WEIGHTS}, found {merge!r}")
     if operator_options is not None and not isinstance(operator_options, dict):
-        raise ValueError(f"{caller}: operator_options must be a dict or None, found "
+        raise InputError(f"{caller}: operator_options must be a dict or None, found "
                          f"{type(operator_options).__name__}")
     batch = _drv.check_int(caller, "batch", batch)
     overlap = _drv.check_int(caller, "overlap", overlap, minimum=0)
     if overlap >= batch:
-        raise ValueError(f"{caller}: overlap must be smaller than batch (overlap {overlap}, batch {batch})")
+        raise InputError(f"{caller}: overlap must be smaller than batch (overlap {overlap}, batch {batch})")
     if checkpoint is not None and not isinstance(checkpoint, dict):
-        raise ValueError(f"{caller}: checkpoint must be a dict (e.g. xrdwidgets.jobs.load_checkpoint(workdir)) "
+        raise InputError(f"{caller}: checkpoint must be a dict (e.g. xrdwidgets.jobs.load_checkpoint(workdir)) "
                          f"or None, found {type(checkpoint).__name__}")
     if checkpoint_path is not None:
-        raise ValueError(f"{caller}: checkpoint_path is not used for stacks any more: run as a job with a "
+        raise InputError(f"{caller}: checkpoint_path is not used for stacks any more: run as a job with a "
                          "work folder (xrdwidgets.jobs.run(..., workdir=...), `xrdwidgets reconstruct "
                          "--workdir`), which keeps the finished batches and the running training state")
     params = {k: v for k, v in cfg.items() if k != "net_options"}
@@ -328,7 +319,7 @@ def iterate_parallaxnet(stack, *, distance_mm: float | None = None, pixel_mm: fl
     da, plain = plan.stack, plan.op
     spec = _data.spectral_dim(da)
     if spec != "tth":
-        raise ValueError(f"{caller}: ParallaxNet needs a 2θ axis 'tth' (degrees), found spectral dim {spec!r}; "
+        raise InputError(f"{caller}: ParallaxNet needs a 2θ axis 'tth' (degrees), found spectral dim {spec!r}; "
                          "convert with xrdwidgets.data.convert_spectral")
     op = ParallaxProjector.from_geometry(
         _data.get_geometry(da), plain.n, plain.angles_deg, da["tth"].values, distance_mm=distance_mm,

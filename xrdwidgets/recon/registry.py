@@ -22,6 +22,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..base.errors import InputError, InputTypeError
+
 __all__ = ["ParamSpec", "MethodSpec", "param", "register", "get_method", "methods", "common_params",
            "training_params",
            "DEFAULT_PRESET"]
@@ -128,7 +130,7 @@ class MethodSpec:
     def preset(self, name: str = DEFAULT_PRESET) -> dict:
         """Every parameter's value under preset ``name`` (the defaults, updated by the preset)."""
         if name != DEFAULT_PRESET and name not in self.presets:
-            raise ValueError(f"method {self.name!r}: preset must be one of {self.preset_names()}, found {name!r}")
+            raise InputError(f"method {self.name!r}: preset must be one of {self.preset_names()}, found {name!r}")
         return {**self.defaults(), **self.presets.get(name, {})}
 
 
@@ -187,7 +189,7 @@ def _kind_of(default, declared: str | None, choices) -> str:
         return "float"
     if isinstance(default, str):
         return "str"
-    raise TypeError(f"cannot infer the kind of a parameter with default {default!r}; declare kind=")
+    raise InputTypeError(f"cannot infer the kind of a parameter with default {default!r}; declare kind=")
 
 
 def register(name: str, iterate: Callable, *, label: str, help: str, params: list, presets: dict | None = None
@@ -212,14 +214,14 @@ def register(name: str, iterate: Callable, *, label: str, help: str, params: lis
     for d in params:
         d = dict(d)
         if d["name"] not in sig or sig[d["name"]].default is inspect.Parameter.empty:
-            raise TypeError(f"register({name!r}): {iterate.__name__} has no keyword {d['name']!r} with a default")
+            raise InputTypeError(f"register({name!r}): {iterate.__name__} has no keyword {d['name']!r} with a default")
         default = sig[d["name"]].default
         kind = _kind_of(default, d.pop("kind"), d["choices"])
         if not str(d.get("label", "")).strip() or d["label"] == d["name"]:
-            raise TypeError(f"register({name!r}): parameter {d['name']!r} needs a label in human words "
+            raise InputTypeError(f"register({name!r}): parameter {d['name']!r} needs a label in human words "
                             f"(param(..., label=...)), found {d.get('label', '')!r}")
         if kind not in _KINDS:
-            raise ValueError(f"register({name!r}): kind of {d['name']!r} must be one of {_KINDS}, found {kind!r}")
+            raise InputError(f"register({name!r}): kind of {d['name']!r} must be one of {_KINDS}, found {kind!r}")
         specs.append(ParamSpec(kind=kind, default=default, **d))
     spec = MethodSpec(name=name, label=label, help=help, iterate=iterate, params=tuple(specs),
                       presets=dict(presets or {}))
@@ -227,7 +229,7 @@ def register(name: str, iterate: Callable, *, label: str, help: str, params: lis
         for k, v in values.items():
             p = spec.param(k)  # KeyError for an unknown name
             if p.choices and v not in p.choices:
-                raise ValueError(f"register({name!r}): preset {pname!r} sets {k}={v!r}, not in {p.choices}")
+                raise InputError(f"register({name!r}): preset {pname!r} sets {k}={v!r}, not in {p.choices}")
     _REGISTRY[name] = spec
     return spec
 
@@ -249,5 +251,5 @@ def get_method(name: str) -> MethodSpec:
     known = methods()
     key = str(name).lower()
     if key not in known:
-        raise ValueError(f"reconstruct: method must be one of {tuple(known)}, found {name!r}")
+        raise InputError(f"reconstruct: method must be one of {tuple(known)}, found {name!r}")
     return known[key]

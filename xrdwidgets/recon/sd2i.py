@@ -13,51 +13,25 @@ Loss (in sinogram space, per-channel normalised — the ParallaxNet paper's sche
     projection ``A(x) / s = A(o · g)`` is compared with ``b̃`` by ``loss`` (default ``mae``; the
     paper's ``mae_ssim``: ``0.16·MAE + 0.84·(1 − SSIM)``, SSIM averaged over channels — see "Choice
     of loss"). The factors are
-    :class:`~xrdwidgets.recon.training.ChannelScaling` (``sino = s``, ``image = s·g``).
+    :class:`~xrdwidgets.recon.training_setup.ChannelScaling` (``sino = s``, ``image = s·g``).
 
 Training: :func:`~xrdwidgets.recon.training.train` (Adam 5e-4, learning rate halved after 300
 epochs without improvement, at most ``epochs`` = 6000 as in the paper, stop when the learning
 rate falls below ``min_lr``). The result is the image of lowest loss. ``pretrain=True`` (or a
 number of epochs, 1000 for ``True``) first fits the output to the clipped FBP image by MSE.
 
-Choice of loss (measured here, no inverse crime) — why the default is ``"mae"``, not the paper's
+Choice of loss — why the default is ``"mae"``, not the paper's
     With data from another forward model than ours (exact line integrals of an analytic
     phantom, or scikit-image ``radon``), the sinogram-space SSIM term rewards fitting the few-percent
-    model mismatch: the PSNR of ``mae_ssim`` peaks and then falls while the loss keeps
-    decreasing, as the image grows a checkerboard texture that the data barely constrain.
-    Shepp–Logan 256², 64 angles, ``radon`` data (``benchmarks/bench_sd2i.py``): ``mae_ssim``
-    31.1 dB at epoch 1000, then 26.4 dB / SSIM 0.74 from epoch 1200 on (loss 0.021 → 0.003);
-    ``mae`` rose steadily to 33.95 dB / SSIM 0.988 at epoch 6000 (FBP 27.2 / 0.645, TV 36.0 /
-    0.993; paper: 40.1 / 0.993). At 128² (``benchmarks/bench_sd2i_upsample.py``) ``mae_ssim``
-    peaked at 31.0 dB (nearest upsampling; bilinear 33.1 dB) before falling, but reached 37.7 dB
-    after 2000 epochs, still rising, on data made with our own projector (the inverse crime): the
-    paper's 40 dB needs a forward model that matches the data exactly, which measured data never
-    has. ``loss="mae_ssim"`` stays available for the paper's protocol.
-
-Real data (the paper's protocol: the undersampled experimental sinogram reconstructed, scored
-against non-negative CGLS of the full angle set; ``benchmarks/bench_sd2i.py --only-real
---dataset NAME``, ``mae``, 6000 epochs, one CPU thread; PSNR dB / SSIM)
-
-    ==================================  ===========  ===========  ===========  ===========  ===========
-    dataset                             FBP          SIRT ≥ 0     CGLS ≥ 0     TV ≥ 0       SD2Iu
-    ==================================  ===========  ===========  ===========  ===========  ===========
-    photocatalyst 331², 60 of 300 ang.  18.54/0.538  23.71/0.776  23.60/0.773  26.90/0.901  24.92/0.746
-    MnNaWSiO2 179², 60 of 120           25.73/0.661  29.63/0.890  29.60/0.887  29.68/0.788  29.52/0.781
-    POX 223², 54 of 160                 28.23/0.643  31.37/0.859  31.42/0.857  32.32/0.850  32.58/0.842
-    ==================================  ===========  ===========  ===========  ===========  ===========
-
-    SD2Iu is far ahead of FBP (+3.7 to +6.4 dB) and level with the iterative methods in PSNR
-    (best on POX), a little behind them in SSIM; on the photocatalyst it peaked at 26.1 dB near
-    epoch 2100 and then slowly fitted noise. Around the photocatalyst its image keeps a faint halo
-    of streak residue (99th percentile of the background within 145 px of the centre: 23–35 % of
-    the sample's brightness; TV and the reference: 5–12 %) that ends on a sharp circle, with a
-    clean zero background beyond; the background holds 14 % of its squared error.
+    model mismatch, and the image grows a checkerboard texture that the data barely constrain;
+    ``loss="mae_ssim"`` stays available for the paper's protocol. Measurements
+    (``benchmarks/bench_sd2i.py``, ``bench_sd2i_upsample.py``, real data): ``docs/notes/tables-recon.md``.
 
 Geometry, axis order and rotation centre: those of the projector
 (:class:`~xrdwidgets.ops.projector.ParallelProjector`, centre ``(n-1)/2``).
 
-Cost: a few ms per epoch at 64² but 0.58 s per epoch at 256² on one CPU thread (SD2Iu, 64
-filters; 6000 epochs ≈ 1 h); use a GPU (``device="cuda"``) for full-size runs.
+Cost: grows fast with the image size; use a GPU (``device="cuda"``) for full-size runs
+(measured: ``docs/notes/tables-recon.md``).
 """
 from __future__ import annotations
 
@@ -65,6 +39,7 @@ import logging
 
 import torch
 
+from ..base.errors import InputError, InputTypeError, StateError
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
 from ..base.progress import run_to_end
@@ -88,9 +63,9 @@ def _check_common(caller, arch, loss, k, epochs, lr, patience, min_lr, pretrain,
                   checkpoint_every, net_options):
     key = str(arch).lower()
     if key not in ARCHITECTURES:
-        raise ValueError(f"{caller}: arch must be one of {tuple(ARCHITECTURES)}, found {arch!r}")
+        raise InputError(f"{caller}: arch must be one of {tuple(ARCHITECTURES)}, found {arch!r}")
     if not callable(loss) and str(loss).lower() not in LOSSES:
-        raise ValueError(f"{caller}: loss must be one of {tuple(LOSSES)} or a callable, found {loss!r}")
+        raise InputError(f"{caller}: loss must be one of {tuple(LOSSES)} or a callable, found {loss!r}")
     cfg = _training.training_config(caller, epochs=epochs, lr=lr, seed=seed, patience=patience, min_lr=min_lr,
                                     pretrain=pretrain, pretrain_default=PRETRAIN_EPOCHS,
                                     preview_every=preview_every, checkpoint_every=checkpoint_every,
@@ -161,11 +136,11 @@ def iterate_sd2i_array(sino, op: ParallelProjector, *, arch: str = "sd2iu", epoc
             "k": cfg["k"], "net_options": {k_: repr(v) for k_, v in cfg["net_options"].items()}}
     if checkpoint is not None:
         if not isinstance(checkpoint, dict):
-            raise TypeError(f"{caller}: checkpoint must be a dict (as loaded by torch.load) or None, "
+            raise InputTypeError(f"{caller}: checkpoint must be a dict (as loaded by torch.load) or None, "
                              f"found {type(checkpoint).__name__}")
         made = checkpoint.get("sd2i")
         if made is not None and made != info:
-            raise ValueError(f"{caller}: checkpoint was made for {made}, not for this reconstruction {info}")
+            raise StateError(f"{caller}: checkpoint was made for {made}, not for this reconstruction {info}")
     # build the projector's sparse matrices now (training applies it thousands of times): the
     # FBP below then uses them too, not the matrix-free numba kernels (whose worker threads slow
     # down torch's CPU kernels afterwards when both run in one process)

@@ -32,9 +32,8 @@ Checkpoints and resume
     model continues exactly where the checkpoint was taken: on the CPU a resumed seeded run gives
     the same losses and weights as an uninterrupted one.
 
-Per-channel normalisation (ParallaxNet paper): :class:`ChannelScaling` divides each channel's
-sinogram by its maximum and each image channel by the matching factor, so every channel weighs
-alike in the loss while the result keeps absolute intensities.
+Per-channel normalisation, checked training arguments and the checkpoint format:
+:mod:`xrdwidgets.recon.training_setup`.
 
 Mixed precision (``amp=True``: bfloat16 autocast of the model's forward, float16 with a gradient
 scaler where bfloat16 is missing) and ``compile=True`` (``torch.compile`` of the model) act on
@@ -44,7 +43,6 @@ inductor compiler are slow or missing on most CPUs). The loss is always computed
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 from dataclasses import dataclass, field
@@ -54,9 +52,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..base.atomic import atomic_torch_save
+from ..base.errors import InputError, InputTypeError, StateError
 from . import driver as _drv
 from ..base.progress import Progress
+# The set-up around train(), re-exported: the methods use them as ``_training.<name>``.
+from .training_setup import (CHECKPOINT_FORMAT, ChannelScaling, check_train_checkpoint, cpu_copy,  # noqa: F401
+                             fbp_gain, pretrain_epochs, save_checkpoint, training_config)
 
 log = logging.getLogger(__name__)
 
@@ -72,67 +73,8 @@ __all__ = [
     "train",
 ]
 
-#: ``checkpoint["format"]`` of :func:`train`'s checkpoints.
-CHECKPOINT_FORMAT = "xrdwidgets.train/1"
 #: ``lr_schedule=`` values of :func:`train`.
 LR_SCHEDULES = ("plateau", "constant", "cosine")
-
-
-# ---------------------------------------------------------------------------- normalisation
-@dataclass(frozen=True)
-class ChannelScaling:
-    """Per-channel normalisation factors (channel axis last).
-
-    A normalised sinogram is ``b / sino`` (each channel's maximum becomes 1); a normalised image
-    is ``x / image``. With ``image = sino · gain``, the forward projection of a normalised image
-    times ``gain`` is the normalised sinogram: ``A(x)/sino = A(x̃ · gain)``.
-
-    Attributes
-    ----------
-    sino : torch.Tensor
-        ``(C,)`` sinogram factors: each channel's maximum (its maximum absolute value where the
-        maximum is ≤ 0; 1 for an all-zero channel).
-    image : torch.Tensor
-        ``(C,)`` image factors, ``sino · gain``.
-    """
-
-    sino: torch.Tensor
-    image: torch.Tensor
-
-    @classmethod
-    def from_sinogram(cls, sino: torch.Tensor, *, gain=None) -> ChannelScaling:
-        """Factors of a sinogram batch ``(n_t, n_angles, C)`` (any leading axes, channel last).
-
-        ``gain`` (a number or ``C`` of them, default 1) sets ``image = sino · gain``.
-        """
-        if not isinstance(sino, torch.Tensor) or sino.dim() < 1:
-            raise TypeError("ChannelScaling.from_sinogram: sino must be a torch tensor with the channel "
-                             f"axis last, found {type(sino).__name__}")
-        flat = sino.detach().reshape(-1, sino.shape[-1]).float()
-        mx = flat.max(0).values
-        amax = flat.abs().max(0).values
-        s = torch.where(mx > 0, mx, torch.where(amax > 0, amax, torch.ones_like(mx)))
-        g = torch.ones_like(s) if gain is None else torch.as_tensor(gain, dtype=s.dtype, device=s.device)
-        if g.numel() not in (1, s.numel()) or not bool(torch.isfinite(g).all()) or bool((g <= 0).any()):
-            raise ValueError(f"ChannelScaling.from_sinogram: gain must be a number > 0 or {s.numel()} of "
-                             f"them, found {gain!r}")
-        return cls(sino=s, image=s * g.reshape(-1).expand_as(s))
-
-    def normalise_sino(self, b: torch.Tensor) -> torch.Tensor:
-        """``b / sino`` (channel axis last)."""
-        return b / self.sino
-
-    def denormalise_sino(self, b: torch.Tensor) -> torch.Tensor:
-        """``b · sino``: normalised sinograms back to absolute units."""
-        return b * self.sino
-
-    def normalise_image(self, x: torch.Tensor) -> torch.Tensor:
-        """``x / image`` (channel axis last)."""
-        return x / self.image
-
-    def denormalise_image(self, x: torch.Tensor) -> torch.Tensor:
-        """``x · image``: normalised images back to absolute units."""
-        return x * self.image
 
 
 # ---------------------------------------------------------------------------- result
@@ -173,103 +115,6 @@ def default_preview(output: torch.Tensor) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- checkpoints
-def _cpu_copy(obj):
-    """Deep copy with every tensor detached, cloned and on the CPU."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _cpu_copy(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu_copy(v) for v in obj)
-    return copy.deepcopy(obj)
-
-
-def save_checkpoint(ckpt: dict, path) -> Path:
-    """Write a checkpoint dict with ``torch.save`` atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_torch_save(ckpt, path)
-
-
-def fbp_gain(b_norm: torch.Tensor, op) -> tuple:
-    """Image scale of per-channel normalised sinograms, for generator networks (SD2I, ParallaxNet).
-
-    Parameters
-    ----------
-    b_norm : torch.Tensor
-        Normalised sinograms ``(translation, angle, C)`` on ``op.device``.
-    op : ParallelProjector
-        The plain projector of the scan.
-
-    Returns
-    -------
-    (torch.Tensor, torch.Tensor)
-        ``(C,)`` 99.5th percentile of the FBP of each channel inside the support (``1/n`` where
-        it is not positive), and the FBP ``(y, x, C)``.
-    """
-    from .fbp import fbp_array
-
-    img = fbp_array(b_norm, op.angles_deg, projector=op)
-    vals = img[_drv.support_of(op)[..., 0] > 0]                 # (m, C)
-    kth = max(1, min(vals.shape[0], round(0.995 * vals.shape[0])))
-    g = torch.kthvalue(vals, kth, dim=0).values
-    return torch.where(g > 0, g, torch.full_like(g, 1.0 / max(op.n, 1))), img
-
-
-_CONFIG_CHECKS = {
-    "epochs": lambda c, v: _drv.check_int(c, "epochs", v),
-    "lr": lambda c, v: _drv.check_float(c, "lr", v, minimum=0.0, strict=True),
-    "seed": lambda c, v: None if v is None else _drv.check_int(c, "seed", v, minimum=0),
-    "patience": lambda c, v: None if v is None else _drv.check_int(c, "patience", v, minimum=0),
-    "min_lr": lambda c, v: _drv.check_float(c, "min_lr", v, minimum=0.0),
-    "preview_every": lambda c, v: _drv.check_int(c, "preview_every", v, minimum=0),
-    "checkpoint_every": lambda c, v: _drv.check_int(c, "checkpoint_every", v, minimum=0),
-}
-
-
-def training_config(caller: str, *, pretrain_default: int = 0, **args) -> dict:
-    """The checked training arguments of a network method (a ValueError/TypeError naming ``caller``
-    and the argument otherwise).
-
-    Accepted keywords: ``epochs``, ``lr``, ``seed`` (None allowed), ``patience`` (None allowed),
-    ``min_lr``, ``preview_every``, ``checkpoint_every``, ``pretrain`` (bool or epochs;
-    ``pretrain_default`` for True) and ``net_options`` (dict or None). Returns them checked.
-    """
-    out = {}
-    for k, v in args.items():
-        if k in _CONFIG_CHECKS:
-            out[k] = _CONFIG_CHECKS[k](caller, v)
-        elif k == "pretrain":
-            out[k] = pretrain_epochs(caller, v, pretrain_default)
-        elif k == "net_options":
-            if v is not None and not isinstance(v, dict):
-                raise TypeError(f"{caller}: net_options must be a dict or None, found {type(v).__name__}")
-            out[k] = dict(v or {})
-        else:
-            raise TypeError(f"training_config: unknown training argument {k!r}")
-    return out
-
-
-def pretrain_epochs(caller: str, pretrain, default: int) -> int:
-    """Epochs of pre-training from a method's ``pretrain`` argument: ``True`` → ``default``,
-    ``False`` → 0, an integer ≥ 0 as given (else a ValueError naming ``caller``)."""
-    if isinstance(pretrain, (bool, np.bool_)):
-        return int(default) if pretrain else 0
-    return _drv.check_int(caller, "pretrain", pretrain, minimum=0)
-
-
-def _check_checkpoint(caller, ckpt):
-    if not isinstance(ckpt, dict):
-        raise TypeError(f"{caller}: checkpoint must be a dict (as loaded by torch.load) or None, "
-                         f"found {type(ckpt).__name__}")
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{caller}: checkpoint is not a training checkpoint (format "
-                         f"{ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT!r})")
-    missing = [k for k in ("phase", "epoch", "model", "optimizer", "scheduler") if k not in ckpt]
-    if missing:
-        raise ValueError(f"{caller}: checkpoint lacks {missing}")
-    return ckpt
-
 
 # ---------------------------------------------------------------------------- mixed precision / compile
 class _Forward:
@@ -320,7 +165,7 @@ def _split_loss(caller, value, epoch):
     if isinstance(value, tuple):
         value, extra = value[0], dict(value[1]) if len(value) > 1 else {}
     if not isinstance(value, torch.Tensor) or value.numel() != 1:
-        raise ValueError(f"{caller}: loss_fn must return a scalar tensor (or (tensor, dict)), found "
+        raise InputError(f"{caller}: loss_fn must return a scalar tensor (or (tensor, dict)), found "
                          f"{type(value).__name__}{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}")
     v = float(value.detach())
     if not math.isfinite(v):
@@ -417,21 +262,21 @@ def train(model: nn.Module, loss_fn=None, *, lr: float = 5e-4, max_epochs: int =
     """
     caller = "train"
     if not isinstance(model, nn.Module):
-        raise TypeError(f"{caller}: model must be a torch.nn.Module, found {type(model).__name__}")
+        raise InputTypeError(f"{caller}: model must be a torch.nn.Module, found {type(model).__name__}")
     if step_loss is not None:
         if loss_fn is not None or not callable(step_loss):
-            raise TypeError(f"{caller}: give either loss_fn (a generator network) or a callable step_loss "
+            raise InputTypeError(f"{caller}: give either loss_fn (a generator network) or a callable step_loss "
                             "(minibatches), not both")
         if pretrain_target is not None:
-            raise ValueError(f"{caller}: pretrain_target is for generator networks (loss_fn), not step_loss")
+            raise InputError(f"{caller}: pretrain_target is for generator networks (loss_fn), not step_loss")
     elif not callable(loss_fn):
-        raise TypeError(f"{caller}: loss_fn must be callable, found {type(loss_fn).__name__}")
+        raise InputTypeError(f"{caller}: loss_fn must be callable, found {type(loss_fn).__name__}")
     if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"{caller}: lr_schedule must be one of {LR_SCHEDULES}, found {lr_schedule!r}")
+        raise InputError(f"{caller}: lr_schedule must be one of {LR_SCHEDULES}, found {lr_schedule!r}")
     if state_hooks is not None and not (len(state_hooks) == 2 and all(callable(f) for f in state_hooks)):
-        raise TypeError(f"{caller}: state_hooks must be a pair of callables (get, set) or None")
+        raise InputTypeError(f"{caller}: state_hooks must be a pair of callables (get, set) or None")
     if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError(f"{caller}: model has no trainable parameters")
+        raise InputError(f"{caller}: model has no trainable parameters")
     cfg = {
         "lr": _drv.check_float(caller, "lr", lr, minimum=0.0, strict=True),
         "max_epochs": _drv.check_int(caller, "max_epochs", max_epochs),
@@ -446,17 +291,17 @@ def train(model: nn.Module, loss_fn=None, *, lr: float = 5e-4, max_epochs: int =
         "schedule": lr_schedule,
     }
     if preview_fn is not None and not callable(preview_fn):
-        raise TypeError(f"{caller}: preview_fn must be callable or None, found {type(preview_fn).__name__}")
+        raise InputTypeError(f"{caller}: preview_fn must be callable or None, found {type(preview_fn).__name__}")
     if seed is not None:
         seed = _drv.check_int(caller, "seed", seed, minimum=0)
     if checkpoint is not None:
-        _check_checkpoint(caller, checkpoint)
+        check_train_checkpoint(caller, checkpoint)
     if checkpoint_extra is not None and not isinstance(checkpoint_extra, dict):
-        raise TypeError(f"{caller}: checkpoint_extra must be a dict or None, found {type(checkpoint_extra).__name__}")
+        raise InputTypeError(f"{caller}: checkpoint_extra must be a dict or None, found {type(checkpoint_extra).__name__}")
     n_pre = 0
     if pretrain_target is not None:
         if not isinstance(pretrain_target, torch.Tensor):
-            raise TypeError(f"{caller}: pretrain_target must be a torch tensor, found "
+            raise InputTypeError(f"{caller}: pretrain_target must be a torch tensor, found "
                              f"{type(pretrain_target).__name__}")
         n_pre = _drv.check_int(caller, "pretrain_epochs", pretrain_epochs, minimum=0)
     cfg["pretrain_lr"] = cfg["lr"] if pretrain_lr is None else \
@@ -486,25 +331,25 @@ def _train(model, loss_fn, cfg, n_pre, pre_target, preview_fn, ckpt_in, ckpt_pat
 
     def make_checkpoint():
         ck = {"format": CHECKPOINT_FORMAT, "phase": st["phase"], "epoch": st["epoch"],
-              "model": _cpu_copy(model.state_dict()), "optimizer": _cpu_copy(opt.state_dict()),
-              "pretrain_optimizer": _cpu_copy(opt_pre.state_dict()),
-              "scheduler": _cpu_copy(sched.state_dict()),
-              "scaler": None if fwd.scaler is None else _cpu_copy(fwd.scaler.state_dict()),
-              "best_loss": st["best_loss"], "best_output": _cpu_copy(st["best_output"]),
+              "model": cpu_copy(model.state_dict()), "optimizer": cpu_copy(opt.state_dict()),
+              "pretrain_optimizer": cpu_copy(opt_pre.state_dict()),
+              "scheduler": cpu_copy(sched.state_dict()),
+              "scaler": None if fwd.scaler is None else cpu_copy(fwd.scaler.state_dict()),
+              "best_loss": st["best_loss"], "best_output": cpu_copy(st["best_output"]),
               "losses": list(st["losses"]), "rng_torch": torch.get_rng_state(),
               "rng_numpy": np.random.get_state(),
               "rng_cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}
         if extra:
-            ck.update({k: _cpu_copy(v) for k, v in extra.items()})
+            ck.update({k: cpu_copy(v) for k, v in extra.items()})
         if hooks is not None:
-            ck["extra_state"] = _cpu_copy(hooks[0]())
+            ck["extra_state"] = cpu_copy(hooks[0]())
         return ck
 
     if ckpt_in is not None:
         try:
             model.load_state_dict(ckpt_in["model"])
         except RuntimeError as exc:
-            raise ValueError(f"{caller}: checkpoint does not fit the model: {exc}") from None
+            raise StateError(f"{caller}: checkpoint does not fit the model: {exc}") from None
         opt.load_state_dict(ckpt_in["optimizer"])
         if ckpt_in.get("pretrain_optimizer") is not None:
             opt_pre.load_state_dict(ckpt_in["pretrain_optimizer"])
@@ -523,7 +368,7 @@ def _train(model, loss_fn, cfg, n_pre, pre_target, preview_fn, ckpt_in, ckpt_pat
             torch.cuda.set_rng_state_all(ckpt_in["rng_cuda"])
         if hooks is not None:
             if not isinstance(ckpt_in.get("extra_state"), dict):
-                raise ValueError(f"{caller}: checkpoint lacks the caller's state ('extra_state')")
+                raise StateError(f"{caller}: checkpoint lacks the caller's state ('extra_state')")
             hooks[1](ckpt_in["extra_state"])
         if st["phase"] == "pretrain" and st["epoch"] >= n_pre:
             st.update(phase="train", epoch=0)
@@ -551,7 +396,7 @@ def _train(model, loss_fn, cfg, n_pre, pre_target, preview_fn, ckpt_in, ckpt_pat
                 opt_pre.zero_grad(set_to_none=True)
                 out = fwd()
                 if out.shape != pre_target.shape:
-                    raise ValueError(f"{caller}: pretrain_target has shape {tuple(pre_target.shape)} but the "
+                    raise InputError(f"{caller}: pretrain_target has shape {tuple(pre_target.shape)} but the "
                                      f"model output has shape {tuple(out.shape)}")
                 loss = torch.mean((out - pre_target) ** 2)
                 loss, v, _ = _split_loss(caller, loss, e)

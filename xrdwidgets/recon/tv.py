@@ -44,6 +44,7 @@ import logging
 import numpy as np
 import torch
 
+from ..base.errors import InputError
 from ..ops.projector import ParallelProjector
 from . import driver as _drv
 from ..base.progress import Progress, run_to_end
@@ -116,7 +117,7 @@ def _lam_tensor(caller, lam, lam_rel, b, op):
     arr = np.asarray(lam, dtype=np.float64).ravel() if not isinstance(lam, torch.Tensor) else \
         lam.detach().cpu().double().numpy().ravel()
     if arr.size not in (1, C) or not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise ValueError(f"{caller}: lam must be a finite number >= 0 or {C} of them (one per channel), "
+        raise InputError(f"{caller}: lam must be a finite number >= 0 or {C} of them (one per channel), "
                          f"found {lam!r}")
     return torch.as_tensor(np.broadcast_to(arr, (C,)).copy(), dtype=torch.float32, device=op.device)
 
@@ -286,14 +287,14 @@ def iterate_tv(stack, *, n_iter: int = 300, lam=None, lam_rel: float = LAM_REL, 
     if lam is not None:
         lam_all = np.asarray(lam, dtype=np.float64).ravel()
         if lam_all.size < 1 or not np.all(np.isfinite(lam_all)) or np.any(lam_all < 0):
-            raise ValueError(f"{caller}: lam must be a finite number >= 0 (or one per channel), found {lam!r}")
+            raise InputError(f"{caller}: lam must be a finite number >= 0 (or one per channel), found {lam!r}")
     plan = _drv.prepare_stack(
         stack, caller=caller, producer="xrdwidgets.recon.tv",
         parameters={"n_iter": n_iter, "lam": None if lam is None else lam_all.tolist(),
                     "lam_rel": lam_rel, "nonneg": bool(nonneg), "step_ratio": step_ratio},
         batch=batch, n=n, circle=circle, centre_offset=centre_offset, device=device)
     if lam_all is not None and lam_all.size not in (1, plan.n_channels):
-        raise ValueError(f"{caller}: lam must be one number or one per channel ({plan.n_channels}), "
+        raise InputError(f"{caller}: lam must be one number or one per channel ({plan.n_channels}), "
                          f"found {lam_all.size} values")
 
     def solve(sino, op, channels, checkpoint=None):
