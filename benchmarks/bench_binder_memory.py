@@ -79,7 +79,7 @@ def main():
     from browser_helpers import CHROMIUM, CHROMIUM_ARGS
     from playwright.sync_api import sync_playwright
 
-    from xrdwidgets import appserver
+    from xrdwidgets.serve import appserver
 
     data_mb = demo_data_mb()
     server = appserver.launch(REPO / "dashboards", port=0, log_file=Path(tempfile.mkdtemp()) / "voila.log")

@@ -1,6 +1,6 @@
 """Load on the served app: N visitors at once, up to the kernel cap, and memory afterwards.
 
-Serves ``dashboards/app.ipynb`` exactly as ``xrdwidgets app`` does (:func:`xrdwidgets.appserver.launch`:
+Serves ``dashboards/app.ipynb`` exactly as ``xrdwidgets app`` does (:func:`xrdwidgets.serve.appserver.launch`:
 the guarded Voila, the demo cache) with a kernel cap ``--cap`` and no per-client cap (every
 visitor here is 127.0.0.1), and short culling (``--cull`` seconds idle, checked every 2 s).
 For each N in ``--loads``:
@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "browser"))
 
-from xrdwidgets import appserver  # noqa: E402
+from xrdwidgets.serve import appserver  # noqa: E402
 
 DRAWN = ".xrdwidgets-app .xrdwidgets-explorer .heatmaplayer image"
 MB = 2**20

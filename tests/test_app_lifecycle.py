@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from xrdwidgets import appserver
+from xrdwidgets.serve import appserver
 
 pytest.importorskip("voila")
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +106,7 @@ def test_sigterm_ends_the_app_and_its_voila_child(tmp_path):
 
 
 def test_page_links_to_no_cdn():
-    from xrdwidgets.guarded_voila import strip_cdn_links
+    from xrdwidgets.serve.guarded_voila import strip_cdn_links
 
     page = ('<head><link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/@fortawesome/'
             'fontawesome-free@^5/css/all.min.css" type="text/css" />\n<link rel="stylesheet" '

@@ -13,7 +13,8 @@ import pytest
 pytest.importorskip("ipywidgets")
 
 import xrdwidgets
-from xrdwidgets import io, safety
+from xrdwidgets import io
+from xrdwidgets.base import safety
 from xrdwidgets.widgets.data_panel import DataPanel, iterate_simulation
 from xrdwidgets.widgets.state import AppState
 

@@ -15,7 +15,7 @@ pytest.importorskip("ipywidgets")
 pytest.importorskip("plotly")
 
 import xrdwidgets
-from xrdwidgets import safety
+from xrdwidgets.base import safety
 from xrdwidgets.recon.fbp import fbp
 from xrdwidgets.widgets.explorer import Explorer
 

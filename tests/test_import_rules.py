@@ -4,7 +4,7 @@ Every module belongs to one room; each room is on a floor, and a room imports on
 floor or the floors below (lazy imports inside functions count too):
 
     base       xrdwidgets.base                                    imports nothing of the package
-    schema     data, geometry, conversions, _version
+    schema     data, schema, geometry, conversions, _version
     core       accessor (the .xrd namespace, forwarding to core functions), io, ops, sim, integrate, corrections, recon, analysis, explore, course
     execution  jobs, distributed, live
     surfaces   widgets, serve, cli
@@ -12,7 +12,8 @@ floor or the floors below (lazy imports inside functions count too):
 The one exception is the documented hand-off of a core call to a cluster: ``recon`` and
 ``integrate`` import ``xrdwidgets.distributed`` when given ``client=``, lazily (inside a function).
 The core also never imports a UI library (ipywidgets, plotly, voila, IPython), ``jobs`` knows no
-science (it imports only the base, and io to store a result), widgets import of ``serve`` only its path-safety checks, and
+science (it imports only the base, and io to store a result), widgets never import the server
+(``serve``) or the CLI (the path-safety checks they share with the server are in the base), and
 ``recon`` has no import cycle.
 """
 import ast
@@ -22,7 +23,8 @@ PKG = Path(__file__).resolve().parents[1] / "xrdwidgets"
 
 FLOORS = {
     "base": ("xrdwidgets.base",),
-    "schema": ("xrdwidgets.data", "xrdwidgets.geometry", "xrdwidgets.conversions", "xrdwidgets._version"),
+    "schema": ("xrdwidgets.data", "xrdwidgets.schema", "xrdwidgets.geometry", "xrdwidgets.conversions",
+               "xrdwidgets._version"),
     "core": ("xrdwidgets.accessor", "xrdwidgets.io", "xrdwidgets.ops", "xrdwidgets.sim", "xrdwidgets.integrate", "xrdwidgets.corrections",
              "xrdwidgets.recon", "xrdwidgets.analysis", "xrdwidgets.explore", "xrdwidgets.course"),
     "execution": ("xrdwidgets.jobs", "xrdwidgets.distributed", "xrdwidgets.live"),
@@ -128,7 +130,7 @@ def test_every_module_is_in_one_room():
 
 def test_base_modules_import_nothing_of_the_package():
     base = [m for m in GRAPH if _under(m, BASE)]
-    assert len(base) >= 5, base  # progress, validators, atomic, checks, errors
+    assert len(base) >= 6, base  # progress, validators, atomic, checks, errors, safety
     for mod in base:
         bad = {d for d in GRAPH[mod] if not _under(d, BASE)}
         assert not bad, (mod, sorted(bad))
@@ -176,7 +178,7 @@ def test_jobs_know_no_science():
 def test_widgets_use_of_serve_is_the_path_safety_only():
     for mod, deps in GRAPH.items():
         if _under(mod, ("xrdwidgets.widgets",)):
-            bad = {d for d in deps if _under(d, ("xrdwidgets.serve",)) and d not in ("xrdwidgets.serve", "xrdwidgets.serve.safety")}
+            bad = {d for d in deps if _under(d, ("xrdwidgets.serve",)) and d not in ("xrdwidgets.serve", "xrdwidgets.base.safety")}
             assert not bad, f"{mod} imports {sorted(bad)}"
             assert not {d for d in deps if _under(d, ("xrdwidgets.cli",))}, mod
 

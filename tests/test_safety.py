@@ -1,4 +1,4 @@
-"""Paths and uploads chosen by dashboard visitors (xrdwidgets.safety), and the served app's settings."""
+"""Paths and uploads chosen by dashboard visitors (xrdwidgets.base.safety), and the served app's settings."""
 from __future__ import annotations
 
 import io as _io
@@ -12,8 +12,9 @@ import h5py
 import numpy as np
 import pytest
 
-from xrdwidgets import appserver, safety
-from xrdwidgets.safety import UnsafePathError, UploadError
+from xrdwidgets.base import safety
+from xrdwidgets.serve import appserver
+from xrdwidgets.base.safety import UnsafePathError, UploadError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -200,7 +201,7 @@ def test_voila_command_keeps_secure_defaults(tmp_path):
     nb = tmp_path / "x.ipynb"
     nb.write_text("{}")
     cmd = appserver.voila_command(nb, port=1234)
-    assert cmd[:4] == [sys.executable, "-m", "xrdwidgets.guarded_voila", str(nb.resolve())]  # Voila + guards
+    assert cmd[:4] == [sys.executable, "-m", "xrdwidgets.serve.guarded_voila", str(nb.resolve())]  # Voila + guards
     assert "--Voila.ip=127.0.0.1" in cmd and "--port=1234" in cmd and "--no-browser" in cmd
     assert not any(a.startswith("--ip") for a in cmd)            # Voila ignores --ip silently
     assert "--strip_sources=True" in cmd and "--show_tracebacks=False" in cmd
@@ -233,7 +234,7 @@ def test_run_folder_sets_the_websocket_limit_to_the_upload_limit():
 
 def test_voila_reads_the_run_folder_config(tmp_path, monkeypatch):
     pytest.importorskip("voila.app")
-    from xrdwidgets.guarded_voila import GuardedVoila
+    from xrdwidgets.serve.guarded_voila import GuardedVoila
 
     folder = appserver._run_folder(max_upload_mb=1)
     monkeypatch.chdir(folder)

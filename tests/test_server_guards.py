@@ -1,6 +1,6 @@
 """The served app against a hostile client (issue 13, findings 2 and 3).
 
-A real ``xrdwidgets.guarded_voila`` server (as ``xrdwidgets app`` runs it) serves a one-cell
+A real ``xrdwidgets.serve.guarded_voila`` server (as ``xrdwidgets app`` runs it) serves a one-cell
 notebook holding a widget with a binary buffer (so a widget ``request_states`` reply carries
 buffers, the message that froze Voila). Requests come from 127.0.0.1 and 127.0.0.2 (two
 "clients": Linux lets a socket use any loopback source address).
@@ -24,8 +24,8 @@ import pytest
 pytest.importorskip("voila")
 psutil = pytest.importorskip("psutil")
 
-from xrdwidgets import appserver
-from xrdwidgets.guarded_voila import V1_SUBPROTOCOL, read_v1_header, v1_offsets
+from xrdwidgets.serve import appserver
+from xrdwidgets.serve.guarded_voila import V1_SUBPROTOCOL, read_v1_header, v1_offsets
 
 MAX_KERNELS, PER_CLIENT, UPLOAD_MB = 3, 2, 1
 NOTEBOOK_CELL = ("import ipywidgets as w\n"

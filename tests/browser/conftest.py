@@ -1,6 +1,6 @@
 """Fixtures of the browser tests: one Voila server for the session, one headless Chromium.
 
-The server is started the way ``xrdwidgets app`` starts it (:func:`xrdwidgets.appserver.launch`,
+The server is started the way ``xrdwidgets app`` starts it (:func:`xrdwidgets.serve.appserver.launch`,
 so the tests exercise the production command line), serving the whole ``dashboards/`` folder on
 a free port of 127.0.0.1 with a data folder of test files. Readiness is polled on
 ``/voila/static/`` (a GET of a notebook page would start a kernel). At the end the server's
@@ -52,7 +52,7 @@ def voila_server(data_folder):
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    from xrdwidgets import appserver
+    from xrdwidgets.serve import appserver
 
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "voila.log").unlink(missing_ok=True)

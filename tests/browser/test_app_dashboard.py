@@ -79,7 +79,7 @@ def preheated_server():
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    from xrdwidgets import appserver
+    from xrdwidgets.serve import appserver
     from browser_helpers import ARTIFACTS
 
     ARTIFACTS.mkdir(exist_ok=True)

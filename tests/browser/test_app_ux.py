@@ -41,7 +41,7 @@ def ux_server(demo_folder):
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    from xrdwidgets import appserver
+    from xrdwidgets.serve import appserver
 
     ARTIFACTS.mkdir(exist_ok=True)
     server = appserver.launch(REPO / "dashboards" / "app.ipynb", port=0, data_dir=demo_folder,

@@ -404,7 +404,7 @@ def test_lab_box_select_on_pattern_changes_image(lab_page):
 @pytest.fixture(scope="module")
 def voila_fx_server(tmp_path_factory):
     _skip(lab=False)
-    from xrdwidgets import appserver
+    from xrdwidgets.serve import appserver
 
     ARTIFACTS.mkdir(exist_ok=True)
     log = ARTIFACTS / "voila_containers.log"

@@ -273,7 +273,7 @@ def cmd_resume(args) -> int:
 
 
 def cmd_app(args) -> int:
-    from .. import appserver
+    from ..serve import appserver
 
     if args.notebook:
         target = Path(args.notebook)

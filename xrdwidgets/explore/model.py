@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from .. import data as _data
-from .. import safety
+from ..base import safety
 from ..base.errors import InputError
 from ..data import DataError
 from .export import (
@@ -117,7 +117,7 @@ class ExplorerModel:
     max_image_size : int
         Display images are block-averaged to at most this many pixels per axis.
     data_dir : path-like, optional
-        The data folder confining exports (see :class:`xrdwidgets.safety.ExportPlace`;
+        The data folder confining exports (see :class:`xrdwidgets.base.safety.ExportPlace`;
         default ``$XRDWIDGETS_DATA_DIR``, else none).
     index_min : int
         Data with at least this many elements get a :class:`~xrdwidgets.explore.windows.WindowIndex`
@@ -141,7 +141,7 @@ class ExplorerModel:
         Names of the visible overlays.
     image : xarray.DataArray or None
         The last full-resolution window image (:meth:`compute_image`).
-    exports : xrdwidgets.safety.ExportPlace
+    exports : xrdwidgets.base.safety.ExportPlace
         Where exports may be written.
     """
 

@@ -3,7 +3,7 @@
 Three tabs feed one :class:`~xrdwidgets.widgets.state.AppState`:
 
 * **Folder** — the HDF5 / ``.npy`` / zarr files under the configured data folder (paths are
-  confined to it by :mod:`xrdwidgets.safety`); an SD2I file lists its sinograms to choose from,
+  confined to it by :mod:`xrdwidgets.base.safety`); an SD2I file lists its sinograms to choose from,
   a ``.npy`` file asks for its axis order.
 * **Upload** — a :class:`~xrdwidgets.widgets.upload.SizeLimitedUpload` button (a file over the
   limit is refused in the browser, before it is sent); the bytes are checked
@@ -29,7 +29,8 @@ import ipywidgets as w
 import numpy as np
 
 from .. import data as _data
-from .. import io, jobs, safety
+from .. import io, jobs
+from ..base import safety
 from ..base.progress import Progress
 from . import plotting as _fig
 from .job_view import JobView
@@ -110,7 +111,7 @@ class DataPanel(UploadTab):
     max_upload_mb : float, optional
         Largest accepted upload (MB); default the ``XRDWIDGETS_MAX_UPLOAD_MB`` environment
         variable, else 200. A served app must allow larger websocket messages (``xrdwidgets
-        app --max-upload-mb`` sets both; see :func:`xrdwidgets.appserver.websocket_limit`).
+        app --max-upload-mb`` sets both; see :func:`xrdwidgets.serve.appserver.websocket_limit`).
 
     Attributes
     ----------

@@ -13,7 +13,8 @@ import weakref
 
 import ipywidgets as w
 
-from .. import io, safety
+from .. import io
+from ..base import safety
 from ..base.progress import Progress
 from .upload import SizeLimitedUpload
 

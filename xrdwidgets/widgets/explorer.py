@@ -62,7 +62,7 @@ class Explorer(ExplorerControls, tl.HasTraits):
         Folder of the export buttons, created when missing. With a data folder (``data_dir``,
         always the case in the served app): a sub-folder of ``<data folder>/results/``
         (default: that folder itself), confined to it, and an existing file is replaced only if
-        this Explorer wrote it (see :class:`xrdwidgets.safety.ExportPlace`). Without one: any
+        this Explorer wrote it (see :class:`xrdwidgets.base.safety.ExportPlace`). Without one: any
         folder (default: the working directory).
     data_dir : path-like, optional
         The data folder (default: ``$XRDWIDGETS_DATA_DIR``, else none).

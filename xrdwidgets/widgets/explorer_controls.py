@@ -12,7 +12,8 @@ from pathlib import Path
 
 import ipywidgets as w
 
-from .. import explore, safety
+from .. import explore
+from ..base import safety
 from ..data import DataError
 from .plotting import MIME, DownloadLink, fixed_box, image_figure, pattern_figure, updating
 

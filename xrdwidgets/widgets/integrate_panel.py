@@ -7,7 +7,7 @@ whole scan (:func:`xrdwidgets.integrate.iterate_integration`) as a background jo
 goes into the shared :class:`~xrdwidgets.widgets.state.AppState` (so the next tabs use it) and
 ``on_done`` callbacks (the App switches to its Data tab).
 
-Paths are relative to the data folder and confined to it (:mod:`xrdwidgets.safety`); callbacks
+Paths are relative to the data folder and confined to it (:mod:`xrdwidgets.base.safety`); callbacks
 only start jobs; the job thread only sets traits.
 """
 from __future__ import annotations
@@ -22,7 +22,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .. import jobs, safety
+from .. import jobs
+from ..base import safety
 from ..base.progress import Progress
 from . import plotting as _fig
 from .job_view import JobView
@@ -45,7 +46,7 @@ _STYLE = {"description_width": "6em"}
 def _listing(root, suffixes, *, max_files: int = 500, max_depth: int = 6) -> list[str]:
     """Files with ``suffixes`` under ``root`` (relative, confined, not hidden), sorted.
 
-    HDF5 files come from :func:`xrdwidgets.safety.list_data_files`; other kinds (PONI, masks)
+    HDF5 files come from :func:`xrdwidgets.base.safety.list_data_files`; other kinds (PONI, masks)
     from the same kind of walk: symlinked folders not followed, at most ``max_depth`` levels."""
     if root is None:
         return []

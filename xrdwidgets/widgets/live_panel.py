@@ -8,7 +8,7 @@ traits: scan progress (frames, angles, rate, ETA, missing wedge), the latest fra
 the windows. *Explore now* puts the partial volume in the Explore tab; when the scan ends the
 stack is loaded in the App (Data, Reconstruct, …) and its FBP opens in Explore.
 
-Paths are relative to the data folder and confined to it (:mod:`xrdwidgets.safety`); the plan
+Paths are relative to the data folder and confined to it (:mod:`xrdwidgets.base.safety`); the plan
 size is bounded (:data:`MAX_LIVE_BYTES`) so a visitor cannot exhaust the server's memory.
 """
 from __future__ import annotations
@@ -25,7 +25,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .. import jobs, safety
+from .. import jobs
+from ..base import safety
 from . import plotting as _fig
 from .integrate_panel import PONI_SUFFIXES, _listing
 from .job_view import JobView

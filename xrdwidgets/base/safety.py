@@ -27,7 +27,8 @@ widgets, choices from fixed option lists.
 The data folder of a served app comes from the ``XRDWIDGETS_DATA_DIR`` environment variable
 (set by ``xrdwidgets app --data-dir DIR``; the served app always has one), see :func:`data_root`.
 
-This module is core: it imports no widget library.
+It is part of the base floor: it imports nothing of the package but the error family, so every
+room that takes a path from a person (widgets, the Explorer model, the app server) uses it.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from .base.errors import InputError, InputTypeError, UnsafeError
+
+from .errors import InputError, InputTypeError, UnsafeError
 
 log = logging.getLogger(__name__)
 

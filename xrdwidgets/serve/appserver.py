@@ -12,7 +12,7 @@ What the served app looks like from outside
 * Voila's secure defaults are kept and stated: notebook sources stripped, no tracebacks sent
   to the browser, the static-file allowlist left at its default (images only), only widget
   (comm) messages accepted from the page (Voila's own restriction).
-* The server is :mod:`xrdwidgets.guarded_voila` (Voila plus guards): kernel websockets must use
+* The server is :mod:`xrdwidgets.serve.guarded_voila` (Voila plus guards): kernel websockets must use
   the v1 subprotocol (a legacy one freezes Voila 0.5.13, see there); at most ``max_kernels``
   kernels run and at most ``max_kernels_per_client`` per client address (the remote IP; behind a
   proxy on this machine all visitors are one client, so set 0 there); a visit over a cap gets a
@@ -30,12 +30,12 @@ What the served app looks like from outside
   limit; a client that skips the browser check loses its connection. The integer setting goes
   in a ``voila.json`` written to a private run folder that is the server's working directory
   (Voila's command line cannot pass integers inside ``tornado_settings``).
-* Exports from the dashboards go to ``<data folder>/results/`` (:func:`xrdwidgets.safety.results_root`)
+* Exports from the dashboards go to ``<data folder>/results/`` (:func:`xrdwidgets.base.safety.results_root`)
   and replace only files this visitor's kernel wrote, unless ``allow_overwrite`` (passed as
   ``XRDWIDGETS_ALLOW_OVERWRITE``). Uploads go to a per-server scratch folder in the run folder,
   removed with it.
 * The data folder reaches the notebooks' kernels as the environment variable
-  ``XRDWIDGETS_DATA_DIR`` (:data:`xrdwidgets.safety.DATA_DIR_ENV`), the upload limit as
+  ``XRDWIDGETS_DATA_DIR`` (:data:`xrdwidgets.base.safety.DATA_DIR_ENV`), the upload limit as
   ``XRDWIDGETS_MAX_UPLOAD_MB``; the data panel confines every path to the folder.
 
 Where the dashboards are
@@ -63,8 +63,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import safety
-from .base.errors import BusyError, InputError
+from ..base import safety
+from ..base.errors import BusyError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def dashboards_dir() -> Path:
         if not folder.is_dir():
             raise NotADirectoryError(f"{DASHBOARDS_ENV}={env!r} is not a folder")
         return folder
-    repo = Path(__file__).resolve().parent.parent / "dashboards"
+    repo = Path(__file__).resolve().parents[2] / "dashboards"
     if (repo / APP_NOTEBOOK).is_file():
         return repo
     folder = Path(tempfile.mkdtemp(prefix="xrdwidgets-dashboards-"))
@@ -199,7 +199,7 @@ def voila_command(target, *, port: int, preheat: bool = False, pool_size: int = 
     target = Path(target).resolve()
     if not target.exists():
         raise FileNotFoundError(f"{target}: no such notebook or folder")
-    cmd = [python or sys.executable, "-m", "xrdwidgets.guarded_voila", str(target),
+    cmd = [python or sys.executable, "-m", "xrdwidgets.serve.guarded_voila", str(target),
            f"--port={int(port)}", "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
            "--strip_sources=True", "--show_tracebacks=False",
            f"--MappingKernelManager.cull_idle_timeout={int(cull_idle_timeout)}",
@@ -309,7 +309,7 @@ def launch(target=None, *, port: int | None = None, data_dir=None, open_file=Non
     full_env[safety.ALLOW_OVERWRITE_ENV] = "1" if allow_overwrite else "0"
     full_env[safety.MAX_UPLOAD_ENV] = f"{safety.max_upload_mb(max_upload_mb):g}"
     if demo_cache:
-        from .sim.demo import DEMO_CACHE_ENV, write_demo_cache
+        from ..sim.demo import DEMO_CACHE_ENV, write_demo_cache
 
         write_demo_cache(run_dir / "demo-cache")
         full_env[DEMO_CACHE_ENV] = str(run_dir / "demo-cache")

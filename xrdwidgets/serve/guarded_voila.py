@@ -1,6 +1,6 @@
 """The Voila application that ``xrdwidgets app`` runs: Voila with three guards for strangers.
 
-``python -m xrdwidgets.guarded_voila NOTEBOOK [Voila options]`` is ``python -m voila`` with:
+``python -m xrdwidgets.serve.guarded_voila NOTEBOOK [Voila options]`` is ``python -m voila`` with:
 
 * **v1 kernel websockets only, well-formed messages only.** A kernel websocket must offer the
   ``v1.kernel.websocket.jupyter.org`` subprotocol (JupyterLab 4 and Voila's page do); one that
