@@ -66,9 +66,9 @@ def main(argv=None) -> int:
     ap.add_argument("--pretrain", type=int, default=50)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--settings", choices=("bench", "defaults", "paper"), nargs="+", default=["bench"],
+    ap.add_argument("--settings", choices=("bench", "defaults", "pretrained", "paper"), nargs="+", default=["bench"],
                     help="ParallaxNet runs: 'bench' (--epochs/--pretrain/--lr), 'defaults' (the library's: "
-                         "2000 epochs, no pre-training, lr 5e-4) and/or 'paper' (5000 epochs after 1000 of "
+                         "2000 epochs, no pre-training, lr 5e-4) 'pretrained' (the defaults after 500 epochs of FBP pre-training) and/or 'paper' (5000 epochs after 1000 of "
                          "FBP pre-training, lr 5e-4); batches of 250 overlapping by 40 in both")
     a = ap.parse_args(argv)
     if a.threads:
@@ -123,6 +123,8 @@ def main(argv=None) -> int:
                                                                batch=a.bins, overlap=0)
         elif which == "defaults":
             name, kw = "ParallaxNet defaults", {}
+        elif which == "pretrained":
+            name, kw = "ParallaxNet defaults + 500 pre.", dict(pretrain=500)
         else:
             name, kw = "ParallaxNet paper", dict(epochs=5000, pretrain=1000, batch=250, overlap=40)
         t0 = time.perf_counter()

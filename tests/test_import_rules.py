@@ -183,6 +183,21 @@ def test_widgets_use_of_serve_is_the_path_safety_only():
             assert not {d for d in deps if _under(d, ("xrdwidgets.cli",))}, mod
 
 
+#: module names used twice for the same concept (the cluster version of the integration)
+SAME_CONCEPT = {"integrate": {"xrdwidgets.integrate", "xrdwidgets.distributed.integrate"}}
+
+
+def test_one_module_name_one_meaning():
+    # no two public modules (or a module and a package) share a name unless they are the same concept
+    by_name: dict = {}
+    for mod in GRAPH:
+        name = mod.rsplit(".", 1)[-1]
+        if mod != "xrdwidgets" and not name.startswith("_"):
+            by_name.setdefault(name, set()).add(mod)
+    clashes = {n: sorted(m) for n, m in by_name.items() if len(m) > 1 and m != SAME_CONCEPT.get(n)}
+    assert not clashes, clashes
+
+
 def test_recon_has_no_import_cycle():
     recon = {m: {d for d in deps if _under(d, ("xrdwidgets.recon",)) and d != "xrdwidgets.recon"}
              for m, deps in GRAPH.items() if _under(m, ("xrdwidgets.recon",)) and m != "xrdwidgets.recon"}

@@ -64,7 +64,7 @@ Subscribers run in a dispatcher thread, never in the worker; they must only set 
 traits (no ``display()``/``print`` into Output widgets from threads).
 
 Modules: :mod:`~xrdwidgets.jobs.job` (the :class:`Job`: thread, lifecycle, cancel, wait),
-:mod:`~xrdwidgets.jobs.store` (the work folder: checkpoints, checksums, ``job.json``, result
+:mod:`~xrdwidgets.jobs.workfolder` (the work folder: checkpoints, checksums, ``job.json``, result
 parts), :mod:`~xrdwidgets.jobs.events` (:class:`State`, :class:`JobEvent`, the rate-limited
 dispatcher), :mod:`~xrdwidgets.jobs.queue` (:class:`JobQueue`, :func:`run`, :func:`resume`) and
 :mod:`~xrdwidgets.jobs.lock` (one job per work folder). Their public names are all here.
@@ -73,7 +73,7 @@ from .events import JobEvent, State, describe_error
 from .job import Job
 from .lock import LOCK_FILE, WorkdirBusyError
 from .queue import JobQueue, default_queue, list_jobs, resume, run
-from .store import (CHECKPOINT_FILE, CHUNKS_DIR, JOB_FILE, RESULT_FILE, CheckpointError, job_info,
+from .workfolder import (CHECKPOINT_FILE, CHUNKS_DIR, JOB_FILE, RESULT_FILE, CheckpointError, job_info,
                     load_checkpoint, merge_checkpoint)
 
 __all__ = [

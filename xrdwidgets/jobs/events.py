@@ -32,7 +32,7 @@ class State(str, enum.Enum):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
-    #: Only in :func:`~xrdwidgets.jobs.store.job_info`: ``job.json`` says running (or queued) but
+    #: Only in :func:`~xrdwidgets.jobs.workfolder.job_info`: ``job.json`` says running (or queued) but
     #: its process is gone.
     CRASHED = "crashed"
 

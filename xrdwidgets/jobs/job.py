@@ -1,6 +1,6 @@
 """The :class:`Job`: one algorithm generator run in a background thread, with its lifecycle
 (``queued → running → done | failed | cancelled``), cancel, wait, and, with ``workdir=``, its
-:class:`~xrdwidgets.jobs.store.WorkFolder` (checkpoints, resume, ``job.json``, ``result.h5``).
+:class:`~xrdwidgets.jobs.workfolder.WorkFolder` (checkpoints, resume, ``job.json``, ``result.h5``).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..base.errors import InputError, InputTypeError, StateError
 from .events import Dispatcher, JobEvent, State, describe_error
-from .store import (CHECKPOINT_FILE, JOB_FILE, RESULT_FILE, OtherComputationError, WorkFolder, read_checkpoint,
+from .workfolder import (CHECKPOINT_FILE, JOB_FILE, RESULT_FILE, OtherComputationError, WorkFolder, read_checkpoint,
                     read_job_file)
 
 log = logging.getLogger(__name__)

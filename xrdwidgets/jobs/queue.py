@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..base.errors import InputError, InputTypeError
 from .job import Job
-from .store import job_info
+from .workfolder import job_info
 
 log = logging.getLogger(__name__)
 

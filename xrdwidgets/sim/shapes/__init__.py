@@ -56,7 +56,7 @@ The code lives in ``base`` (validation, pixel grid, :class:`Shape`), ``ellipse``
 """
 from __future__ import annotations
 
-from .base import Shape, pixel_centres, pixel_size, skimage_radon_geometry
+from .shape import Shape, pixel_centres, pixel_size, skimage_radon_geometry
 from .composite import Phantom, PixelPhantom
 from .ellipse import Circle, Ellipse
 from .polygon import Polygon, Rectangle

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...base.errors import InputError
-from .base import Shape, beam_lines, check_1d, check_scalar, check_size, check_supersample, check_vector
+from .shape import Shape, beam_lines, check_1d, check_scalar, check_size, check_supersample, check_vector
 
 
 

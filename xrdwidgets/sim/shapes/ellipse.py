@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Shape, check_scalar, check_vector
+from .shape import Shape, check_scalar, check_vector
 
 
 def _disk_triangle_area(ax, ay, bx, by):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...base.errors import InputError
-from .base import Shape, check_scalar, check_vector
+from .shape import Shape, check_scalar, check_vector
 
 
 def _first_crossing(verts):
