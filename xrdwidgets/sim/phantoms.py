@@ -39,7 +39,7 @@ from .shapes import (
     pixel_size,
     skimage_radon_geometry,
 )
-from .shapes.base import check_scalar, check_size, check_vector
+from .shapes.shape import check_scalar, check_size, check_vector
 
 logger = logging.getLogger(__name__)
 
