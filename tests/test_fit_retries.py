@@ -55,6 +55,18 @@ def test_bad_retry_arguments_are_refused():
         run_to_end(iterate_fit(vol, retries=-1))
 
 
+def test_arguments_are_checked_at_the_call_before_any_event():
+    # the Peak fit panel relies on this to refuse a bad form before it starts a job
+    vol, _ = _volume()
+    for bad in (dict(retries=-1), dict(significance=-1.0), dict(max_iter=0), dict(jacobian="nope"),
+                dict(preview="no_such_parameter")):
+        with pytest.raises(ValueError):
+            iterate_fit(vol, **bad)      # no next(): the call itself refuses
+    gen = iterate_fit(vol, retries=0)    # good arguments: a generator, nothing computed yet
+    assert hasattr(gen, "__next__")
+    gen.close()
+
+
 def test_panel_reports_the_non_converged_count():
     from xrdwidgets.widgets.analysis_panel import fit_summary
 

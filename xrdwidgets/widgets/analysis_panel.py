@@ -384,7 +384,7 @@ class PeakFitPanel:
         try:
             opts = self.options()
             model = opts.pop("model")
-            iterate_fit(vol, model, **opts).close()   # argument checks now, not in the worker
+            iterate_fit(vol, model, **opts)   # checks the arguments now (the volume is read in the job)
         except (ValueError, TypeError) as exc:
             self.error.value = _error(str(exc))
             return None

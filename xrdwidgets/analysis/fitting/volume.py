@@ -80,6 +80,10 @@ def iterate_fit(volume, model: PeakModel | None = None, *, tth_range=None, bound
         A pixel "has a peak" (map ``peak_found``) when every peak's area is positive and at least
         ``significance`` standard errors; elsewhere the fitted position and width mean little.
 
+    The arguments are checked when ``iterate_fit`` is called, before the first event (a
+    dashboard can refuse a bad form before it starts a job); the volume is read on the first
+    ``next()``.
+
     Yields
     ------
     Progress
@@ -97,20 +101,30 @@ def iterate_fit(volume, model: PeakModel | None = None, *, tth_range=None, bound
         ``chi2``, ``converged``, ``n_iter``, ``peak_found``; attrs record the model, fit range,
         bounds, provenance, ``n_converged``, ``n_not_converged``, ``n_retried``, ``n_peak_found``.
     """
-    import torch
-
     if isinstance(retries, bool) or not isinstance(retries, (int, np.integer)) or not 0 <= retries <= 10:
         raise DataError(f"iterate_fit: retries must be an integer 0 to 10, found {retries!r}")
     if not (isinstance(significance, (int, float)) and math.isfinite(significance) and significance >= 0):
         raise DataError(f"iterate_fit: significance must be a number >= 0, found {significance!r}")
-
     model = model or PeakModel()
-    prep = PreparedVolume(volume, model, tth_range, bounds, mask, sigma, "iterate_fit")
+    if not isinstance(model, PeakModel):     # the same check and message as PreparedVolume's
+        raise DataError(f"iterate_fit: model must be a PeakModel, found {type(model).__name__}")
     max_iter = check_max_iter(max_iter)
     jacobian = check_jacobian(jacobian)
     dev = fit_device(device)
     dt = fit_dtype(dtype)
     jprev = model.index(preview or model.param_names[0])
+    return _fit_events(volume, model, tth_range=tth_range, bounds=bounds, positions=positions, initial=initial,
+                       sigma=sigma, mask=mask, max_iter=max_iter, ftol=ftol, xtol=xtol, gtol=gtol, dev=dev, dt=dt,
+                       batch_pixels=batch_pixels, jacobian=jacobian, jprev=jprev, retries=retries,
+                       significance=significance)
+
+
+def _fit_events(volume, model, *, tth_range, bounds, positions, initial, sigma, mask, max_iter, ftol, xtol, gtol,
+                dev, dt, batch_pixels, jacobian, jprev, retries, significance):
+    """:func:`iterate_fit`'s events, its arguments checked."""
+    import torch
+
+    prep = PreparedVolume(volume, model, tth_range, bounds, mask, sigma, "iterate_fit")
     n_fit, n_ch = prep.y.shape
     batch = working_set_size(batch_pixels, dev, n_ch, model)
     ny, nx = prep.map_shape[-2:]
