@@ -225,7 +225,11 @@ def test_data_tab_shows_what_was_loaded(state):
     raw = state.raw
     mean = raw.mean(("translation", "angle")).values
     k = int(np.argmax(mean))
-    assert _wait(lambda: "sinogram at 2θ" in panel.overview_fig.layout.annotations[0].text)
+    # the figure's layout and its traces are applied one after the other at the end of a batch
+    # update (in the job's dispatcher thread): wait for both
+    assert _wait(lambda: "sinogram at 2θ" in panel.overview_fig.layout.annotations[0].text
+                 and np.shape(decode_z(panel.overview_fig.data[0].z)) == (raw.sizes["angle"], raw.sizes["translation"])
+                 and np.size(panel.overview_fig.data[1].y) == raw.sizes["tth"])
     assert f"(channel {k})" in panel.overview_fig.layout.annotations[0].text
     z = decode_z(panel.overview_fig.data[0].z)
     np.testing.assert_allclose(z, raw.isel(tth=k).transpose("angle", "translation").values, rtol=1e-5)
