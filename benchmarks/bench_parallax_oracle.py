@@ -66,16 +66,20 @@ def main(argv=None) -> int:
     ap.add_argument("--pretrain", type=int, default=50)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--settings", choices=("bench", "defaults", "pretrained", "paper"), nargs="+", default=["bench"],
-                    help="ParallaxNet runs: 'bench' (--epochs/--pretrain/--lr), 'defaults' (the library's: "
-                         "2000 epochs, no pre-training, lr 5e-4) 'pretrained' (the defaults after 500 epochs of FBP pre-training) and/or 'paper' (5000 epochs after 1000 of "
-                         "FBP pre-training, lr 5e-4); batches of 250 overlapping by 40 in both")
+    ap.add_argument("--settings", choices=("bench", "nopretrain", "pretrained", "fast", "paper"), nargs="+",
+                    default=["bench"],
+                    help="ParallaxNet runs: 'bench' (--epochs/--pretrain/--lr); 'nopretrain' (2000 epochs, no "
+                         "pre-training: the defaults before 2026-12-04); 'pretrained' (2000 epochs after 500 "
+                         "of pre-training); 'fast' (the preset: 2000 epochs after 400); 'paper' (the defaults, "
+                         "the paper's settings: 5000 epochs after 1000, lr 5e-4); batches of 250 overlapping by "
+                         "40 except in 'bench'")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
 
     from xrdwidgets.integrate import integrate
     from xrdwidgets.recon import fbp, parallaxnet
+    from xrdwidgets.recon.registry import get_method
     from xrdwidgets.sim.chemical import chemical_phantom
     from xrdwidgets.sim.frames import simulate_raw_scan
     from xrdwidgets.sim.patterns import reflection_lines
@@ -121,12 +125,14 @@ def main(argv=None) -> int:
         if which == "bench":
             name, kw = f"ParallaxNet ({a.epochs} ep.)", dict(epochs=a.epochs, pretrain=a.pretrain, lr=a.lr,
                                                                batch=a.bins, overlap=0)
-        elif which == "defaults":
-            name, kw = "ParallaxNet defaults", {}
+        elif which == "nopretrain":
+            name, kw = "ParallaxNet 2000, no pre.", dict(epochs=2000, pretrain=False)
         elif which == "pretrained":
-            name, kw = "ParallaxNet defaults + 500 pre.", dict(pretrain=500)
+            name, kw = "ParallaxNet 2000 + 500 pre.", dict(epochs=2000, pretrain=500)
+        elif which == "fast":
+            name, kw = "ParallaxNet 'fast' preset", get_method("parallaxnet").presets["fast"]
         else:
-            name, kw = "ParallaxNet paper", dict(epochs=5000, pretrain=1000, batch=250, overlap=40)
+            name, kw = "ParallaxNet defaults (paper)", {}   # 5000 epochs after 1000 of pre-training, 250/40
         t0 = time.perf_counter()
         vol = parallaxnet(s180, seed=0, preview_every=0, **kw)
         runs[name] = (vol.values, time.perf_counter() - t0)

@@ -130,7 +130,7 @@ def test_cli_method_help_lists_its_parameters_with_defaults_and_units(capsys):
         cli.main(["reconstruct", "x.h5", "--method", "parallaxnet", "--help"])
     out = capsys.readouterr().out
     assert "--distance-mm MM" in out and "--overlap" in out and "default: 40" in out
-    assert "--epochs" in out and "default: 2000" in out
+    assert "--epochs" in out and "default: 5000" in out   # the paper's 5000 (was 2000; issue 19)
 
 
 @pytest.mark.parametrize("method", list(TINY))

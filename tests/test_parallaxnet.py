@@ -57,7 +57,8 @@ def test_short_training_lowers_the_loss(tiny):
     _ds, par = tiny
     op = ParallaxProjector.from_stack(par["sinogram"], mask=True, device="cpu")
     sino = par["sinogram"].values
-    gen = iterate_parallaxnet_array(sino, op, epochs=40, lr=3e-3, seed=0, preview_every=20, net_options=SMALL)
+    gen = iterate_parallaxnet_array(sino, op, epochs=40, lr=3e-3, seed=0, preview_every=20, net_options=SMALL,
+                                    pretrain=False)
     events = []
     while True:
         try:
@@ -115,10 +116,29 @@ def run(gen, stop_after=None):
             return events, None, ck
 
 
+def test_default_pretrains_on_fbp_for_a_fifth_of_the_epochs(tiny):
+    # without pre-training the network can stay flat (the oracle of bench_parallax_oracle.py:
+    # peaks off by 215 channels); the default pre-trains for epochs × PRETRAIN_FRACTION, as the paper
+    from xrdwidgets.recon.parallaxnet import EPOCHS, PRETRAIN_FRACTION
+
+    assert (EPOCHS, round(EPOCHS * PRETRAIN_FRACTION)) == (5000, 1000)
+    _ds, par = tiny
+    op = ParallaxProjector.from_stack(par["sinogram"], mask=True, device="cpu")
+    gen = iterate_parallaxnet_array(par["sinogram"].values, op, epochs=10, seed=0, preview_every=0,
+                                    net_options=SMALL)
+    phases = []
+    while True:
+        try:
+            phases.append(next(gen).metrics["phase"])
+        except StopIteration:
+            break
+    assert phases == ["pretrain"] * 2 + ["train"] * 10
+
+
 def test_channel_batches_and_resume():
     _ds, par = scan(9, 24, 150.0, 5.72, 5.92)
     kw = {"epochs": 6, "batch": 16, "overlap": 8, "lr": 3e-3, "seed": 0, "device": "cpu", "net_options": SMALL,
-              "checkpoint_every": 2, "preview_every": 0}
+              "checkpoint_every": 2, "preview_every": 0, "pretrain": False}
     events, vol, _ = run(iterate_parallaxnet(par["sinogram"], **kw))
     assert [e.metrics["batch"] for e in events] == [1] * 6 + [2] * 6
     assert [e.iteration for e in events] == list(range(1, 13)) and events[0].total == 12

@@ -82,6 +82,7 @@ __all__ = [
     "BATCH",
     "CHECKPOINT_KIND",
     "EPOCHS",
+    "PRETRAIN_FRACTION",
     "OVERLAP",
     "iterate_parallaxnet",
     "iterate_parallaxnet_array",
@@ -90,7 +91,7 @@ __all__ = [
 ]
 
 #: Default number of training epochs per channel batch.
-EPOCHS = 2000
+EPOCHS = 5000
 #: Default channels per batch.
 BATCH = 250
 #: Default overlap of consecutive batches (channels).
@@ -98,14 +99,18 @@ OVERLAP = 40
 #: ``checkpoint["kind"]`` of its checkpoints: the one stack-checkpoint schema of
 #: :mod:`~xrdwidgets.recon.driver` (earlier versions had their own, refused as "older version").
 CHECKPOINT_KIND = _drv.STACK_CHECKPOINT_KIND
-_PRETRAIN_EPOCHS = 500
+#: Pre-training epochs per training epoch when ``pretrain=True`` (the default): the paper's 1000
+#: FBP epochs before 5000. Without pre-training the network can stay at a flat output (the
+#: ParallaxNet table of the README, ``benchmarks/bench_parallax_oracle.py``).
+PRETRAIN_FRACTION = 0.2
 
 
 # ---------------------------------------------------------------------------- checks
 def _config(caller, epochs, lr, lam, seed, patience, min_lr, pretrain, preview_every, checkpoint_every,
             net_options):
+    scaled = int(epochs * PRETRAIN_FRACTION) if isinstance(epochs, (int, np.integer)) and epochs > 0 else 0
     cfg = _training.training_config(caller, epochs=epochs, lr=lr, seed=seed, patience=patience, min_lr=min_lr,
-                                    pretrain=pretrain, pretrain_default=_PRETRAIN_EPOCHS,
+                                    pretrain=pretrain, pretrain_default=scaled,
                                     preview_every=preview_every, checkpoint_every=checkpoint_every,
                                     net_options=net_options)
     return {**cfg, "lam": _drv.check_float(caller, "lam", lam, minimum=0.0, maximum=1.0 + 1e-12)}
@@ -143,7 +148,7 @@ def _build_model(n, m, seed, device, options):
 # ---------------------------------------------------------------------------- one batch
 def iterate_parallaxnet_array(sino, op: ParallaxProjector, *, epochs: int = EPOCHS, lr: float = 5e-4,
                               lam: float = LAMBDA_PARALLAXNET, seed: int | None = 0, patience: int = 300,
-                              min_lr: float = 1e-6, pretrain=False, preview_every: int = 100,
+                              min_lr: float = 1e-6, pretrain=True, preview_every: int = 100,
                               checkpoint_every: int = 0, checkpoint=None, checkpoint_path=None,
                               amp: bool = False, compile: bool = False, net_options: dict | None = None,
                               plain: ParallelProjector | None = None, _extra: dict | None = None):
@@ -167,7 +172,9 @@ def iterate_parallaxnet_array(sino, op: ParallaxProjector, *, epochs: int = EPOC
         Plateau schedule (halve after ``patience`` epochs without improvement; stop below
         ``min_lr``).
     pretrain : bool or int
-        First fit the output to the clipped FBP volume by MSE for this many epochs (``True``: 500).
+        First fit the output to the clipped FBP volume by MSE for this many epochs (``True``, the
+        default: ``epochs`` × :data:`PRETRAIN_FRACTION`, 1000 for the default 5000 as in the paper;
+        ``False``: none).
     preview_every : int
         A preview (absolute volume summed over 2θ, ``(y, x)``) every this many epochs.
     checkpoint_every, checkpoint, checkpoint_path :
@@ -245,7 +252,7 @@ def parallaxnet_array(sino, op: ParallaxProjector, **kwargs):
 def iterate_parallaxnet(stack, *, distance_mm: float | None = None, pixel_mm: float | None = None,
                         epochs: int = EPOCHS, batch: int = BATCH, overlap: int = OVERLAP, lr: float = 5e-4,
                         lam: float = LAMBDA_PARALLAXNET, seed: int | None = 0, patience: int = 300,
-                        min_lr: float = 1e-6, pretrain=False, merge: str = "linear", formula: str = "atan",
+                        min_lr: float = 1e-6, pretrain=True, merge: str = "linear", formula: str = "atan",
                         preview_every: int = 100, checkpoint_every: int = 0, checkpoint=None,
                         checkpoint_path=None, amp: bool = False, compile: bool = False,
                         net_options: dict | None = None, operator_options: dict | None = None,
@@ -362,4 +369,4 @@ register("parallaxnet", iterate_parallaxnet, label="ParallaxNet (parallax-free v
                  param("formula", label="angle formula",
                        help="apparent-angle formula of the operator", choices=FORMULAS, advanced=True),
                  *common_params(batch_help="channels per network (the paper: 250)")],
-         presets={"quick": {"epochs": 500}})
+         presets={"quick": {"epochs": 500}, "fast": {"epochs": 2000}})
