@@ -11,7 +11,8 @@ oversized dataset is reported at once (naming the target), not after an hour of 
 ``fits_in_memory(nbytes)`` / ``check_fits_in_memory(nbytes, what=...)``
     A :class:`DataTooLargeError` stating the size, the available memory and the lazy path
     (zarr/dask) when ``nbytes`` exceeds :data:`MEMORY_FRACTION` of the available memory.
-(:func:`xrdwidgets.recon.driver.check_stack_memory` applies it to a stack reconstruction.)
+
+:func:`xrdwidgets.recon.stack.check_stack_memory` applies it to a stack reconstruction.
 """
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 
 Pure functions, no widgets; they work on both kinds of the data model (:mod:`xrdwidgets.data`):
 
-``volume``          image dims ``(y, x)``, one spectral dim → an image is ``(y, x)``.
-``sinogram stack``  image dims ``(translation, angle)`` → an "image" is one sinogram
-                    ``(translation, angle)`` (rows = translation, columns = angle).
+- a *volume*: image dims ``(y, x)``, one spectral dim → an image is ``(y, x)``;
+- a *sinogram stack*: image dims ``(translation, angle)`` → an "image" is one sinogram
+  ``(translation, angle)`` (rows = translation, columns = angle).
 
 In both cases ``row`` indexes the first image dim and ``col`` the second (canonical order);
 ``channel`` indexes the spectral dim.

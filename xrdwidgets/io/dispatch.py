@@ -24,18 +24,11 @@ __all__ = ["StackFile", "probe_stack", "load_stack"]
 
 
 class StackFile(NamedTuple):
-    """What :func:`load_stack` read from a file.
-
-    Attributes
-    ----------
-    stack : xarray.DataArray
-        The sinogram stack, dims ``(translation, angle, spectral)`` (+ optional ``z``, ``time``).
-    truth : xarray.Dataset or None
-        For simulated files (with ``volume`` or ``phase_maps``), the whole Dataset: the truth.
-    stored : dict
-        Reconstructions stored next to the stack, ``{variable: volume}`` with dims
-        ``(y, x, spectral)`` (e.g. the ``fbp`` that ``xrdwidgets demo`` writes).
-    """
+    """What :func:`load_stack` read from a file: ``stack`` (the sinogram stack, dims
+    ``(translation, angle, spectral)`` + optional ``z``, ``time``), ``truth`` (for simulated files
+    with ``volume`` or ``phase_maps``, the whole Dataset; else None) and ``stored``
+    (reconstructions stored next to the stack, ``{variable: volume}`` with dims
+    ``(y, x, spectral)``, e.g. the ``fbp`` that ``xrdwidgets demo`` writes)."""
 
     stack: xr.DataArray
     truth: xr.Dataset | None

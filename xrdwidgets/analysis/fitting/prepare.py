@@ -39,15 +39,15 @@ class PreparedVolume:
 
     Attributes
     ----------
-    y : numpy.ndarray, shape (n_fitted, n_channels)
+    y : numpy.ndarray, shape ``(n_fitted, n_channels)``
         Data of the fitted pixels in the fit range (the data's float dtype).
-    sw : numpy.ndarray (n_fitted, n_channels) or None
+    sw : numpy.ndarray ``(n_fitted, n_channels)`` or None
         √weights 1/σ (None: unit weights).
-    x : numpy.ndarray, shape (n_channels,)
+    x : numpy.ndarray, shape ``(n_channels,)``
         Spectral coordinate of the fit range (its units: ``units``).
     pixels : numpy.ndarray
         Flat index into the map (``map_shape``) of each fitted pixel.
-    lo, hi : numpy.ndarray, shape (n_params,)
+    lo, hi : numpy.ndarray, shape ``(n_params,)``
         Bounds (:func:`~xrdwidgets.analysis.fitting.resolve_bounds`).
     """
 
