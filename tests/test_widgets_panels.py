@@ -215,7 +215,8 @@ def test_recon_panel_estimate_time_runs_as_a_job(state):
 
 def test_data_tab_shows_what_was_loaded(state):
     from xrdwidgets.widgets.plotting import decode_z
-    from xrdwidgets.widgets.data_panel import DataPanel, stack_overview
+    from xrdwidgets.explore import stack_overview
+    from xrdwidgets.widgets.data_panel import DataPanel
 
     panel = DataPanel(AppState())
     assert "nothing loaded" in panel.overview_fig.layout.annotations[0].text     # empty: says what to do

@@ -43,10 +43,12 @@ from .slicing import (
     image_at,
     image_dims,
     image_from_values,
+    iterate_stack_overview,
     log_image,
     nearest_index,
     pattern_at,
     percentile_limits,
+    stack_overview,
     window_attrs,
 )
 from .windows import WindowIndex, sum_channels, window_indices, window_sum
@@ -56,7 +58,7 @@ __all__ = [
     "PATTERN_FORMATS", "WindowIndex", "axis_label", "axis_name", "canonical_3d", "channel_index",
     "channel_text", "check_cmap", "check_download_size", "check_index", "decimate",
     "decimation_factors", "export_name", "image_at", "image_bytes", "image_dims",
-    "image_from_values", "log_image", "nearest_index", "pattern_at", "patterns_bytes",
-    "percentile_limits", "result_bytes", "roi_image", "roi_mask", "roi_pattern", "save_image",
+    "image_from_values", "iterate_stack_overview", "log_image", "nearest_index", "pattern_at", "patterns_bytes",
+    "percentile_limits", "result_bytes", "roi_image", "roi_mask", "roi_pattern", "save_image", "stack_overview",
     "save_patterns", "suggest_peaks", "sum_channels", "window_attrs", "window_indices", "window_sum",
 ]

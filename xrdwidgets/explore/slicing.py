@@ -18,12 +18,15 @@ import numpy as np
 import xarray as xr
 
 from .. import data as _data
+from ..base.progress import Progress
 from ..data import DataError
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "canonical_3d",
+    "iterate_stack_overview",
+    "stack_overview",
     "channel_index",
     "check_index",
     "decimate",
@@ -353,3 +356,43 @@ def log_image(image, floor: float | None = None):
     res = image.copy(data=out)
     res.attrs["long_name"] = "log10 " + str(image.attrs.get("long_name", image.name or ""))
     return res
+
+
+def stack_overview(stack, max_size: int = 256):
+    """What a sinogram stack looks like: ``(sinogram, pattern, k)``.
+
+    Parameters
+    ----------
+    stack : xarray.DataArray
+        Sinogram stack ``(translation, angle, spectral)`` (+ optional extra dims such as ``z``),
+        in memory or lazy (dask).
+    max_size : int
+        The sinogram is block-averaged to at most this many pixels per axis.
+
+    Returns
+    -------
+    sinogram : xarray.DataArray
+        The strongest channel ``(angle, translation)`` (the first slice of any extra dim), float32.
+    pattern : xarray.DataArray
+        The mean over every non-spectral dim ``(spectral,)``, float64, ``long_name`` "mean intensity".
+    k : int
+        Index of the strongest channel of ``pattern`` (NaN channels ignored).
+
+    Reads the whole stack once (a lazy one by blocks): run it in a job (:func:`iterate_stack_overview`).
+    """
+    spec = _data.spectral_dim(stack)
+    extra = [d for d in stack.dims if d not in (_data.TRANSLATION, _data.ANGLE, spec)]
+    pattern = stack.mean([d for d in stack.dims if d != spec]).astype(np.float64).compute()
+    pattern.attrs.update(long_name="mean intensity", units=stack.attrs.get("units", ""))
+    vals = np.nan_to_num(pattern.values, nan=-np.inf)
+    k = int(np.argmax(vals))
+    sino = stack.isel({spec: k, **{d: 0 for d in extra}}).transpose(_data.ANGLE, _data.TRANSLATION)
+    sino = sino.astype(np.float32).compute()
+    return decimate(sino, max_size), pattern, k
+
+
+def iterate_stack_overview(stack, max_size: int = 256):
+    """:func:`stack_overview` as a generator for a job: one :class:`~xrdwidgets.base.progress.Progress`
+    event, then returns ``(sinogram, pattern, k)``."""
+    yield Progress(iteration=0, total=1, metrics={"step": "overview"})
+    return stack_overview(stack, max_size)

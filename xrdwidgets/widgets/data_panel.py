@@ -13,7 +13,7 @@ Three tabs feed one :class:`~xrdwidgets.widgets.state.AppState`:
   thick-sample parallax on request (:func:`xrdwidgets.sim.grain_scan.iterate_grain_scan`).
 
 Below the tabs, an overview of what was loaded: the sinogram of the strongest channel and the
-mean pattern (:func:`stack_overview`, computed in a job whenever ``state.raw`` changes).
+mean pattern (:func:`xrdwidgets.explore.stack_overview`, computed in a job whenever ``state.raw`` changes).
 
 Every load or simulation runs as a background job (:func:`xrdwidgets.jobs.run`); callbacks only
 start jobs, and the job thread only sets traits (the state, the status line, the progress bar).
@@ -29,6 +29,7 @@ import ipywidgets as w
 import numpy as np
 
 from .. import data as _data
+from .. import explore as _v
 from .. import io, jobs
 from ..base import safety
 from ..base.progress import Progress
@@ -39,37 +40,12 @@ from .data_upload import NPY_AXIS_ORDERS, UploadTab
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DataPanel", "iterate_simulation", "NPY_AXIS_ORDERS", "stack_overview"]
+__all__ = ["DataPanel", "iterate_simulation", "NPY_AXIS_ORDERS"]
 
 #: Size (px) of the overview figure and its titles before anything is loaded.
 OVERVIEW_SIZE = (900, 320)
 OVERVIEW_EMPTY = ("nothing loaded: choose a file, upload or simulate", "mean pattern: load data first")
 
-
-def stack_overview(stack, max_size: int = 256):
-    """What a loaded sinogram stack looks like: ``(sinogram, pattern, k)``.
-
-    ``pattern`` is the mean over translations and angles (spectral,), ``k`` its strongest channel
-    and ``sinogram`` that channel ``(angle, translation)`` (the first slice of any extra dim such
-    as ``z``), block-averaged to at most ``max_size`` per axis. Reads the whole stack once (a lazy
-    one by blocks): run it in a job.
-    """
-    from ..explore import decimate
-
-    spec = _data.spectral_dim(stack)
-    extra = [d for d in stack.dims if d not in (_data.TRANSLATION, _data.ANGLE, spec)]
-    pattern = stack.mean([d for d in stack.dims if d != spec]).astype(np.float64).compute()
-    pattern.attrs.update(long_name="mean intensity", units=stack.attrs.get("units", ""))
-    vals = np.nan_to_num(pattern.values, nan=-np.inf)
-    k = int(np.argmax(vals))
-    sino = stack.isel({spec: k, **{d: 0 for d in extra}}).transpose(_data.ANGLE, _data.TRANSLATION)
-    sino = sino.astype(np.float32).compute()
-    return decimate(sino, max_size), pattern, k
-
-
-def _overview_job(stack):
-    yield Progress(iteration=0, total=1, metrics={"step": "overview"})
-    return stack_overview(stack)
 
 #: Defaults of the simulation tab.
 SIM_DEFAULT_PHASES = ("Ni", "CeO2", "TiO2")
@@ -184,7 +160,7 @@ class DataPanel(UploadTab):
         stack = self.state.raw
         if stack is None:
             return
-        self.overview_job = jobs.run(functools.partial(_overview_job, stack), name="data overview", queue=False)
+        self.overview_job = jobs.run(functools.partial(_v.iterate_stack_overview, stack), name="data overview", queue=False)
         self.overview_job.subscribe(self._on_overview)
 
     def _on_overview(self, ev):
