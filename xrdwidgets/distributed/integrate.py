@@ -31,11 +31,11 @@ def integrate_chunks(spec: dict, chunks: list) -> dict:
     try:
         from distributed import get_worker
 
-        worker = get_worker()
+        get_worker()  # raises ValueError outside a dask worker: then the caller's threads stay as they are
         tune_worker_malloc()
         torch.set_num_threads(1)  # one chunk per worker thread
     except (ImportError, ValueError):
-        worker = None
+        pass
     t0 = time.perf_counter()
     with WORKER_LOCK:
         run = _WORKER_INTEGRATIONS.get(spec["run_id"])
